@@ -1,0 +1,468 @@
+//! The conformance suite every [`BusBackend`] must pass.
+//!
+//! Each case is an async function taking a fresh backend; the
+//! [`conformance_tests!`](crate::conformance_tests) macro turns the whole list
+//! into `#[tokio::test]`s for one backend, so both backends run exactly the
+//! same checks. Cases wait on conditions with deadlines, never on fixed
+//! sleeps: a Kafka consumer group takes seconds to form.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use acteon_core::{BusMessage, Headers, OutgoingMessage, StartPosition, Topic, TopicName};
+use futures::StreamExt;
+use tokio::time::{Instant, timeout};
+
+use crate::{
+    BusBackend, BusError, EventStream, GroupId, KafkaBackend, KafkaConfig, SubscriptionEvent,
+};
+
+/// Longest wait for any one condition (group formation, a rebalance, delivery).
+const DEADLINE: Duration = Duration::from_secs(45);
+
+/// Environment variable naming the broker for Kafka tests.
+pub const KAFKA_BOOTSTRAP_ENV: &str = "ACTEON_KAFKA_BOOTSTRAP";
+/// Set by the project's test command: a missing broker then fails the tests
+/// instead of skipping them.
+pub const REQUIRE_KAFKA_ENV: &str = "ACTEON_REQUIRE_KAFKA";
+
+/// Settings for a test consumer: short group timeouts, so rebalances take
+/// seconds rather than minutes.
+pub fn test_kafka_config(bootstrap: &str) -> KafkaConfig {
+    KafkaConfig {
+        session_timeout_ms: 6_000,
+        max_poll_interval_ms: 10_000,
+        ..KafkaConfig::with_bootstrap(bootstrap)
+    }
+}
+
+/// The broker address for Kafka tests, or `None` (said on stderr) when none
+/// is configured. Panics when the test command requires a broker.
+pub fn kafka_bootstrap_from_env(test: &str) -> Option<String> {
+    match std::env::var(KAFKA_BOOTSTRAP_ENV) {
+        Ok(bootstrap) if !bootstrap.is_empty() => Some(bootstrap),
+        _ => {
+            assert!(
+                std::env::var_os(REQUIRE_KAFKA_ENV).is_none(),
+                "{REQUIRE_KAFKA_ENV} is set but {KAFKA_BOOTSTRAP_ENV} is not: no broker for {test}"
+            );
+            eprintln!("skipping Kafka test {test}: {KAFKA_BOOTSTRAP_ENV} is not set");
+            None
+        }
+    }
+}
+
+/// A Kafka backend for `test`, or `None` when no broker is configured.
+pub fn kafka_backend_from_env(test: &str) -> Option<Arc<dyn BusBackend>> {
+    let bootstrap = kafka_bootstrap_from_env(test)?;
+    let backend = KafkaBackend::new(test_kafka_config(&bootstrap)).expect("kafka backend");
+    Some(Arc::new(backend))
+}
+
+/// Generates one `#[tokio::test]` per conformance case. `$backend` is an
+/// expression of type `Option<Arc<dyn BusBackend>>`, evaluated per test with
+/// `test` bound to the case's name; `None` skips the case.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($test:ident => $backend:expr) => {
+        $crate::conformance_tests!(@cases $test => $backend;
+            create_then_delete,
+            create_is_idempotent,
+            conflicting_create_fails,
+            offsets_increase_per_partition,
+            a_key_always_lands_on_one_partition,
+            earliest_replays_and_latest_does_not,
+            headers_and_key_round_trip,
+            members_of_one_group_share_records,
+            distinct_groups_each_see_every_record,
+            survivor_takes_over_when_a_member_leaves,
+            unknown_topic_is_a_clear_error,
+        );
+    };
+    (@cases $test:ident => $backend:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let $test = stringify!($case);
+                if let Some(backend) = $backend {
+                    $crate::conformance::$case(backend).await;
+                }
+            }
+        )*
+    };
+}
+
+/// A topic name no other run uses.
+pub fn unique_topic_name(case: &str) -> TopicName {
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    TopicName::new("conformance", &run[..12], case).expect("valid test topic name")
+}
+
+fn unique_group() -> GroupId {
+    GroupId::parse(&format!("group-{}", uuid::Uuid::new_v4().simple())).expect("valid group")
+}
+
+async fn create(backend: &dyn BusBackend, case: &str, partitions: u32) -> Topic {
+    let topic = Topic::new(unique_topic_name(case), partitions, 1, None).expect("valid topic");
+    backend.create_topic(&topic).await.expect("create topic");
+    topic
+}
+
+fn message(key: Option<&str>, seq: usize) -> OutgoingMessage {
+    OutgoingMessage {
+        key: key.map(str::to_owned),
+        payload: serde_json::json!({ "seq": seq }),
+        headers: Headers::new(),
+    }
+}
+
+fn seq_of(message: &BusMessage) -> usize {
+    message.payload["seq"].as_u64().expect("seq in payload") as usize
+}
+
+/// Produces `count` messages keyed `key-{seq}`, with `seq` from `first`.
+async fn produce_keyed(backend: &dyn BusBackend, topic: &Topic, first: usize, count: usize) {
+    for seq in first..first + count {
+        let key = format!("key-{seq}");
+        backend
+            .produce(topic.name(), message(Some(&key), seq))
+            .await
+            .expect("produce");
+    }
+}
+
+/// A subscription under test: its stream plus the assignment it last reported.
+pub struct Reader {
+    stream: EventStream,
+    assignment: Vec<i32>,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("assignment", &self.assignment)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reader {
+    pub async fn join(
+        backend: &dyn BusBackend,
+        topic: &Topic,
+        group: &GroupId,
+        start: StartPosition,
+    ) -> Self {
+        let stream = backend
+            .subscribe(topic.name(), group, start)
+            .await
+            .expect("subscribe");
+        Self {
+            stream,
+            assignment: Vec::new(),
+        }
+    }
+
+    /// The next record, tracking assignments on the way; `None` if nothing
+    /// arrives within `wait`.
+    pub async fn next_message(&mut self, wait: Duration) -> Option<BusMessage> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let event = timeout(
+                deadline.saturating_duration_since(Instant::now()),
+                self.stream.next(),
+            )
+            .await
+            .ok()?;
+            match event
+                .expect("subscription ended")
+                .expect("subscription error")
+            {
+                SubscriptionEvent::Assigned(partitions) => self.assignment = partitions,
+                SubscriptionEvent::Message(message) => return Some(message),
+            }
+        }
+    }
+
+    /// Reads until nothing arrives for `wait`, tracking assignments; returns
+    /// the records read meanwhile.
+    async fn drain_assignments(&mut self, wait: Duration) -> Vec<BusMessage> {
+        let mut seen = Vec::new();
+        while let Some(message) = self.next_message(wait).await {
+            seen.push(message);
+        }
+        seen
+    }
+}
+
+/// Waits until the readers' assignments are disjoint and together cover all
+/// `partitions`, i.e. the group has settled.
+async fn wait_for_settled_group(readers: &mut [&mut Reader], partitions: u32) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        for reader in readers.iter_mut() {
+            let stray = reader.drain_assignments(Duration::from_millis(100)).await;
+            assert!(
+                stray.is_empty(),
+                "records arrived before any were produced: {stray:?}"
+            );
+        }
+        let mut covered = BTreeSet::new();
+        let disjoint = readers
+            .iter()
+            .flat_map(|reader| reader.assignment.iter())
+            .all(|partition| covered.insert(*partition));
+        let all_assigned = readers.iter().all(|reader| !reader.assignment.is_empty());
+        if disjoint && all_assigned && covered.len() == partitions as usize {
+            return;
+        }
+        let assignments: Vec<_> = readers
+            .iter()
+            .map(|reader| reader.assignment.clone())
+            .collect();
+        assert!(
+            Instant::now() < deadline,
+            "group did not settle: {assignments:?}"
+        );
+    }
+}
+
+/// Reads from all readers until `expected` records arrived in total (or the
+/// deadline passed), then briefly longer to catch duplicates. Returns the
+/// sequence numbers each reader saw.
+async fn collect(readers: &mut [&mut Reader], expected: usize) -> Vec<Vec<usize>> {
+    let mut seen = vec![Vec::new(); readers.len()];
+    let deadline = Instant::now() + DEADLINE;
+    let mut settle_until = None;
+    loop {
+        let now = Instant::now();
+        let total: usize = seen.iter().map(Vec::len).sum();
+        if total >= expected && settle_until.is_none() {
+            settle_until = Some(now + Duration::from_millis(500));
+        }
+        if settle_until.is_some_and(|until| now >= until) || now >= deadline {
+            return seen;
+        }
+        for (index, reader) in readers.iter_mut().enumerate() {
+            if let Some(message) = reader.next_message(Duration::from_millis(20)).await {
+                seen[index].push(seq_of(&message));
+            }
+        }
+    }
+}
+
+pub async fn create_then_delete(backend: Arc<dyn BusBackend>) {
+    let topic = create(&*backend, "create_then_delete", 2).await;
+    backend
+        .produce(topic.name(), message(None, 0))
+        .await
+        .expect("produce to a created topic");
+    backend.delete_topic(topic.name()).await.expect("delete");
+    let again = backend.delete_topic(topic.name()).await;
+    assert!(
+        matches!(again, Err(BusError::UnknownTopic { .. })),
+        "second delete: {again:?}"
+    );
+}
+
+pub async fn create_is_idempotent(backend: Arc<dyn BusBackend>) {
+    let topic = create(&*backend, "create_is_idempotent", 3).await;
+    backend
+        .create_topic(&topic)
+        .await
+        .expect("creating the same topic again succeeds");
+    backend.delete_topic(topic.name()).await.expect("delete");
+}
+
+pub async fn conflicting_create_fails(backend: Arc<dyn BusBackend>) {
+    let topic = create(&*backend, "conflicting_create_fails", 2).await;
+    let conflicting = Topic::new(topic.name().clone(), 3, 1, None).unwrap();
+    match backend.create_topic(&conflicting).await {
+        Err(BusError::TopicConflict {
+            topic: name,
+            existing: 2,
+            requested: 3,
+        }) => assert_eq!(name, topic.kafka_topic_name()),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    backend.delete_topic(topic.name()).await.expect("delete");
+}
+
+pub async fn offsets_increase_per_partition(backend: Arc<dyn BusBackend>) {
+    let topic = create(&*backend, "offsets_increase_per_partition", 3).await;
+    let mut last: BTreeMap<i32, i64> = BTreeMap::new();
+    for seq in 0..30 {
+        let receipt = backend
+            .produce(topic.name(), message(Some(&format!("k{seq}")), seq))
+            .await
+            .expect("produce");
+        assert_eq!(receipt.topic, topic.kafka_topic_name());
+        assert!((0..3).contains(&receipt.partition), "{receipt:?}");
+        let expected = last.get(&receipt.partition).map_or(0, |offset| offset + 1);
+        assert_eq!(
+            receipt.offset, expected,
+            "offsets of one partition are consecutive"
+        );
+        last.insert(receipt.partition, receipt.offset);
+    }
+    assert!(
+        last.len() > 1,
+        "30 keys all landed on one partition: {last:?}"
+    );
+    backend.delete_topic(topic.name()).await.expect("delete");
+}
+
+pub async fn a_key_always_lands_on_one_partition(backend: Arc<dyn BusBackend>) {
+    let topic = create(&*backend, "a_key_always_lands_on_one_partition", 4).await;
+    for key in ["alpha", "beta", "gamma"] {
+        let mut partitions = BTreeSet::new();
+        for seq in 0..10 {
+            let receipt = backend
+                .produce(topic.name(), message(Some(key), seq))
+                .await
+                .expect("produce");
+            partitions.insert(receipt.partition);
+        }
+        assert_eq!(partitions.len(), 1, "key {key} spread over {partitions:?}");
+    }
+    backend.delete_topic(topic.name()).await.expect("delete");
+}
+
+pub async fn earliest_replays_and_latest_does_not(backend: Arc<dyn BusBackend>) {
+    let topic = create(&*backend, "earliest_replays_and_latest_does_not", 2).await;
+    produce_keyed(&*backend, &topic, 0, 5).await;
+
+    let mut latest = Reader::join(&*backend, &topic, &unique_group(), StartPosition::Latest).await;
+    wait_for_settled_group(&mut [&mut latest], 2).await;
+    let mut earliest =
+        Reader::join(&*backend, &topic, &unique_group(), StartPosition::Earliest).await;
+    produce_keyed(&*backend, &topic, 5, 1).await;
+
+    let replayed = collect(&mut [&mut earliest], 6).await.remove(0);
+    assert_eq!(
+        replayed.iter().copied().collect::<BTreeSet<_>>(),
+        (0..6).collect(),
+        "earliest replays the retained log"
+    );
+    let live = collect(&mut [&mut latest], 1).await.remove(0);
+    assert_eq!(live, vec![5], "latest sees only what came after it joined");
+    backend.delete_topic(topic.name()).await.expect("delete");
+}
+
+pub async fn headers_and_key_round_trip(backend: Arc<dyn BusBackend>) {
+    let topic = create(&*backend, "headers_and_key_round_trip", 1).await;
+    let sent = OutgoingMessage {
+        key: Some("order-7".to_owned()),
+        payload: serde_json::json!({ "seq": 0, "nested": { "list": [1, "two", null] } }),
+        headers: Headers::from([
+            ("x-trace-id".to_owned(), "abc-123".to_owned()),
+            ("content-kind".to_owned(), "test ünïcode".to_owned()),
+        ]),
+    };
+    let receipt = backend
+        .produce(topic.name(), sent.clone())
+        .await
+        .expect("produce");
+    let mut reader =
+        Reader::join(&*backend, &topic, &unique_group(), StartPosition::Earliest).await;
+    let received = reader.next_message(DEADLINE).await.expect("the record");
+    assert_eq!(received.topic, topic.kafka_topic_name());
+    assert_eq!(received.key, sent.key);
+    assert_eq!(received.payload, sent.payload);
+    assert_eq!(received.headers, sent.headers);
+    assert_eq!(
+        (received.partition, received.offset),
+        (receipt.partition, receipt.offset)
+    );
+    backend.delete_topic(topic.name()).await.expect("delete");
+}
+
+pub async fn members_of_one_group_share_records(backend: Arc<dyn BusBackend>) {
+    let topic = create(&*backend, "members_of_one_group_share_records", 4).await;
+    let group = unique_group();
+    let mut a = Reader::join(&*backend, &topic, &group, StartPosition::Latest).await;
+    let mut b = Reader::join(&*backend, &topic, &group, StartPosition::Latest).await;
+    wait_for_settled_group(&mut [&mut a, &mut b], 4).await;
+
+    produce_keyed(&*backend, &topic, 0, 40).await;
+    let seen = collect(&mut [&mut a, &mut b], 40).await;
+    let (to_a, to_b): (BTreeSet<_>, BTreeSet<_>) = (
+        seen[0].iter().copied().collect(),
+        seen[1].iter().copied().collect(),
+    );
+    assert_eq!(
+        to_a.len() + to_b.len(),
+        seen[0].len() + seen[1].len(),
+        "a record was read twice by one member"
+    );
+    assert!(
+        to_a.is_disjoint(&to_b),
+        "records reached both members: {:?}",
+        to_a.intersection(&to_b).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        to_a.union(&to_b).copied().collect::<BTreeSet<_>>(),
+        (0..40).collect(),
+        "a record was lost"
+    );
+    assert!(
+        !to_a.is_empty() && !to_b.is_empty(),
+        "one member got nothing: {seen:?}"
+    );
+    backend.delete_topic(topic.name()).await.expect("delete");
+}
+
+pub async fn distinct_groups_each_see_every_record(backend: Arc<dyn BusBackend>) {
+    let topic = create(&*backend, "distinct_groups_each_see_every_record", 3).await;
+    let mut a = Reader::join(&*backend, &topic, &unique_group(), StartPosition::Latest).await;
+    let mut b = Reader::join(&*backend, &topic, &unique_group(), StartPosition::Latest).await;
+    wait_for_settled_group(&mut [&mut a], 3).await;
+    wait_for_settled_group(&mut [&mut b], 3).await;
+
+    produce_keyed(&*backend, &topic, 0, 20).await;
+    let seen = collect(&mut [&mut a, &mut b], 40).await;
+    for (reader, seqs) in seen.iter().enumerate() {
+        let mut sorted = seqs.clone();
+        sorted.sort_unstable();
+        assert_eq!(
+            sorted,
+            (0..20).collect::<Vec<_>>(),
+            "group {reader} saw {seqs:?}"
+        );
+    }
+    backend.delete_topic(topic.name()).await.expect("delete");
+}
+
+pub async fn survivor_takes_over_when_a_member_leaves(backend: Arc<dyn BusBackend>) {
+    let topic = create(&*backend, "survivor_takes_over_when_a_member_leaves", 4).await;
+    let group = unique_group();
+    let mut survivor = Reader::join(&*backend, &topic, &group, StartPosition::Latest).await;
+    let mut leaver = Reader::join(&*backend, &topic, &group, StartPosition::Latest).await;
+    wait_for_settled_group(&mut [&mut survivor, &mut leaver], 4).await;
+    drop(leaver);
+
+    // Records produced during the rebalance may be skipped (no offsets are
+    // committed), so produce only once the survivor owns every partition.
+    wait_for_settled_group(&mut [&mut survivor], 4).await;
+    produce_keyed(&*backend, &topic, 0, 20).await;
+    let mut seen = collect(&mut [&mut survivor], 20).await.remove(0);
+    seen.sort_unstable();
+    assert_eq!(seen, (0..20).collect::<Vec<_>>());
+    backend.delete_topic(topic.name()).await.expect("delete");
+}
+
+pub async fn unknown_topic_is_a_clear_error(backend: Arc<dyn BusBackend>) {
+    let name = unique_topic_name("unknown_topic_is_a_clear_error");
+    let produced = backend.produce(&name, message(None, 0)).await;
+    match produced {
+        Err(BusError::UnknownTopic { topic }) => assert_eq!(topic, name.kafka_topic_name()),
+        other => panic!("produce to a missing topic: {other:?}"),
+    }
+    let subscribed = backend
+        .subscribe(&name, &unique_group(), StartPosition::Earliest)
+        .await;
+    assert!(
+        matches!(subscribed, Err(BusError::UnknownTopic { .. })),
+        "subscribe to a missing topic must fail"
+    );
+}

@@ -1,0 +1,125 @@
+//! Settings of the Kafka backend and the librdkafka properties they become.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use serde::Deserialize;
+
+/// The `[bus.kafka]` section.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list.
+    pub bootstrap_servers: String,
+    pub client_id: String,
+    /// How long a publish waits for the broker's acknowledgement.
+    pub produce_timeout_ms: u64,
+    /// librdkafka's `linger.ms`. Publishes are request/response: each caller
+    /// awaits its own ack, so every millisecond of linger is added to each
+    /// publish's latency. 0 still batches whatever queues up while a request
+    /// is in flight, which is enough at HTTP rates.
+    pub linger_ms: u64,
+    /// librdkafka's `batch.size`, in bytes.
+    pub batch_size: u32,
+    /// How long topic create / delete and metadata requests may take.
+    pub admin_timeout_ms: u64,
+    /// Consumer `session.timeout.ms`: how soon a crashed server's
+    /// subscriptions are evicted. A closed subscription leaves at once.
+    pub session_timeout_ms: u64,
+    /// Consumer `max.poll.interval.ms`; also bounds how long a rebalance
+    /// waits for members.
+    pub max_poll_interval_ms: u64,
+    /// Consumer `fetch.wait.max.ms`: the longest a fetch waits at the broker
+    /// for new records.
+    pub fetch_wait_max_ms: u64,
+    /// Further librdkafka properties, applied last (for TLS, SASL, tuning).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: "localhost:9092".to_owned(),
+            client_id: "acteon".to_owned(),
+            produce_timeout_ms: 5_000,
+            linger_ms: 0,
+            batch_size: 1_000_000,
+            admin_timeout_ms: 10_000,
+            session_timeout_ms: 10_000,
+            max_poll_interval_ms: 30_000,
+            fetch_wait_max_ms: 100,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    pub fn with_bootstrap(bootstrap_servers: impl Into<String>) -> Self {
+        Self {
+            bootstrap_servers: bootstrap_servers.into(),
+            ..Self::default()
+        }
+    }
+
+    pub(super) fn produce_timeout(&self) -> Duration {
+        Duration::from_millis(self.produce_timeout_ms)
+    }
+
+    pub(super) fn admin_timeout(&self) -> Duration {
+        Duration::from_millis(self.admin_timeout_ms)
+    }
+
+    fn base(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.bootstrap_servers)
+            .set("client.id", &self.client_id)
+            // Topics exist only through Acteon's topic API.
+            .set("allow.auto.create.topics", "false");
+        config
+    }
+
+    fn with_overrides(&self, mut config: ClientConfig) -> ClientConfig {
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config
+    }
+
+    pub(super) fn producer(&self) -> ClientConfig {
+        let mut config = self.base();
+        config
+            .set("linger.ms", self.linger_ms.to_string())
+            .set("batch.size", self.batch_size.to_string())
+            .set("message.timeout.ms", self.produce_timeout_ms.to_string())
+            // A produce to a topic the broker does not know must fail as
+            // "unknown topic" before it fails as a timeout.
+            .set(
+                "topic.metadata.propagation.max.ms",
+                (self.produce_timeout_ms / 2).to_string(),
+            )
+            .set("enable.idempotence", "true");
+        self.with_overrides(config)
+    }
+
+    pub(super) fn admin(&self) -> ClientConfig {
+        self.with_overrides(self.base())
+    }
+
+    pub(super) fn consumer(&self, group_id: &str, auto_offset_reset: &str) -> ClientConfig {
+        let mut config = self.base();
+        config
+            .set("group.id", group_id)
+            .set("auto.offset.reset", auto_offset_reset)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("session.timeout.ms", self.session_timeout_ms.to_string())
+            .set(
+                "max.poll.interval.ms",
+                self.max_poll_interval_ms.to_string(),
+            )
+            .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string());
+        self.with_overrides(config)
+    }
+}

@@ -1,0 +1,212 @@
+//! The Kafka backend, over rdkafka.
+//!
+//! One long-lived idempotent producer and one admin client serve every call;
+//! each subscription is its own consumer ([`subscription`]).
+
+mod config;
+mod error;
+mod subscription;
+
+use std::time::Duration;
+
+use acteon_core::{DeliveryReceipt, OutgoingMessage, StartPosition, Topic, TopicName};
+use async_trait::async_trait;
+use chrono::Utc;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::metadata::Metadata;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+
+pub use self::config::KafkaConfig;
+use self::error::classify;
+use crate::{BusBackend, BusError, EventStream, GroupId, Operation};
+
+/// The Kafka backend. Cheap to share behind an `Arc`.
+pub struct KafkaBackend {
+    config: KafkaConfig,
+    producer: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+}
+
+impl std::fmt::Debug for KafkaBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaBackend")
+            .field("bootstrap_servers", &self.config.bootstrap_servers)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KafkaBackend {
+    /// Builds the clients. Connecting is lazy: this succeeds with the broker
+    /// down, and calls fail as [`BusError::Unavailable`] until it is up.
+    pub fn new(config: KafkaConfig) -> Result<Self, BusError> {
+        let cluster = |source: KafkaError| classify(Operation::Metadata, "*", source);
+        let producer = config.producer().create().map_err(cluster)?;
+        let admin = config.admin().create().map_err(cluster)?;
+        Ok(Self {
+            config,
+            producer,
+            admin,
+        })
+    }
+
+    fn admin_options(&self) -> AdminOptions {
+        let timeout = self.config.admin_timeout();
+        AdminOptions::new()
+            .request_timeout(Some(timeout))
+            .operation_timeout(Some(timeout))
+    }
+
+    /// Cluster metadata for one topic, or for all when `topic` is `None`.
+    async fn metadata(&self, topic: Option<&str>) -> Result<Metadata, BusError> {
+        let client = self.producer.clone();
+        let topic = topic.map(str::to_owned);
+        let timeout = self.config.admin_timeout();
+        let label = topic.clone().unwrap_or_else(|| "*".to_owned());
+        tokio::task::spawn_blocking(move || {
+            client.client().fetch_metadata(topic.as_deref(), timeout)
+        })
+        .await
+        .expect("metadata task panicked")
+        .map_err(|source| classify(Operation::Metadata, &label, source))
+    }
+
+    /// The partition count of an existing topic.
+    async fn partition_count(&self, kafka_name: &str) -> Result<u32, BusError> {
+        let metadata = self.metadata(Some(kafka_name)).await?;
+        let topic = metadata
+            .topics()
+            .iter()
+            .find(|topic| topic.name() == kafka_name);
+        match topic {
+            Some(topic) if topic.error().is_none() => Ok(topic.partitions().len() as u32),
+            _ => Err(BusError::UnknownTopic {
+                topic: kafka_name.to_owned(),
+            }),
+        }
+    }
+}
+
+#[async_trait]
+impl BusBackend for KafkaBackend {
+    fn kind(&self) -> &'static str {
+        "kafka"
+    }
+
+    async fn create_topic(&self, topic: &Topic) -> Result<(), BusError> {
+        let kafka_name = topic.kafka_topic_name();
+        let retention = topic.retention_ms().map(|ms| ms.to_string());
+        let mut new_topic = NewTopic::new(
+            &kafka_name,
+            topic.partitions() as i32,
+            TopicReplication::Fixed(i32::from(topic.replication_factor())),
+        );
+        if let Some(retention) = &retention {
+            new_topic = new_topic.set("retention.ms", retention);
+        }
+        let results = self
+            .admin
+            .create_topics([&new_topic], &self.admin_options())
+            .await
+            .map_err(|source| classify(Operation::CreateTopic, &kafka_name, source))?;
+        match results.into_iter().next() {
+            Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => {
+                let existing = self.partition_count(&kafka_name).await?;
+                if existing == topic.partitions() {
+                    Ok(())
+                } else {
+                    Err(BusError::TopicConflict {
+                        topic: kafka_name,
+                        existing,
+                        requested: topic.partitions(),
+                    })
+                }
+            }
+            Some(Err((_, code))) => Err(classify(
+                Operation::CreateTopic,
+                &kafka_name,
+                KafkaError::AdminOp(code),
+            )),
+            Some(Ok(_)) | None => Ok(()),
+        }
+    }
+
+    async fn delete_topic(&self, topic: &TopicName) -> Result<(), BusError> {
+        let kafka_name = topic.kafka_topic_name();
+        let results = self
+            .admin
+            .delete_topics(&[&kafka_name], &self.admin_options())
+            .await
+            .map_err(|source| classify(Operation::DeleteTopic, &kafka_name, source))?;
+        match results.into_iter().next() {
+            Some(Err((_, code))) => Err(classify(
+                Operation::DeleteTopic,
+                &kafka_name,
+                KafkaError::AdminOp(code),
+            )),
+            Some(Ok(_)) | None => Ok(()),
+        }
+    }
+
+    async fn produce(
+        &self,
+        topic: &TopicName,
+        message: OutgoingMessage,
+    ) -> Result<DeliveryReceipt, BusError> {
+        let kafka_name = topic.kafka_topic_name();
+        let payload = message.payload.to_string();
+        let headers = message.headers.iter().fold(
+            OwnedHeaders::new_with_capacity(message.headers.len()),
+            |headers, (key, value)| {
+                headers.insert(Header {
+                    key,
+                    value: Some(value),
+                })
+            },
+        );
+        let mut record = FutureRecord::to(&kafka_name)
+            .payload(&payload)
+            .headers(headers);
+        if let Some(key) = &message.key {
+            record = record.key(key);
+        }
+        let delivery = self
+            .producer
+            .send(record, self.config.produce_timeout())
+            .await
+            .map_err(|(source, _)| classify(Operation::Produce, &kafka_name, source))?;
+        Ok(DeliveryReceipt {
+            topic: kafka_name,
+            partition: delivery.partition,
+            offset: delivery.offset,
+            produced_at: Utc::now(),
+        })
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &TopicName,
+        group: &GroupId,
+        start: StartPosition,
+    ) -> Result<EventStream, BusError> {
+        let kafka_name = topic.kafka_topic_name();
+        // A consumer of a missing topic would wait forever; say so instead.
+        self.partition_count(&kafka_name).await?;
+        subscription::start(&self.config, kafka_name, group, start)
+    }
+
+    async fn check_ready(&self) -> Result<(), BusError> {
+        self.metadata(None).await.map(drop)
+    }
+
+    async fn flush(&self, timeout: Duration) -> Result<(), BusError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.flush(timeout))
+            .await
+            .expect("flush task panicked")
+            .map_err(|source| classify(Operation::Flush, "*", source))
+    }
+}

@@ -1,0 +1,18 @@
+//! The transport under Acteon: the [`BusBackend`] trait and its two
+//! implementations, Kafka ([`KafkaBackend`]) and in-memory ([`MemoryBackend`]).
+//!
+//! Both backends have the same observable semantics, and one conformance suite
+//! (the `testing` feature's [`conformance`] module) runs against each of them.
+
+mod backend;
+mod error;
+mod kafka;
+mod memory;
+
+#[cfg(feature = "testing")]
+pub mod conformance;
+
+pub use backend::{BusBackend, EventStream, GroupId, GroupIdError, SubscriptionEvent};
+pub use error::{BusError, Operation};
+pub use kafka::{KafkaBackend, KafkaConfig};
+pub use memory::{MemoryBackend, MemoryConfig};

@@ -1,0 +1,305 @@
+//! The in-memory backend: Kafka's semantics without a broker.
+//!
+//! Used when no broker is configured and in tests. Each topic is a set of
+//! bounded partition logs ([`log`]); consumer groups share partitions among
+//! their live members ([`group`]). Subscribers wait on a `watch` channel that
+//! every append bumps, so nothing polls.
+
+mod group;
+mod log;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use acteon_core::{DeliveryReceipt, OutgoingMessage, StartPosition, Topic, TopicName};
+use async_trait::async_trait;
+use serde::Deserialize;
+
+use self::group::Member;
+use self::log::TopicLog;
+use crate::{BusBackend, BusError, EventStream, GroupId};
+
+/// Retention of the in-memory backend. A partition drops its oldest records
+/// when either bound is passed, or when they are older than the topic's
+/// `retention_ms`; a reader that falls behind the oldest record skips ahead to
+/// it, as a Kafka consumer does when its offset is out of range.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MemoryConfig {
+    pub max_records_per_partition: usize,
+    pub max_bytes_per_partition: usize,
+}
+
+impl Default for MemoryConfig {
+    fn default() -> Self {
+        Self {
+            max_records_per_partition: 100_000,
+            max_bytes_per_partition: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Kafka's semantics in process memory, bounded by [`MemoryConfig`].
+#[derive(Debug, Default)]
+pub struct MemoryBackend {
+    config: MemoryConfig,
+    topics: RwLock<HashMap<TopicName, Arc<TopicLog>>>,
+}
+
+impl MemoryBackend {
+    pub fn new(config: MemoryConfig) -> Self {
+        Self {
+            config,
+            topics: RwLock::default(),
+        }
+    }
+
+    fn topic(&self, name: &TopicName) -> Result<Arc<TopicLog>, BusError> {
+        self.topics
+            .read()
+            .expect("topic map lock poisoned")
+            .get(name)
+            .cloned()
+            .ok_or_else(|| BusError::UnknownTopic {
+                topic: name.kafka_topic_name(),
+            })
+    }
+}
+
+#[async_trait]
+impl BusBackend for MemoryBackend {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn create_topic(&self, topic: &Topic) -> Result<(), BusError> {
+        let mut topics = self.topics.write().expect("topic map lock poisoned");
+        if let Some(existing) = topics.get(topic.name()) {
+            let existing = existing.partition_count();
+            return if existing == topic.partitions() {
+                Ok(())
+            } else {
+                Err(BusError::TopicConflict {
+                    topic: topic.kafka_topic_name(),
+                    existing,
+                    requested: topic.partitions(),
+                })
+            };
+        }
+        let log = TopicLog::new(topic, self.config.clone());
+        topics.insert(topic.name().clone(), Arc::new(log));
+        Ok(())
+    }
+
+    async fn delete_topic(&self, topic: &TopicName) -> Result<(), BusError> {
+        let removed = self
+            .topics
+            .write()
+            .expect("topic map lock poisoned")
+            .remove(topic);
+        match removed {
+            Some(log) => {
+                log.close();
+                Ok(())
+            }
+            None => Err(BusError::UnknownTopic {
+                topic: topic.kafka_topic_name(),
+            }),
+        }
+    }
+
+    async fn produce(
+        &self,
+        topic: &TopicName,
+        message: OutgoingMessage,
+    ) -> Result<DeliveryReceipt, BusError> {
+        Ok(self.topic(topic)?.append(message))
+    }
+
+    async fn subscribe(
+        &self,
+        topic: &TopicName,
+        group: &GroupId,
+        start: StartPosition,
+    ) -> Result<EventStream, BusError> {
+        let log = self.topic(topic)?;
+        Ok(Member::join(log, group.clone(), start).into_stream())
+    }
+
+    async fn check_ready(&self) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    async fn flush(&self, _timeout: Duration) -> Result<(), BusError> {
+        // Every append is complete when `produce` returns.
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use acteon_core::Headers;
+    use futures::StreamExt;
+
+    use super::*;
+    use crate::SubscriptionEvent;
+
+    fn topic(partitions: u32) -> Topic {
+        Topic::new(
+            TopicName::new("test", "t", "log").unwrap(),
+            partitions,
+            1,
+            None,
+        )
+        .unwrap()
+    }
+
+    fn message(seq: u64, padding: usize) -> OutgoingMessage {
+        OutgoingMessage {
+            key: None,
+            payload: serde_json::json!({ "seq": seq, "pad": "x".repeat(padding) }),
+            headers: Headers::new(),
+        }
+    }
+
+    async fn offsets_from_earliest(backend: &MemoryBackend, topic: &Topic) -> Vec<i64> {
+        let group = GroupId::parse("reader").unwrap();
+        let mut stream = backend
+            .subscribe(topic.name(), &group, StartPosition::Earliest)
+            .await
+            .unwrap();
+        let mut offsets = Vec::new();
+        while let Ok(Some(event)) =
+            tokio::time::timeout(Duration::from_millis(50), stream.next()).await
+        {
+            if let SubscriptionEvent::Message(message) = event.unwrap() {
+                offsets.push(message.offset);
+            }
+        }
+        offsets
+    }
+
+    #[tokio::test]
+    async fn retention_by_count_keeps_the_newest_records() {
+        let backend = MemoryBackend::new(MemoryConfig {
+            max_records_per_partition: 5,
+            ..MemoryConfig::default()
+        });
+        let topic = topic(1);
+        backend.create_topic(&topic).await.unwrap();
+        for seq in 0..12 {
+            backend
+                .produce(topic.name(), message(seq, 0))
+                .await
+                .unwrap();
+        }
+        assert_eq!(
+            offsets_from_earliest(&backend, &topic).await,
+            (7..12).collect::<Vec<_>>()
+        );
+    }
+
+    #[tokio::test]
+    async fn retention_by_bytes_bounds_a_partition() {
+        let backend = MemoryBackend::new(MemoryConfig {
+            max_bytes_per_partition: 10_000,
+            ..MemoryConfig::default()
+        });
+        let topic = topic(1);
+        backend.create_topic(&topic).await.unwrap();
+        for seq in 0..100 {
+            backend
+                .produce(topic.name(), message(seq, 1_000))
+                .await
+                .unwrap();
+        }
+        let kept = offsets_from_earliest(&backend, &topic).await;
+        assert!(
+            kept.len() < 10,
+            "kept {} records of ~1 KiB in 10 KB",
+            kept.len()
+        );
+        assert_eq!(kept.last(), Some(&99), "the newest record is kept");
+    }
+
+    #[tokio::test]
+    async fn a_reader_behind_retention_skips_to_the_oldest_record() {
+        let backend = MemoryBackend::new(MemoryConfig {
+            max_records_per_partition: 3,
+            ..MemoryConfig::default()
+        });
+        let topic = topic(1);
+        backend.create_topic(&topic).await.unwrap();
+        backend.produce(topic.name(), message(0, 0)).await.unwrap();
+        let group = GroupId::parse("slow").unwrap();
+        let mut stream = backend
+            .subscribe(topic.name(), &group, StartPosition::Earliest)
+            .await
+            .unwrap();
+        assert!(matches!(
+            stream.next().await,
+            Some(Ok(SubscriptionEvent::Assigned(_)))
+        ));
+        // The reader has not read offset 0 yet when 10 more arrive.
+        for seq in 1..=10 {
+            backend
+                .produce(topic.name(), message(seq, 0))
+                .await
+                .unwrap();
+        }
+        let Some(Ok(SubscriptionEvent::Message(first))) = stream.next().await else {
+            panic!("expected a record");
+        };
+        assert_eq!(first.offset, 8);
+    }
+
+    #[tokio::test]
+    async fn deleting_a_topic_ends_its_subscriptions() {
+        let backend = MemoryBackend::default();
+        let topic = topic(2);
+        backend.create_topic(&topic).await.unwrap();
+        let group = GroupId::parse("g").unwrap();
+        let mut stream = backend
+            .subscribe(topic.name(), &group, StartPosition::Latest)
+            .await
+            .unwrap();
+        assert!(matches!(
+            stream.next().await,
+            Some(Ok(SubscriptionEvent::Assigned(_)))
+        ));
+        backend.delete_topic(topic.name()).await.unwrap();
+        let end = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
+        assert!(matches!(end, Ok(None)), "stream still open: {end:?}");
+    }
+
+    #[tokio::test]
+    async fn more_members_than_partitions_leaves_some_idle() {
+        let backend = MemoryBackend::default();
+        let topic = topic(1);
+        backend.create_topic(&topic).await.unwrap();
+        let group = GroupId::parse("g").unwrap();
+        let mut first = backend
+            .subscribe(topic.name(), &group, StartPosition::Latest)
+            .await
+            .unwrap();
+        let mut second = backend
+            .subscribe(topic.name(), &group, StartPosition::Latest)
+            .await
+            .unwrap();
+        let assigned = |event: Option<Result<SubscriptionEvent, BusError>>| match event {
+            Some(Ok(SubscriptionEvent::Assigned(partitions))) => partitions,
+            other => panic!("expected an assignment, got {other:?}"),
+        };
+        assert_eq!(assigned(first.next().await), vec![0]);
+        let idle = tokio::time::timeout(Duration::from_millis(100), second.next()).await;
+        assert!(
+            idle.is_err(),
+            "the second member has nothing to read: {idle:?}"
+        );
+        drop(first);
+        assert_eq!(assigned(second.next().await), vec![0]);
+    }
+}

@@ -1,0 +1,16 @@
+//! Domain types shared by every Acteon crate.
+//!
+//! Nothing here does I/O. Types whose values have rules (topic names, topic
+//! settings, header names) can only be built through a constructor that checks
+//! them, so a value that exists is valid: "parse, don't validate later".
+
+mod message;
+mod name;
+mod topic;
+
+pub use message::{
+    BusMessage, DeliveryReceipt, HeaderError, Headers, OutgoingMessage, RESERVED_HEADER_PREFIX,
+    StartPosition, StartPositionError, check_client_headers,
+};
+pub use name::{Fragment, FragmentKind, NameError, TopicName};
+pub use topic::{MAX_PARTITIONS, Topic, TopicError, TopicSpec};

@@ -1,0 +1,151 @@
+//! Messages on their way in and out, receipts, and where a reader starts.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Message headers: UTF-8 names and values, kept in name order.
+pub type Headers = BTreeMap<String, String>;
+
+/// Header names with this prefix are stamped by the server; clients may not
+/// set them, so a consumer can trust that such a header came from Acteon.
+pub const RESERVED_HEADER_PREFIX: &str = "acteon.";
+
+/// A header a client may not send.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum HeaderError {
+    #[error("header {0:?} uses the reserved prefix \"acteon.\", which only the server may set")]
+    Reserved(String),
+    #[error("header names must not be empty")]
+    EmptyName,
+}
+
+/// Checks the headers a client asked to publish.
+pub fn check_client_headers(headers: &Headers) -> Result<(), HeaderError> {
+    for name in headers.keys() {
+        if name.is_empty() {
+            return Err(HeaderError::EmptyName);
+        }
+        let reserved = name
+            .get(..RESERVED_HEADER_PREFIX.len())
+            .is_some_and(|prefix| prefix.eq_ignore_ascii_case(RESERVED_HEADER_PREFIX));
+        if reserved {
+            return Err(HeaderError::Reserved(name.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// What a producer hands to the bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutgoingMessage {
+    /// Messages with the same key land on the same partition.
+    #[serde(default)]
+    pub key: Option<String>,
+    pub payload: serde_json::Value,
+    #[serde(default)]
+    pub headers: Headers,
+}
+
+/// A record as read back from a topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BusMessage {
+    /// Kafka name of the topic.
+    pub topic: String,
+    pub key: Option<String>,
+    pub payload: serde_json::Value,
+    pub headers: Headers,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: DateTime<Utc>,
+}
+
+/// The broker's acknowledgement of a produced message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryReceipt {
+    /// Kafka name of the topic.
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub produced_at: DateTime<Utc>,
+}
+
+/// Where a subscription starts reading a partition it has no position in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartPosition {
+    /// The oldest record still retained.
+    Earliest,
+    /// Only records produced after the partition was assigned.
+    #[default]
+    Latest,
+}
+
+impl fmt::Display for StartPosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Earliest => "earliest",
+            Self::Latest => "latest",
+        })
+    }
+}
+
+/// A start position other than `earliest` or `latest`.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[error("start position must be \"earliest\" or \"latest\", got {0:?}")]
+pub struct StartPositionError(pub String);
+
+impl FromStr for StartPosition {
+    type Err = StartPositionError;
+
+    fn from_str(value: &str) -> Result<Self, Self::Err> {
+        match value {
+            "earliest" => Ok(Self::Earliest),
+            "latest" => Ok(Self::Latest),
+            other => Err(StartPositionError(other.to_owned())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserved_prefix_is_refused_in_any_case() {
+        for name in ["acteon.trace", "Acteon.Trace", "ACTEON.x"] {
+            let headers = Headers::from([(name.to_owned(), "v".to_owned())]);
+            assert_eq!(
+                check_client_headers(&headers),
+                Err(HeaderError::Reserved(name.to_owned()))
+            );
+        }
+    }
+
+    #[test]
+    fn ordinary_headers_pass() {
+        let headers = Headers::from([
+            ("x-trace-id".to_owned(), "1".to_owned()),
+            ("acteon".to_owned(), "no dot, not reserved".to_owned()),
+        ]);
+        assert_eq!(check_client_headers(&headers), Ok(()));
+    }
+
+    #[test]
+    fn empty_header_names_are_refused() {
+        let headers = Headers::from([(String::new(), "v".to_owned())]);
+        assert_eq!(check_client_headers(&headers), Err(HeaderError::EmptyName));
+    }
+
+    #[test]
+    fn start_position_parses_both_words_only() {
+        assert_eq!("earliest".parse(), Ok(StartPosition::Earliest));
+        assert_eq!("latest".parse(), Ok(StartPosition::Latest));
+        assert!("beginning".parse::<StartPosition>().is_err());
+        assert_eq!(StartPosition::default(), StartPosition::Latest);
+    }
+}

@@ -1,0 +1,223 @@
+//! A topic: its name plus the settings its Kafka topic is created with.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::name::{NameError, TopicName};
+
+/// Upper bound on partitions per topic. Every partition costs memory on the
+/// in-memory backend and file handles on a broker; a typo such as `100000`
+/// should be refused, not attempted.
+pub const MAX_PARTITIONS: u32 = 1024;
+
+/// Why a topic definition was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum TopicError {
+    #[error(transparent)]
+    Name(#[from] NameError),
+    #[error("partitions must be between 1 and {MAX_PARTITIONS}, got {0}")]
+    Partitions(u32),
+    #[error("replication_factor must be at least 1, got {0}")]
+    ReplicationFactor(i16),
+    #[error("retention_ms must be positive, got {0}")]
+    RetentionMs(i64),
+}
+
+/// A topic definition as a client writes it, before validation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicSpec {
+    pub namespace: String,
+    pub tenant: String,
+    pub name: String,
+    pub partitions: u32,
+    pub replication_factor: i16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<i64>,
+}
+
+/// A validated topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "TopicRepr", into = "TopicRepr")]
+pub struct Topic {
+    name: TopicName,
+    partitions: u32,
+    replication_factor: i16,
+    retention_ms: Option<i64>,
+}
+
+impl Topic {
+    pub fn new(
+        name: TopicName,
+        partitions: u32,
+        replication_factor: i16,
+        retention_ms: Option<i64>,
+    ) -> Result<Self, TopicError> {
+        if !(1..=MAX_PARTITIONS).contains(&partitions) {
+            return Err(TopicError::Partitions(partitions));
+        }
+        if replication_factor < 1 {
+            return Err(TopicError::ReplicationFactor(replication_factor));
+        }
+        if let Some(ms) = retention_ms.filter(|ms| *ms <= 0) {
+            return Err(TopicError::RetentionMs(ms));
+        }
+        Ok(Self {
+            name,
+            partitions,
+            replication_factor,
+            retention_ms,
+        })
+    }
+
+    pub fn name(&self) -> &TopicName {
+        &self.name
+    }
+
+    pub fn kafka_topic_name(&self) -> String {
+        self.name.kafka_topic_name()
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    pub fn replication_factor(&self) -> i16 {
+        self.replication_factor
+    }
+
+    /// How long the broker keeps records; `None` leaves the broker's default.
+    pub fn retention_ms(&self) -> Option<i64> {
+        self.retention_ms
+    }
+}
+
+impl TryFrom<TopicSpec> for Topic {
+    type Error = TopicError;
+
+    fn try_from(spec: TopicSpec) -> Result<Self, Self::Error> {
+        let name = TopicName::new(&spec.namespace, &spec.tenant, &spec.name)?;
+        Self::new(
+            name,
+            spec.partitions,
+            spec.replication_factor,
+            spec.retention_ms,
+        )
+    }
+}
+
+/// The wire form: the spec's fields plus the derived Kafka name.
+#[derive(Serialize, Deserialize)]
+struct TopicRepr {
+    #[serde(flatten)]
+    spec: TopicSpec,
+    #[serde(default, skip_deserializing)]
+    kafka_name: String,
+}
+
+impl TryFrom<TopicRepr> for Topic {
+    type Error = TopicError;
+
+    fn try_from(repr: TopicRepr) -> Result<Self, Self::Error> {
+        repr.spec.try_into()
+    }
+}
+
+impl From<Topic> for TopicRepr {
+    fn from(topic: Topic) -> Self {
+        Self {
+            kafka_name: topic.kafka_topic_name(),
+            spec: TopicSpec {
+                namespace: topic.name.namespace().to_owned(),
+                tenant: topic.name.tenant().to_owned(),
+                name: topic.name.name().to_owned(),
+                partitions: topic.partitions,
+                replication_factor: topic.replication_factor,
+                retention_ms: topic.retention_ms,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> TopicSpec {
+        TopicSpec {
+            namespace: "agents".into(),
+            tenant: "demo".into(),
+            name: "inbox".into(),
+            partitions: 4,
+            replication_factor: 1,
+            retention_ms: Some(60_000),
+        }
+    }
+
+    #[test]
+    fn a_valid_spec_becomes_a_topic() {
+        let topic = Topic::try_from(spec()).unwrap();
+        assert_eq!(topic.kafka_topic_name(), "agents.demo.inbox");
+        assert_eq!(topic.partitions(), 4);
+        assert_eq!(topic.retention_ms(), Some(60_000));
+    }
+
+    #[test]
+    fn settings_out_of_range_are_rejected() {
+        let cases = [
+            (
+                TopicSpec {
+                    partitions: 0,
+                    ..spec()
+                },
+                TopicError::Partitions(0),
+            ),
+            (
+                TopicSpec {
+                    partitions: MAX_PARTITIONS + 1,
+                    ..spec()
+                },
+                TopicError::Partitions(MAX_PARTITIONS + 1),
+            ),
+            (
+                TopicSpec {
+                    replication_factor: 0,
+                    ..spec()
+                },
+                TopicError::ReplicationFactor(0),
+            ),
+            (
+                TopicSpec {
+                    retention_ms: Some(0),
+                    ..spec()
+                },
+                TopicError::RetentionMs(0),
+            ),
+        ];
+        for (spec, expected) in cases {
+            assert_eq!(Topic::try_from(spec).unwrap_err(), expected);
+        }
+    }
+
+    #[test]
+    fn an_invalid_fragment_is_reported_as_a_name_error() {
+        let err = Topic::try_from(TopicSpec {
+            tenant: "a.b".into(),
+            ..spec()
+        })
+        .unwrap_err();
+        assert!(matches!(
+            err,
+            TopicError::Name(NameError::ContainsDot { .. })
+        ));
+    }
+
+    #[test]
+    fn json_carries_the_kafka_name_and_round_trips() {
+        let topic = Topic::try_from(spec()).unwrap();
+        let json = serde_json::to_value(&topic).unwrap();
+        assert_eq!(json["kafka_name"], "agents.demo.inbox");
+        assert_eq!(json["namespace"], "agents");
+        let back: Topic = serde_json::from_value(json).unwrap();
+        assert_eq!(back, topic);
+    }
+}

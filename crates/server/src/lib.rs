@@ -1,0 +1,1 @@
+//! The Acteon HTTP server.
