@@ -78,6 +78,7 @@ macro_rules! conformance_tests {
             distinct_groups_each_see_every_record,
             survivor_takes_over_when_a_member_leaves,
             unknown_topic_is_a_clear_error,
+            deleting_a_topic_ends_its_subscriptions,
         );
     };
     (@cases $test:ident => $backend:expr; $($case:ident),* $(,)?) => {
@@ -465,4 +466,24 @@ pub async fn unknown_topic_is_a_clear_error(backend: Arc<dyn BusBackend>) {
         matches!(subscribed, Err(BusError::UnknownTopic { .. })),
         "subscribe to a missing topic must fail"
     );
+}
+
+pub async fn deleting_a_topic_ends_its_subscriptions(backend: Arc<dyn BusBackend>) {
+    let topic = create(&*backend, "deleting_a_topic_ends_its_subscriptions", 2).await;
+    let mut reader = Reader::join(&*backend, &topic, &unique_group(), StartPosition::Latest).await;
+    wait_for_settled_group(&mut [&mut reader], 2).await;
+    backend.delete_topic(topic.name()).await.expect("delete");
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match timeout(
+            deadline.saturating_duration_since(Instant::now()),
+            reader.stream.next(),
+        )
+        .await
+        {
+            Ok(None) => return,
+            Ok(Some(Ok(SubscriptionEvent::Assigned(_)))) => continue,
+            other => panic!("expected the stream to end, got {other:?}"),
+        }
+    }
 }

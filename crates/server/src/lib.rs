@@ -1,1 +1,14 @@
-//! The Acteon HTTP server.
+//! The Acteon HTTP server: topic CRUD, publish with receipts, and SSE
+//! subscriptions over a [`BusBackend`](acteon_bus::BusBackend), with topic
+//! metadata in a [`state`] store.
+
+mod api;
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod messages;
+pub mod state;
+pub mod topics;
+
+pub use app::Server;
+pub use config::{Cli, Config};

@@ -38,7 +38,12 @@ fn is_unavailable(code: RDKafkaErrorCode) -> bool {
 
 pub(super) fn classify(operation: Operation, topic: &str, source: KafkaError) -> BusError {
     let topic = topic.to_owned();
-    match source.rdkafka_error_code() {
+    // Admin results carry their code outside `rdkafka_error_code`.
+    let code = match &source {
+        KafkaError::AdminOp(code) => Some(*code),
+        other => other.rdkafka_error_code(),
+    };
+    match code {
         Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
             BusError::UnknownTopic { topic }
         }

@@ -22,6 +22,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 pub use self::config::KafkaConfig;
 use self::error::classify;
+use self::subscription::Subscriptions;
 use crate::{BusBackend, BusError, EventStream, GroupId, Operation};
 
 /// The Kafka backend. Cheap to share behind an `Arc`.
@@ -29,6 +30,7 @@ pub struct KafkaBackend {
     config: KafkaConfig,
     producer: FutureProducer,
     admin: AdminClient<DefaultClientContext>,
+    subscriptions: Subscriptions,
 }
 
 impl std::fmt::Debug for KafkaBackend {
@@ -50,6 +52,7 @@ impl KafkaBackend {
             config,
             producer,
             admin,
+            subscriptions: Subscriptions::default(),
         })
     }
 
@@ -136,6 +139,9 @@ impl BusBackend for KafkaBackend {
 
     async fn delete_topic(&self, topic: &TopicName) -> Result<(), BusError> {
         let kafka_name = topic.kafka_topic_name();
+        self.subscriptions
+            .close_topic(&kafka_name, self.config.admin_timeout())
+            .await;
         let results = self
             .admin
             .delete_topics(&[&kafka_name], &self.admin_options())
@@ -195,7 +201,8 @@ impl BusBackend for KafkaBackend {
         let kafka_name = topic.kafka_topic_name();
         // A consumer of a missing topic would wait forever; say so instead.
         self.partition_count(&kafka_name).await?;
-        subscription::start(&self.config, kafka_name, group, start)
+        self.subscriptions
+            .start(&self.config, kafka_name, group, start)
     }
 
     async fn check_ready(&self) -> Result<(), BusError> {

@@ -1,5 +1,5 @@
-//! One subscription: a consumer in the subscription's group, pumped by a task
-//! into a bounded channel.
+//! Subscriptions of the Kafka backend: each is a consumer in the
+//! subscription's group, pumped by a task into a bounded channel.
 //!
 //! The task owns the consumer. When the stream is dropped the channel closes,
 //! the task ends, and the consumer is closed on a blocking thread (closing
@@ -7,15 +7,29 @@
 //! than after a session timeout. The bounded channel is the back-pressure: a
 //! slow reader stops the task from polling, and librdkafka's own fetch queue
 //! is bounded too.
+//!
+//! Tasks are tracked per topic so that deleting a topic first ends its
+//! subscriptions and waits for their consumers to close, as the in-memory
+//! backend does. That ordering also keeps consumers from fetching a topic
+//! that no longer exists: Tansu answers such fetches with a `CurrentLeader`
+//! tag that crashes librdkafka 2.12's leader discovery.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use acteon_core::{BusMessage, Headers, StartPosition};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use rdkafka::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers as _, Message};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::KafkaConfig;
 use super::error::classify;
@@ -24,21 +38,111 @@ use crate::{BusError, EventStream, GroupId, Operation, SubscriptionEvent};
 /// Events buffered between the consumer task and the reader.
 const BUFFER: usize = 64;
 
-/// Publishes the consumer's assignment after every rebalance.
-struct AssignmentContext {
+/// The live subscriptions of one topic.
+#[derive(Debug, Default)]
+struct TopicSubscriptions {
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// Every live subscription of a backend, by Kafka topic.
+#[derive(Debug, Default)]
+pub(super) struct Subscriptions {
+    by_topic: Mutex<HashMap<String, TopicSubscriptions>>,
+}
+
+impl Subscriptions {
+    pub(super) fn start(
+        &self,
+        config: &KafkaConfig,
+        kafka_name: String,
+        group: &GroupId,
+        start: StartPosition,
+    ) -> Result<EventStream, BusError> {
+        let (assignment_tx, assignments) = watch::channel(Vec::new());
+        let context = PositioningContext {
+            start,
+            watermark_timeout: config.admin_timeout(),
+            assignment: assignment_tx,
+        };
+        let consumer: StreamConsumer<PositioningContext> = config
+            .consumer(group.as_str(), &start.to_string())
+            .create_with_context(context)
+            .map_err(|source| classify(Operation::Subscribe, &kafka_name, source))?;
+        consumer
+            .subscribe(&[&kafka_name])
+            .map_err(|source| classify(Operation::Subscribe, &kafka_name, source))?;
+        let (events, receiver) = mpsc::channel(BUFFER);
+        let mut by_topic = self.by_topic.lock().expect("subscription lock poisoned");
+        let topic = by_topic.entry(kafka_name.clone()).or_default();
+        let cancel = topic.cancel.child_token();
+        topic
+            .tasks
+            .spawn(pump(consumer, assignments, events, kafka_name, cancel));
+        Ok(ReceiverStream::new(receiver).boxed())
+    }
+
+    /// Ends the topic's subscriptions and waits (up to `timeout`) until their
+    /// consumers have left their groups.
+    pub(super) async fn close_topic(&self, kafka_name: &str, timeout: Duration) {
+        let Some(topic) = self
+            .by_topic
+            .lock()
+            .expect("subscription lock poisoned")
+            .remove(kafka_name)
+        else {
+            return;
+        };
+        topic.cancel.cancel();
+        topic.tasks.close();
+        if tokio::time::timeout(timeout, topic.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(topic = %kafka_name, "subscriptions did not close in time");
+        }
+    }
+}
+
+/// Positions newly assigned partitions before they are handed to the
+/// consumer, and publishes every assignment.
+///
+/// librdkafka resolves `auto.offset.reset=latest` with a request that runs
+/// after the assignment, so a record produced just after a rebalance could
+/// land before that position and be skipped. Pinning the offset to the high
+/// watermark inside the rebalance makes the reported assignment mean "every
+/// record produced from now on reaches this member".
+struct PositioningContext {
+    start: StartPosition,
+    watermark_timeout: Duration,
     assignment: watch::Sender<Vec<i32>>,
 }
 
-impl ClientContext for AssignmentContext {}
+impl ClientContext for PositioningContext {}
 
-impl ConsumerContext for AssignmentContext {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let mut partitions = match rebalance {
-            Rebalance::Assign(list) => list.elements().iter().map(|e| e.partition()).collect(),
-            Rebalance::Revoke(_) => Vec::new(),
-            Rebalance::Error(_) => return,
+impl ConsumerContext for PositioningContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let partitions = if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
+            self.position(consumer, tpl);
+            if let Err(error) = consumer.assign(tpl) {
+                tracing::error!(%error, "assigning partitions failed");
+            }
+            let mut partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+            partitions.sort_unstable();
+            partitions
+        } else {
+            // Revocation, or a rebalance error: drop the whole assignment
+            // (eager protocol); the group assigns again.
+            if let Err(error) = consumer.unassign() {
+                tracing::error!(%error, "revoking partitions failed");
+            }
+            Vec::new()
         };
-        partitions.sort_unstable();
         self.assignment.send_if_modified(|current| {
             let changed = *current != partitions;
             *current = partitions;
@@ -47,37 +151,46 @@ impl ConsumerContext for AssignmentContext {
     }
 }
 
-pub(super) fn start(
-    config: &KafkaConfig,
-    kafka_name: String,
-    group: &GroupId,
-    start: StartPosition,
-) -> Result<EventStream, BusError> {
-    let (assignment_tx, assignments) = watch::channel(Vec::new());
-    let context = AssignmentContext {
-        assignment: assignment_tx,
-    };
-    let consumer: StreamConsumer<AssignmentContext> = config
-        .consumer(group.as_str(), &start.to_string())
-        .create_with_context(context)
-        .map_err(|source| classify(Operation::Subscribe, &kafka_name, source))?;
-    consumer
-        .subscribe(&[&kafka_name])
-        .map_err(|source| classify(Operation::Subscribe, &kafka_name, source))?;
-    let (events, receiver) = mpsc::channel(BUFFER);
-    tokio::spawn(pump(consumer, assignments, events, kafka_name));
-    Ok(ReceiverStream::new(receiver).boxed())
+impl PositioningContext {
+    fn position(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let partitions: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_owned(), e.partition()))
+            .collect();
+        for (topic, partition) in partitions {
+            let offset = match self.start {
+                StartPosition::Earliest => Offset::Beginning,
+                StartPosition::Latest => {
+                    match consumer.client().fetch_watermarks(
+                        &topic,
+                        partition,
+                        self.watermark_timeout,
+                    ) {
+                        Ok((_, high)) => Offset::Offset(high),
+                        // librdkafka resolves the end itself, a moment later.
+                        Err(_) => Offset::End,
+                    }
+                }
+            };
+            if let Err(error) = tpl.set_partition_offset(&topic, partition, offset) {
+                tracing::warn!(%topic, partition, %error, "cannot set start offset");
+            }
+        }
+    }
 }
 
 async fn pump(
-    consumer: StreamConsumer<AssignmentContext>,
+    consumer: StreamConsumer<PositioningContext>,
     mut assignments: watch::Receiver<Vec<i32>>,
     events: mpsc::Sender<Result<SubscriptionEvent, BusError>>,
     kafka_name: String,
+    cancel: CancellationToken,
 ) {
     loop {
         let event = tokio::select! {
             _ = events.closed() => break,
+            () = cancel.cancelled() => break,
             Ok(()) = assignments.changed() => {
                 Ok(SubscriptionEvent::Assigned(assignments.borrow_and_update().clone()))
             }
@@ -100,7 +213,10 @@ async fn pump(
         }
     }
     // Closing blocks until the group has been left.
-    tokio::task::spawn_blocking(move || drop(consumer));
+    let closed = tokio::task::spawn_blocking(move || drop(consumer)).await;
+    if let Err(error) = closed {
+        tracing::error!(topic = %kafka_name, %error, "closing a consumer failed");
+    }
 }
 
 fn to_bus_message(message: &BorrowedMessage<'_>) -> BusMessage {

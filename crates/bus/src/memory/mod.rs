@@ -257,25 +257,6 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn deleting_a_topic_ends_its_subscriptions() {
-        let backend = MemoryBackend::default();
-        let topic = topic(2);
-        backend.create_topic(&topic).await.unwrap();
-        let group = GroupId::parse("g").unwrap();
-        let mut stream = backend
-            .subscribe(topic.name(), &group, StartPosition::Latest)
-            .await
-            .unwrap();
-        assert!(matches!(
-            stream.next().await,
-            Some(Ok(SubscriptionEvent::Assigned(_)))
-        ));
-        backend.delete_topic(topic.name()).await.unwrap();
-        let end = tokio::time::timeout(Duration::from_secs(5), stream.next()).await;
-        assert!(matches!(end, Ok(None)), "stream still open: {end:?}");
-    }
-
-    #[tokio::test]
     async fn more_members_than_partitions_leaves_some_idle() {
         let backend = MemoryBackend::default();
         let topic = topic(1);

@@ -1,0 +1,70 @@
+//! `POST /v1/bus/publish`.
+
+use acteon_core::{DeliveryReceipt, Headers, OutgoingMessage, TopicName};
+use axum::Router;
+use axum::extract::State;
+use axum::routing::post;
+use serde::{Deserialize, Deserializer};
+
+use super::Json;
+use crate::app::AppState;
+use crate::error::{ApiError, ServiceError};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new().route("/v1/bus/publish", post(publish))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishRequest {
+    /// A Kafka name, or `{namespace, tenant, name}`.
+    topic: serde_json::Value,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(deserialize_with = "present")]
+    payload: serde_json::Value,
+    #[serde(default)]
+    headers: Headers,
+}
+
+/// Makes `payload` required: a plain `Value` field would read a missing
+/// payload as `null`.
+fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<serde_json::Value, D::Error> {
+    serde_json::Value::deserialize(deserializer)
+}
+
+fn topic_name(topic: &serde_json::Value) -> Result<TopicName, ApiError> {
+    let field = |name: &str| topic.get(name).and_then(serde_json::Value::as_str);
+    let parsed = match topic {
+        serde_json::Value::String(kafka_name) => kafka_name.parse(),
+        serde_json::Value::Object(fields) if fields.len() == 3 => {
+            match (field("namespace"), field("tenant"), field("name")) {
+                (Some(namespace), Some(tenant), Some(name)) => {
+                    TopicName::new(namespace, tenant, name)
+                }
+                _ => return Err(topic_shape_error()),
+            }
+        }
+        _ => return Err(topic_shape_error()),
+    };
+    Ok(parsed.map_err(ServiceError::from)?)
+}
+
+fn topic_shape_error() -> ApiError {
+    ApiError::bad_request(
+        "topic must be a Kafka topic name string or an object {namespace, tenant, name} of strings",
+    )
+}
+
+async fn publish(
+    State(app): State<AppState>,
+    Json(request): Json<PublishRequest>,
+) -> Result<axum::Json<DeliveryReceipt>, ApiError> {
+    let topic = topic_name(&request.topic)?;
+    let message = OutgoingMessage {
+        key: request.key,
+        payload: request.payload,
+        headers: request.headers,
+    };
+    Ok(axum::Json(app.messages.publish(&topic, message).await?))
+}

@@ -1,0 +1,43 @@
+//! Topic CRUD: `POST|GET /v1/bus/topics`, `DELETE /v1/bus/topics/{kafka_name}`.
+
+use acteon_core::{Topic, TopicName, TopicSpec};
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{delete, get};
+
+use super::{Json, Path, Query};
+use crate::app::AppState;
+use crate::error::{ApiError, ServiceError};
+use crate::topics::{TopicFilter, TopicRecord};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/bus/topics", get(list).post(create))
+        .route("/v1/bus/topics/{kafka_name}", delete(remove))
+}
+
+async fn create(
+    State(app): State<AppState>,
+    Json(spec): Json<TopicSpec>,
+) -> Result<(StatusCode, axum::Json<TopicRecord>), ApiError> {
+    let topic = Topic::try_from(spec).map_err(ServiceError::from)?;
+    let record = app.topics.create(topic).await?;
+    Ok((StatusCode::CREATED, axum::Json(record)))
+}
+
+async fn list(
+    State(app): State<AppState>,
+    Query(filter): Query<TopicFilter>,
+) -> Result<axum::Json<Vec<TopicRecord>>, ApiError> {
+    Ok(axum::Json(app.topics.list(&filter).await?))
+}
+
+async fn remove(
+    State(app): State<AppState>,
+    Path(kafka_name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let name: TopicName = kafka_name.parse().map_err(ServiceError::from)?;
+    app.topics.delete(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

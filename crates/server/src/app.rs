@@ -1,0 +1,133 @@
+//! Builds the server from its configuration and runs it; `main` and the
+//! tests use the same builder.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use acteon_bus::{BusBackend, KafkaBackend, MemoryBackend};
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+
+use crate::api;
+use crate::config::{Config, StateEngine};
+use crate::messages::MessageService;
+use crate::state::{MemoryStore, SqliteStore, StateStore};
+use crate::topics::TopicRegistry;
+
+/// What every handler can reach.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub(crate) state: Arc<dyn StateStore>,
+    pub(crate) bus: Arc<dyn BusBackend>,
+    pub(crate) topics: TopicRegistry,
+    pub(crate) messages: MessageService,
+    /// Cancelled at shutdown; ends open SSE streams.
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) sse_keep_alive: Duration,
+}
+
+/// A built server, ready to serve on a bound listener.
+#[derive(Debug)]
+pub struct Server {
+    config: Config,
+    app: AppState,
+}
+
+impl Server {
+    /// Opens the state store and the bus backend the configuration names.
+    pub fn build(config: Config) -> anyhow::Result<Self> {
+        let state: Arc<dyn StateStore> = match config.state.engine {
+            StateEngine::Sqlite => {
+                let path = config.state_db_path();
+                let store = SqliteStore::open(&path)
+                    .with_context(|| format!("opening the state store {}", path.display()))?;
+                Arc::new(store)
+            }
+            StateEngine::Memory => Arc::new(MemoryStore::default()),
+        };
+        let bus: Arc<dyn BusBackend> = match &config.bus.kafka {
+            Some(kafka) => {
+                Arc::new(KafkaBackend::new(kafka.clone()).context("configuring the Kafka backend")?)
+            }
+            None => Arc::new(MemoryBackend::new(config.bus.memory.clone())),
+        };
+        let topics = TopicRegistry::new(Arc::clone(&state), Arc::clone(&bus));
+        let messages = MessageService::new(topics.clone(), Arc::clone(&bus));
+        let app = AppState {
+            state,
+            bus,
+            topics,
+            messages,
+            shutdown: CancellationToken::new(),
+            sse_keep_alive: Duration::from_secs(config.server.sse_keep_alive_secs.max(1)),
+        };
+        Ok(Self { config, app })
+    }
+
+    /// The token that stops the server when cancelled.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.app.shutdown.clone()
+    }
+
+    pub fn router(&self) -> Router {
+        api::router(self.config.bus.enabled)
+            .layer(DefaultBodyLimit::max(self.config.server.max_body_bytes))
+            .layer(TraceLayer::new_for_http())
+            .with_state(self.app.clone())
+    }
+
+    /// Binds the configured address.
+    pub async fn bind(&self) -> anyhow::Result<TcpListener> {
+        let listen = self.config.server.listen;
+        TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding {listen}"))
+    }
+
+    /// Serves until the shutdown token is cancelled, then lets requests in
+    /// flight finish, ends SSE streams and flushes the producer.
+    pub async fn serve(self, listener: TcpListener) -> anyhow::Result<()> {
+        let address = listener.local_addr()?;
+        tracing::info!(%address, backend = self.app.bus.kind(), "acteon-server listening");
+        let shutdown = self.app.shutdown.clone();
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await
+            .context("serving HTTP")?;
+        let timeout = Duration::from_millis(self.config.server.shutdown_flush_timeout_ms);
+        if let Err(error) = self.app.bus.flush(timeout).await {
+            tracing::error!(%error, "producer did not flush before shutdown");
+        }
+        tracing::info!("acteon-server stopped");
+        Ok(())
+    }
+}
+
+/// Cancels `token` on SIGINT or SIGTERM.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = interrupt => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutting down");
+    token.cancel();
+}

@@ -1,0 +1,253 @@
+//! The server's configuration: one struct, layered once at start-up.
+//!
+//! Layers, later ones winning: built-in defaults, the TOML file
+//! (`--config`), `ACTEON_<SECTION>__<KEY>` environment variables (a double
+//! underscore between levels, e.g. `ACTEON_SERVER__LISTEN`),
+//! `ACTEON_KAFKA_BOOTSTRAP`, then command-line flags.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use acteon_bus::{KafkaConfig, MemoryConfig};
+use clap::Parser;
+use serde::Deserialize;
+
+/// Overrides `bus.kafka.bootstrap_servers`, and selects the Kafka backend.
+pub const KAFKA_BOOTSTRAP_ENV: &str = "ACTEON_KAFKA_BOOTSTRAP";
+const ENV_PREFIX: &str = "ACTEON";
+const ENV_LEVEL_SEPARATOR: &str = "__";
+
+/// Command-line flags of `acteon-server`.
+#[derive(Debug, Default, Parser)]
+#[command(
+    name = "acteon-server",
+    version,
+    about = "Multi-tenant event bus for AI agents"
+)]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (overrides `server.listen`).
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Directory of the embedded state store (overrides `state.data_dir`).
+    #[arg(long, value_name = "PATH")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub state: StateConfig,
+    pub bus: BusConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Largest accepted request body; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Interval of SSE keep-alive comments, so proxies keep idle streams open.
+    pub sse_keep_alive_secs: u64,
+    /// How long shutdown waits for the producer to deliver what it holds.
+    pub shutdown_flush_timeout_ms: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            max_body_bytes: 1024 * 1024,
+            sse_keep_alive_secs: 15,
+            shutdown_flush_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// Which state store keeps topic metadata.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateEngine {
+    /// SQLite in `data_dir`: survives restarts.
+    #[default]
+    Sqlite,
+    /// Process memory: gone at exit. For tests and throw-away runs.
+    Memory,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StateConfig {
+    pub engine: StateEngine,
+    pub data_dir: PathBuf,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            engine: StateEngine::Sqlite,
+            data_dir: PathBuf::from("./acteon-data"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusConfig {
+    /// Serve the `/v1/bus` API.
+    pub enabled: bool,
+    /// The Kafka backend; without it the in-memory backend is used.
+    pub kafka: Option<KafkaConfig>,
+    pub memory: MemoryConfig,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            kafka: None,
+            memory: MemoryConfig::default(),
+        }
+    }
+}
+
+/// A configuration that could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(#[from] config::ConfigError);
+
+impl Config {
+    /// Loads the layers from the real environment and the given flags.
+    pub fn load(cli: &Cli) -> Result<Self, ConfigError> {
+        Self::load_from(cli, std::env::vars().collect())
+    }
+
+    /// Loads the layers with `env` standing in for the process environment.
+    pub fn load_from(cli: &Cli, env: HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = &cli.config {
+            builder = builder.add_source(config::File::from(path.as_path()).required(true));
+        }
+        // Only variables with a level separator are settings; others with the
+        // prefix (ACTEON_KAFKA_BOOTSTRAP, ACTEON_URL, ...) are not keys.
+        let settings: config::Map<String, String> = env
+            .iter()
+            .filter(|(name, _)| {
+                name.strip_prefix(ENV_PREFIX)
+                    .and_then(|rest| rest.strip_prefix('_'))
+                    .is_some_and(|rest| rest.contains(ENV_LEVEL_SEPARATOR))
+            })
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("_")
+                .separator(ENV_LEVEL_SEPARATOR)
+                .try_parsing(true)
+                .source(Some(settings)),
+        );
+        if let Some(bootstrap) = env.get(KAFKA_BOOTSTRAP_ENV).filter(|v| !v.is_empty()) {
+            builder = builder.set_override("bus.kafka.bootstrap_servers", bootstrap.as_str())?;
+        }
+        let mut config: Self = builder.build()?.try_deserialize()?;
+        if let Some(listen) = cli.listen {
+            config.server.listen = listen;
+        }
+        if let Some(data_dir) = &cli.data_dir {
+            config.state.data_dir = data_dir.clone();
+        }
+        Ok(config)
+    }
+
+    /// The file of the SQLite state store.
+    pub fn state_db_path(&self) -> PathBuf {
+        Path::new(&self.state.data_dir).join("acteon.db")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_run_on_memory_bus_and_sqlite_state() {
+        let config = Config::load_from(&Cli::default(), HashMap::new()).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
+        assert!(config.bus.kafka.is_none());
+        assert_eq!(config.state.engine, StateEngine::Sqlite);
+    }
+
+    #[test]
+    fn kafka_bootstrap_variable_selects_kafka() {
+        let config = Config::load_from(
+            &Cli::default(),
+            env(&[
+                (KAFKA_BOOTSTRAP_ENV, "127.0.0.1:19092"),
+                ("ACTEON_REQUIRE_KAFKA", "1"),
+            ]),
+        )
+        .unwrap();
+        let kafka = config.bus.kafka.unwrap();
+        assert_eq!(kafka.bootstrap_servers, "127.0.0.1:19092");
+        assert_eq!(
+            kafka.produce_timeout_ms,
+            KafkaConfig::default().produce_timeout_ms
+        );
+    }
+
+    #[test]
+    fn nested_variables_override_the_file_and_flags_override_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("acteon.toml");
+        std::fs::write(
+            &file,
+            "[server]\nlisten = \"127.0.0.1:1000\"\nmax_body_bytes = 10\n\
+             [bus.kafka]\nbootstrap_servers = \"file:9092\"\nlinger_ms = 3\n",
+        )
+        .unwrap();
+        let cli = Cli {
+            config: Some(file),
+            listen: Some("127.0.0.1:3000".parse().unwrap()),
+            data_dir: None,
+        };
+        let config = Config::load_from(
+            &cli,
+            env(&[
+                ("ACTEON_SERVER__MAX_BODY_BYTES", "20"),
+                ("ACTEON_BUS__KAFKA__LINGER_MS", "7"),
+                (KAFKA_BOOTSTRAP_ENV, "env:9092"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(config.server.listen.to_string(), "127.0.0.1:3000");
+        assert_eq!(config.server.max_body_bytes, 20);
+        let kafka = config.bus.kafka.unwrap();
+        assert_eq!(kafka.linger_ms, 7);
+        assert_eq!(kafka.bootstrap_servers, "env:9092");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("acteon.toml");
+        std::fs::write(&file, "[server]\nlisten_addr = \"127.0.0.1:1\"\n").unwrap();
+        let cli = Cli {
+            config: Some(file),
+            ..Cli::default()
+        };
+        let err = Config::load_from(&cli, HashMap::new()).unwrap_err();
+        assert!(err.to_string().contains("listen_addr"), "{err}");
+    }
+}

@@ -1,0 +1,120 @@
+//! Errors of the services and the one place they become HTTP statuses.
+//!
+//! Every error response is JSON: `{"error": "<reason>"}`.
+
+use acteon_bus::{BusError, GroupIdError};
+use acteon_core::{HeaderError, NameError, StartPositionError, TopicError};
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use thiserror::Error;
+
+use crate::state::StateError;
+
+/// A failed service call.
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    InvalidTopic(#[from] TopicError),
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    #[error(transparent)]
+    InvalidHeader(#[from] HeaderError),
+    #[error(transparent)]
+    InvalidSubscription(#[from] GroupIdError),
+    #[error(transparent)]
+    InvalidStart(#[from] StartPositionError),
+    #[error("topic {topic} already exists")]
+    TopicExists { topic: String },
+    #[error("topic {topic} does not exist")]
+    TopicNotFound { topic: String },
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// What a handler returns on failure.
+#[derive(Debug, Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// The request itself was unreadable (body, query or path).
+    #[error("{message}")]
+    Request { status: StatusCode, message: String },
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::Request {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        use ServiceError::*;
+        match self {
+            Self::Request { status, .. } => *status,
+            Self::Service(error) => match error {
+                InvalidTopic(_)
+                | InvalidName(_)
+                | InvalidHeader(_)
+                | InvalidSubscription(_)
+                | InvalidStart(_) => StatusCode::BAD_REQUEST,
+                TopicExists { .. } | Bus(BusError::TopicConflict { .. }) => StatusCode::CONFLICT,
+                TopicNotFound { .. } | Bus(BusError::UnknownTopic { .. }) => StatusCode::NOT_FOUND,
+                Bus(BusError::Unavailable { .. }) | State(_) => StatusCode::SERVICE_UNAVAILABLE,
+                Bus(BusError::Broker { .. }) => StatusCode::BAD_GATEWAY,
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = self.to_string();
+        if status.is_server_error() {
+            tracing::warn!(%status, error = %message, "request failed");
+        }
+        let mut response = (status, Json(json!({ "error": message }))).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        let status = match &rejection {
+            // axum answers 422 for a body of the wrong shape; a missing or
+            // mistyped field is a bad request here like any other.
+            JsonRejection::JsonDataError(_) | JsonRejection::JsonSyntaxError(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            other => other.status(),
+        };
+        Self::Request {
+            status,
+            message: rejection.body_text(),
+        }
+    }
+}
+
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> Self {
+        Self::bad_request(rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::bad_request(rejection.body_text())
+    }
+}

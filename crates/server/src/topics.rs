@@ -1,0 +1,147 @@
+//! The topic registry: topic metadata in the state store, topics in the
+//! broker, kept in step by state-first sequential writes.
+//!
+//! Create writes the state row, then the Kafka topic, and removes the row
+//! again if Kafka fails. Delete removes the row, then the Kafka topic; a Kafka
+//! failure there leaves an orphan topic in Kafka, which is harmless (a later
+//! create of the same topic adopts it), whereas a dangling row would block
+//! re-creation.
+
+use std::sync::Arc;
+
+use acteon_bus::{BusBackend, BusError};
+use acteon_core::{Topic, TopicName};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ServiceError;
+use crate::state::{KeyKind, StateError, StateStore};
+
+/// A topic as stored and returned by the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    #[serde(flatten)]
+    pub topic: Topic,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Filters of the topic list; `None` matches everything.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicFilter {
+    pub namespace: Option<String>,
+    pub tenant: Option<String>,
+}
+
+impl TopicFilter {
+    fn matches(&self, name: &TopicName) -> bool {
+        self.namespace
+            .as_deref()
+            .is_none_or(|ns| ns == name.namespace())
+            && self
+                .tenant
+                .as_deref()
+                .is_none_or(|tenant| tenant == name.tenant())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TopicRegistry {
+    state: Arc<dyn StateStore>,
+    bus: Arc<dyn BusBackend>,
+}
+
+impl TopicRegistry {
+    pub fn new(state: Arc<dyn StateStore>, bus: Arc<dyn BusBackend>) -> Self {
+        Self { state, bus }
+    }
+
+    pub async fn create(&self, topic: Topic) -> Result<TopicRecord, ServiceError> {
+        let kafka_name = topic.kafka_topic_name();
+        let record = TopicRecord {
+            topic,
+            created_at: Utc::now(),
+        };
+        let row = serde_json::to_value(&record).expect("topic records serialise");
+        if !self
+            .state
+            .insert_new(KeyKind::BusTopic, &kafka_name, &row)
+            .await?
+        {
+            return Err(ServiceError::TopicExists { topic: kafka_name });
+        }
+        if let Err(bus_error) = self.bus.create_topic(&record.topic).await {
+            self.roll_back_create(&kafka_name, &bus_error).await;
+            return Err(bus_error.into());
+        }
+        tracing::info!(topic = %kafka_name, partitions = record.topic.partitions(), "topic created");
+        Ok(record)
+    }
+
+    async fn roll_back_create(&self, kafka_name: &str, bus_error: &BusError) {
+        if let Err(rollback_error) = self.state.delete(KeyKind::BusTopic, kafka_name).await {
+            tracing::error!(
+                topic = %kafka_name,
+                state_kind = %KeyKind::BusTopic,
+                state_id = %kafka_name,
+                %bus_error,
+                %rollback_error,
+                "topic create failed in Kafka and its state row could not be removed: \
+                 the row blocks re-creation until it is deleted (DELETE /v1/bus/topics/{kafka_name})"
+            );
+        }
+    }
+
+    /// Deletes the topic; unknown topics are [`ServiceError::TopicNotFound`].
+    pub async fn delete(&self, name: &TopicName) -> Result<(), ServiceError> {
+        let kafka_name = name.kafka_topic_name();
+        if !self.state.delete(KeyKind::BusTopic, &kafka_name).await? {
+            return Err(ServiceError::TopicNotFound { topic: kafka_name });
+        }
+        match self.bus.delete_topic(name).await {
+            Ok(()) => tracing::info!(topic = %kafka_name, "topic deleted"),
+            Err(BusError::UnknownTopic { .. }) => {
+                tracing::warn!(topic = %kafka_name, "topic deleted; it was already gone from the broker");
+            }
+            Err(error) => tracing::error!(
+                topic = %kafka_name,
+                %error,
+                "topic deleted from the state store but not from Kafka: delete the Kafka topic by hand, \
+                 or create the same topic again to adopt it"
+            ),
+        }
+        Ok(())
+    }
+
+    /// The stored topic, or [`ServiceError::TopicNotFound`].
+    pub async fn get(&self, name: &TopicName) -> Result<TopicRecord, ServiceError> {
+        let kafka_name = name.kafka_topic_name();
+        match self.state.get(KeyKind::BusTopic, &kafka_name).await? {
+            Some(row) => decode(&kafka_name, row),
+            None => Err(ServiceError::TopicNotFound { topic: kafka_name }),
+        }
+    }
+
+    /// Topics matching `filter`, in Kafka-name order.
+    pub async fn list(&self, filter: &TopicFilter) -> Result<Vec<TopicRecord>, ServiceError> {
+        let mut topics = Vec::new();
+        for row in self.state.list(KeyKind::BusTopic).await? {
+            let record = decode("*", row)?;
+            if filter.matches(record.topic.name()) {
+                topics.push(record);
+            }
+        }
+        Ok(topics)
+    }
+}
+
+fn decode(kafka_name: &str, row: serde_json::Value) -> Result<TopicRecord, ServiceError> {
+    serde_json::from_value(row).map_err(|source| {
+        StateError::Corrupt {
+            kind: KeyKind::BusTopic,
+            id: kafka_name.to_owned(),
+            source,
+        }
+        .into()
+    })
+}
