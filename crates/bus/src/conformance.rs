@@ -19,7 +19,7 @@ use crate::{
 };
 
 /// Longest wait for any one condition (group formation, a rebalance, delivery).
-const DEADLINE: Duration = Duration::from_secs(45);
+pub const DEADLINE: Duration = Duration::from_secs(45);
 
 /// Environment variable naming the broker for Kafka tests.
 pub const KAFKA_BOOTSTRAP_ENV: &str = "ACTEON_KAFKA_BOOTSTRAP";
@@ -33,6 +33,7 @@ pub fn test_kafka_config(bootstrap: &str) -> KafkaConfig {
     KafkaConfig {
         session_timeout_ms: 6_000,
         max_poll_interval_ms: 10_000,
+        heartbeat_interval_ms: 1_000,
         ..KafkaConfig::with_bootstrap(bootstrap)
     }
 }
@@ -118,7 +119,7 @@ fn message(key: Option<&str>, seq: usize) -> OutgoingMessage {
     }
 }
 
-fn seq_of(message: &BusMessage) -> usize {
+pub fn seq_of(message: &BusMessage) -> usize {
     message.payload["seq"].as_u64().expect("seq in payload") as usize
 }
 
@@ -139,6 +140,16 @@ pub struct Reader {
     assignment: Vec<i32>,
 }
 
+impl From<EventStream> for Reader {
+    /// Wraps any stream of subscription events, e.g. one read over HTTP.
+    fn from(stream: EventStream) -> Self {
+        Self {
+            stream,
+            assignment: Vec::new(),
+        }
+    }
+}
+
 impl std::fmt::Debug for Reader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Reader")
@@ -154,14 +165,24 @@ impl Reader {
         group: &GroupId,
         start: StartPosition,
     ) -> Self {
-        let stream = backend
+        backend
             .subscribe(topic.name(), group, start)
             .await
-            .expect("subscribe");
-        Self {
-            stream,
-            assignment: Vec::new(),
-        }
+            .expect("subscribe")
+            .into()
+    }
+
+    /// The partitions this reader last reported.
+    pub fn assignment(&self) -> &[i32] {
+        &self.assignment
+    }
+
+    /// The next event, or `None` once the stream ended or `wait` passed.
+    pub async fn next_event(
+        &mut self,
+        wait: Duration,
+    ) -> Option<Result<SubscriptionEvent, BusError>> {
+        timeout(wait, self.stream.next()).await.ok().flatten()
     }
 
     /// The next record, tracking assignments on the way; `None` if nothing
@@ -169,16 +190,8 @@ impl Reader {
     pub async fn next_message(&mut self, wait: Duration) -> Option<BusMessage> {
         let deadline = Instant::now() + wait;
         loop {
-            let event = timeout(
-                deadline.saturating_duration_since(Instant::now()),
-                self.stream.next(),
-            )
-            .await
-            .ok()?;
-            match event
-                .expect("subscription ended")
-                .expect("subscription error")
-            {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next_event(left).await?.expect("subscription error") {
                 SubscriptionEvent::Assigned(partitions) => self.assignment = partitions,
                 SubscriptionEvent::Message(message) => return Some(message),
             }
@@ -196,10 +209,18 @@ impl Reader {
     }
 }
 
-/// Waits until the readers' assignments are disjoint and together cover all
-/// `partitions`, i.e. the group has settled.
-async fn wait_for_settled_group(readers: &mut [&mut Reader], partitions: u32) {
+/// How long a group's assignment must stay unchanged to count as settled.
+/// Longer than the broker's rebalance rhythm and the consumers' heartbeat
+/// interval (about 3 s each on Tansu), so a rebalance already under way is
+/// seen before the test produces anything.
+pub const SETTLE_QUIET: Duration = Duration::from_secs(4);
+
+/// Waits until the readers' assignments are disjoint, together cover all
+/// `partitions`, and have not changed for [`SETTLE_QUIET`]: the group has
+/// settled, and records produced now reach exactly one member.
+pub async fn wait_for_settled_group(readers: &mut [&mut Reader], partitions: u32) {
     let deadline = Instant::now() + DEADLINE;
+    let mut settled: Option<(Instant, Vec<Vec<i32>>)> = None;
     loop {
         for reader in readers.iter_mut() {
             let stray = reader.drain_assignments(Duration::from_millis(100)).await;
@@ -208,19 +229,25 @@ async fn wait_for_settled_group(readers: &mut [&mut Reader], partitions: u32) {
                 "records arrived before any were produced: {stray:?}"
             );
         }
-        let mut covered = BTreeSet::new();
-        let disjoint = readers
-            .iter()
-            .flat_map(|reader| reader.assignment.iter())
-            .all(|partition| covered.insert(*partition));
-        let all_assigned = readers.iter().all(|reader| !reader.assignment.is_empty());
-        if disjoint && all_assigned && covered.len() == partitions as usize {
-            return;
-        }
-        let assignments: Vec<_> = readers
+        let assignments: Vec<Vec<i32>> = readers
             .iter()
             .map(|reader| reader.assignment.clone())
             .collect();
+        let mut covered = BTreeSet::new();
+        let disjoint = assignments.iter().flatten().all(|p| covered.insert(*p));
+        let complete = disjoint
+            && covered.len() == partitions as usize
+            && assignments.iter().all(|assigned| !assigned.is_empty());
+        settled = match settled {
+            Some((since, seen)) if complete && seen == assignments => {
+                if since.elapsed() >= SETTLE_QUIET {
+                    return;
+                }
+                Some((since, seen))
+            }
+            _ if complete => Some((Instant::now(), assignments.clone())),
+            _ => None,
+        };
         assert!(
             Instant::now() < deadline,
             "group did not settle: {assignments:?}"
@@ -231,7 +258,7 @@ async fn wait_for_settled_group(readers: &mut [&mut Reader], partitions: u32) {
 /// Reads from all readers until `expected` records arrived in total (or the
 /// deadline passed), then briefly longer to catch duplicates. Returns the
 /// sequence numbers each reader saw.
-async fn collect(readers: &mut [&mut Reader], expected: usize) -> Vec<Vec<usize>> {
+pub async fn collect(readers: &mut [&mut Reader], expected: usize) -> Vec<Vec<usize>> {
     let mut seen = vec![Vec::new(); readers.len()];
     let deadline = Instant::now() + DEADLINE;
     let mut settle_until = None;

@@ -142,6 +142,32 @@ mod tests {
     }
 
     #[test]
+    fn a_message_serialises_with_the_specified_fields() {
+        let message = BusMessage {
+            topic: "a.b.c".into(),
+            key: None,
+            payload: serde_json::json!({ "seq": 3 }),
+            headers: Headers::new(),
+            partition: 1,
+            offset: 2,
+            timestamp: DateTime::from_timestamp_millis(0).unwrap(),
+        };
+        let json = serde_json::to_value(&message).unwrap();
+        let mut fields: Vec<_> = json.as_object().unwrap().keys().cloned().collect();
+        fields.sort();
+        let expected = [
+            "headers",
+            "key",
+            "offset",
+            "partition",
+            "payload",
+            "timestamp",
+            "topic",
+        ];
+        assert_eq!(fields, expected);
+    }
+
+    #[test]
     fn start_position_parses_both_words_only() {
         assert_eq!("earliest".parse(), Ok(StartPosition::Earliest));
         assert_eq!("latest".parse(), Ok(StartPosition::Latest));

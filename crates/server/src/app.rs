@@ -91,6 +91,11 @@ impl Server {
     /// Serves until the shutdown token is cancelled, then lets requests in
     /// flight finish, ends SSE streams and flushes the producer.
     pub async fn serve(self, listener: TcpListener) -> anyhow::Result<()> {
+        self.app
+            .topics
+            .restore()
+            .await
+            .context("reading stored topics")?;
         let address = listener.local_addr()?;
         tracing::info!(%address, backend = self.app.bus.kind(), "acteon-server listening");
         let shutdown = self.app.shutdown.clone();

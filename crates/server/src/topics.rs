@@ -92,6 +92,30 @@ impl TopicRegistry {
         }
     }
 
+    /// Creates every stored topic in the backend, so a fresh in-memory
+    /// backend serves the topics that survived a restart; on Kafka the
+    /// create is idempotent. Stops at the first sign the broker is down:
+    /// Kafka keeps its topics, and publishes answer 503 until it is back.
+    pub async fn restore(&self) -> Result<(), ServiceError> {
+        let records = self.list(&TopicFilter::default()).await?;
+        for record in &records {
+            match self.bus.create_topic(&record.topic).await {
+                Ok(()) => {}
+                Err(error) if error.is_retriable() => {
+                    tracing::warn!(%error, "broker unavailable: stored topics not checked at start-up");
+                    return Ok(());
+                }
+                Err(error) => tracing::error!(
+                    topic = %record.topic.kafka_topic_name(),
+                    %error,
+                    "stored topic could not be created in the backend"
+                ),
+            }
+        }
+        tracing::info!(topics = records.len(), "stored topics restored");
+        Ok(())
+    }
+
     /// Deletes the topic; unknown topics are [`ServiceError::TopicNotFound`].
     pub async fn delete(&self, name: &TopicName) -> Result<(), ServiceError> {
         let kafka_name = name.kafka_topic_name();

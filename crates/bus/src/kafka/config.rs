@@ -20,6 +20,9 @@ pub struct KafkaConfig {
     /// publish's latency. 0 still batches whatever queues up while a request
     /// is in flight, which is enough at HTTP rates.
     pub linger_ms: u64,
+    /// librdkafka's `enable.idempotence`: retries never duplicate or reorder
+    /// a partition's records.
+    pub idempotence: bool,
     /// librdkafka's `batch.size`, in bytes.
     pub batch_size: u32,
     /// How long topic create / delete and metadata requests may take.
@@ -30,6 +33,9 @@ pub struct KafkaConfig {
     /// Consumer `max.poll.interval.ms`; also bounds how long a rebalance
     /// waits for members.
     pub max_poll_interval_ms: u64,
+    /// Consumer `heartbeat.interval.ms`: members learn of a rebalance at
+    /// their next heartbeat.
+    pub heartbeat_interval_ms: u64,
     /// Consumer `fetch.wait.max.ms`: the longest a fetch waits at the broker
     /// for new records.
     pub fetch_wait_max_ms: u64,
@@ -44,10 +50,12 @@ impl Default for KafkaConfig {
             client_id: "acteon".to_owned(),
             produce_timeout_ms: 5_000,
             linger_ms: 0,
+            idempotence: true,
             batch_size: 1_000_000,
             admin_timeout_ms: 10_000,
             session_timeout_ms: 10_000,
             max_poll_interval_ms: 30_000,
+            heartbeat_interval_ms: 3_000,
             fetch_wait_max_ms: 100,
             properties: BTreeMap::new(),
         }
@@ -99,7 +107,7 @@ impl KafkaConfig {
                 "topic.metadata.propagation.max.ms",
                 (self.produce_timeout_ms / 2).to_string(),
             )
-            .set("enable.idempotence", "true");
+            .set("enable.idempotence", self.idempotence.to_string());
         self.with_overrides(config)
     }
 

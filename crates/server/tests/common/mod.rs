@@ -1,0 +1,260 @@
+//! Black-box harness: the real `acteon-server` binary on a free loopback
+//! port, driven over HTTP, on either backend.
+
+#![allow(dead_code, unreachable_pub)]
+
+pub mod broker;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use acteon_bus::conformance::{Reader, test_kafka_config};
+use acteon_bus::{BusError, EventStream, Operation, SubscriptionEvent};
+use acteon_core::BusMessage;
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+/// Which backend a server under test runs on.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    Memory,
+    Kafka { bootstrap: String },
+}
+
+impl Backend {
+    /// The Kafka backend at `ACTEON_KAFKA_BOOTSTRAP`, or `None` (said on
+    /// stderr) when no broker is configured.
+    pub fn kafka(test: &str) -> Option<Self> {
+        acteon_bus::conformance::kafka_bootstrap_from_env(test)
+            .map(|bootstrap| Self::Kafka { bootstrap })
+    }
+
+    /// Environment that selects this backend, with short group timeouts.
+    fn env(&self) -> Vec<(String, String)> {
+        match self {
+            Self::Memory => Vec::new(),
+            Self::Kafka { bootstrap } => {
+                let kafka = test_kafka_config(bootstrap);
+                vec![
+                    ("ACTEON_KAFKA_BOOTSTRAP".into(), bootstrap.clone()),
+                    (
+                        "ACTEON_BUS__KAFKA__SESSION_TIMEOUT_MS".into(),
+                        kafka.session_timeout_ms.to_string(),
+                    ),
+                    (
+                        "ACTEON_BUS__KAFKA__MAX_POLL_INTERVAL_MS".into(),
+                        kafka.max_poll_interval_ms.to_string(),
+                    ),
+                    (
+                        "ACTEON_BUS__KAFKA__HEARTBEAT_INTERVAL_MS".into(),
+                        kafka.heartbeat_interval_ms.to_string(),
+                    ),
+                ]
+            }
+        }
+    }
+}
+
+/// A running `acteon-server` process; killed when dropped.
+#[derive(Debug)]
+pub struct TestServer {
+    child: Child,
+    pub base_url: String,
+    pub http: reqwest::Client,
+}
+
+impl TestServer {
+    /// Starts the binary with its state in `data_dir`.
+    pub fn start(backend: &Backend, data_dir: &Path) -> Self {
+        Self::start_with(backend, data_dir, &[])
+    }
+
+    /// Starts the binary with extra environment variables.
+    pub fn start_with(backend: &Backend, data_dir: &Path, extra_env: &[(&str, &str)]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_acteon-server"));
+        command
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env_remove("ACTEON_KAFKA_BOOTSTRAP")
+            // ACTEON_TEST_SERVER_LOG sets the servers' log filter when debugging.
+            .env(
+                "RUST_LOG",
+                std::env::var("ACTEON_TEST_SERVER_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if matches!(backend, Backend::Memory) {
+            // Inherited Kafka settings would select the Kafka backend.
+            for (name, _) in
+                std::env::vars().filter(|(name, _)| name.starts_with("ACTEON_BUS__KAFKA__"))
+            {
+                command.env_remove(name);
+            }
+        }
+        for (name, value) in backend.env() {
+            command.env(name, value);
+        }
+        for (name, value) in extra_env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("start acteon-server");
+        let stdout = child.stdout.take().expect("server stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the server's address");
+        let base_url = line
+            .trim()
+            .strip_prefix("acteon-server listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        Self {
+            child,
+            base_url,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns whether it
+    /// exited cleanly within `within`.
+    pub fn terminate(mut self, within: Duration) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("wait for server") {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    /// POSTs `body` as JSON; returns the status and the JSON answer.
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("POST");
+        read(response).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        read(self.http.get(self.url(path)).send().await.expect("GET")).await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        read(
+            self.http
+                .delete(self.url(path))
+                .send()
+                .await
+                .expect("DELETE"),
+        )
+        .await
+    }
+
+    /// Creates `namespace.tenant.name` and returns its Kafka name.
+    pub async fn create_topic(&self, tenant: &str, name: &str, partitions: u32) -> String {
+        let (status, body) = self
+            .post(
+                "/v1/bus/topics",
+                &json!({
+                    "namespace": "test", "tenant": tenant, "name": name,
+                    "partitions": partitions, "replication_factor": 1,
+                }),
+            )
+            .await;
+        assert_eq!(status, 201, "create topic: {body}");
+        body["kafka_name"].as_str().expect("kafka_name").to_owned()
+    }
+
+    /// Publishes `{"seq": seq}` keyed `key-{seq}`; returns the receipt.
+    pub async fn publish_seq(&self, topic: &str, seq: usize) -> Value {
+        let (status, body) = self
+            .post(
+                "/v1/bus/publish",
+                &json!({ "topic": topic, "key": format!("key-{seq}"), "payload": { "seq": seq } }),
+            )
+            .await;
+        assert_eq!(status, 200, "publish: {body}");
+        body
+    }
+
+    /// Opens an SSE subscription, as a conformance [`Reader`].
+    pub async fn subscribe(&self, subscription: &str, topic: &str, from: &str) -> Reader {
+        let response = self
+            .http
+            .get(self.url(&format!("/v1/bus/subscribe/{subscription}")))
+            .query(&[("topic", topic), ("from", from)])
+            .send()
+            .await
+            .expect("subscribe");
+        assert_eq!(response.status(), 200, "subscribe");
+        Reader::from(sse_events(response))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn read(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("response body");
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"))
+    };
+    (status, body)
+}
+
+/// The SSE events of `response` as subscription events.
+fn sse_events(response: reqwest::Response) -> EventStream {
+    response
+        .bytes_stream()
+        .eventsource()
+        .filter_map(|event| async move {
+            let event = event.expect("SSE stream");
+            match event.event.as_str() {
+                "bus.message" => {
+                    let message: BusMessage =
+                        serde_json::from_str(&event.data).expect("bus.message data");
+                    assert_eq!(event.id, message.offset.to_string(), "SSE id is the offset");
+                    Some(Ok(SubscriptionEvent::Message(message)))
+                }
+                "bus.assignment" => {
+                    let data: Value = serde_json::from_str(&event.data).expect("assignment data");
+                    let partitions =
+                        serde_json::from_value(data["partitions"].clone()).expect("partitions");
+                    Some(Ok(SubscriptionEvent::Assigned(partitions)))
+                }
+                "bus.error" => Some(Err(BusError::Broker {
+                    operation: Operation::Consume,
+                    topic: "(over HTTP)".to_owned(),
+                    source: event.data.into(),
+                })),
+                _ => None,
+            }
+        })
+        .boxed()
+}
