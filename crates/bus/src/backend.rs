@@ -3,23 +3,14 @@
 use std::fmt;
 use std::time::Duration;
 
-use acteon_core::{BusMessage, DeliveryReceipt, OutgoingMessage, StartPosition, Topic, TopicName};
+use acteon_core::{
+    DeliveryReceipt, OutgoingMessage, StartPosition, SubscriptionEvent, Topic, TopicName,
+};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use thiserror::Error;
 
 use crate::BusError;
-
-/// What a subscription yields.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SubscriptionEvent {
-    /// The partitions this member of the group reads from now on. Sent when
-    /// the member first gets an assignment and after every rebalance, so a
-    /// reader knows when records produced from now on will reach it.
-    Assigned(Vec<i32>),
-    /// One record.
-    Message(BusMessage),
-}
 
 /// The stream a subscription returns. It ends when the topic is deleted;
 /// dropping it leaves the consumer group.

@@ -12,7 +12,8 @@ mod memory;
 #[cfg(feature = "testing")]
 pub mod conformance;
 
-pub use backend::{BusBackend, EventStream, GroupId, GroupIdError, SubscriptionEvent};
+pub use acteon_core::SubscriptionEvent;
+pub use backend::{BusBackend, EventStream, GroupId, GroupIdError};
 pub use error::{BusError, Operation};
 pub use kafka::{KafkaBackend, KafkaConfig};
 pub use memory::{MemoryBackend, MemoryConfig};

@@ -10,7 +10,7 @@ mod topic;
 
 pub use message::{
     BusMessage, DeliveryReceipt, HeaderError, Headers, OutgoingMessage, RESERVED_HEADER_PREFIX,
-    StartPosition, StartPositionError, check_client_headers,
+    StartPosition, StartPositionError, SubscriptionEvent, check_client_headers,
 };
 pub use name::{Fragment, FragmentKind, NameError, TopicName};
-pub use topic::{MAX_PARTITIONS, Topic, TopicError, TopicSpec};
+pub use topic::{MAX_PARTITIONS, Topic, TopicError, TopicRecord, TopicSpec};

@@ -74,6 +74,17 @@ pub struct DeliveryReceipt {
     pub produced_at: DateTime<Utc>,
 }
 
+/// What a subscription yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubscriptionEvent {
+    /// The partitions this member of the group reads from now on. Sent when
+    /// the member first gets an assignment and after every rebalance, so a
+    /// reader knows when records produced from now on will reach it.
+    Assigned(Vec<i32>),
+    /// One record.
+    Message(BusMessage),
+}
+
 /// Where a subscription starts reading a partition it has no position in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

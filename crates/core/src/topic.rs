@@ -1,5 +1,6 @@
 //! A topic: its name plus the settings its Kafka topic is created with.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -103,6 +104,14 @@ impl TryFrom<TopicSpec> for Topic {
             spec.retention_ms,
         )
     }
+}
+
+/// A registered topic, as stored and as the API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    #[serde(flatten)]
+    pub topic: Topic,
+    pub created_at: DateTime<Utc>,
 }
 
 /// The wire form: the spec's fields plus the derived Kafka name.

@@ -20,6 +20,8 @@ use crate::topics::TopicRegistry;
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]
+// Without the `bus` feature only the health routes read it.
+#[cfg_attr(not(feature = "bus"), allow(dead_code))]
 pub struct AppState {
     pub(crate) state: Arc<dyn StateStore>,
     pub(crate) bus: Arc<dyn BusBackend>,

@@ -10,20 +10,12 @@
 use std::sync::Arc;
 
 use acteon_bus::{BusBackend, BusError};
-use acteon_core::{Topic, TopicName};
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use acteon_core::{Topic, TopicName, TopicRecord};
+use chrono::Utc;
+use serde::Deserialize;
 
 use crate::error::ServiceError;
 use crate::state::{KeyKind, StateError, StateStore};
-
-/// A topic as stored and returned by the API.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TopicRecord {
-    #[serde(flatten)]
-    pub topic: Topic,
-    pub created_at: DateTime<Utc>,
-}
 
 /// Filters of the topic list; `None` matches everything.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -210,6 +210,29 @@ async fn subscribers_receive_events_in_the_documented_format(backend: Backend) {
     assert_eq!(json!(message.partition), receipt["partition"]);
     assert_eq!(json!(message.offset), receipt["offset"]);
 
+    // The raw stream: content type, event name, id = offset, data.
+    let mut raw = server
+        .http
+        .get(server.url(&format!(
+            "/v1/bus/subscribe/raw?topic={topic}&from=earliest"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.headers()["content-type"], "text/event-stream");
+    let mut text = String::new();
+    while !text.contains("\ndata: {\"topic\"") {
+        let chunk = tokio::time::timeout(DEADLINE, raw.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let expected = format!("event: bus.message\nid: {}\ndata: {{", receipt["offset"]);
+    assert!(text.contains(&expected), "{text}");
+    drop(raw);
+
     let (status, body) = server
         .get(&format!("/v1/bus/subscribe/x?topic={topic}&from=middle"))
         .await;

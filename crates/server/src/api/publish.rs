@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::routing::post;
 use serde::{Deserialize, Deserializer};
 
-use super::Json;
+use super::extract::Json;
 use crate::app::AppState;
 use crate::error::{ApiError, ServiceError};
 

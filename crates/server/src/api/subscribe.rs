@@ -20,7 +20,7 @@ use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{Path, Query};
+use super::extract::{Path, Query};
 use crate::app::AppState;
 use crate::error::{ApiError, ServiceError};
 

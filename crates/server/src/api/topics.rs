@@ -1,15 +1,15 @@
 //! Topic CRUD: `POST|GET /v1/bus/topics`, `DELETE /v1/bus/topics/{kafka_name}`.
 
-use acteon_core::{Topic, TopicName, TopicSpec};
+use acteon_core::{Topic, TopicName, TopicRecord, TopicSpec};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 
-use super::{Json, Path, Query};
+use super::extract::{Json, Path, Query};
 use crate::app::AppState;
 use crate::error::{ApiError, ServiceError};
-use crate::topics::{TopicFilter, TopicRecord};
+use crate::topics::TopicFilter;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()

@@ -11,9 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use acteon_bus::conformance::{Reader, test_kafka_config};
-use acteon_bus::{BusError, EventStream, Operation, SubscriptionEvent};
-use acteon_core::BusMessage;
-use eventsource_stream::Eventsource;
+use acteon_bus::{BusError, EventStream, Operation};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -196,17 +194,28 @@ impl TestServer {
         body
     }
 
-    /// Opens an SSE subscription, as a conformance [`Reader`].
+    /// Opens an SSE subscription through `acteon-client`, as a conformance
+    /// [`Reader`].
     pub async fn subscribe(&self, subscription: &str, topic: &str, from: &str) -> Reader {
-        let response = self
-            .http
-            .get(self.url(&format!("/v1/bus/subscribe/{subscription}")))
-            .query(&[("topic", topic), ("from", from)])
-            .send()
+        let client = acteon_client::Client::builder(&self.base_url)
+            .build()
+            .expect("client");
+        let events = client
+            .subscribe(
+                subscription,
+                &topic.parse().expect("topic name"),
+                from.parse().expect("start"),
+            )
             .await
-            .expect("subscribe");
-        assert_eq!(response.status(), 200, "subscribe");
-        Reader::from(sse_events(response))
+            .expect("subscribe")
+            .map(|event| {
+                event.map_err(|error| BusError::Broker {
+                    operation: Operation::Consume,
+                    topic: "(over HTTP)".to_owned(),
+                    source: Box::new(error),
+                })
+            });
+        Reader::from(events.boxed() as EventStream)
     }
 }
 
@@ -226,35 +235,4 @@ async fn read(response: reqwest::Response) -> (u16, Value) {
         serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON ({status}): {text}"))
     };
     (status, body)
-}
-
-/// The SSE events of `response` as subscription events.
-fn sse_events(response: reqwest::Response) -> EventStream {
-    response
-        .bytes_stream()
-        .eventsource()
-        .filter_map(|event| async move {
-            let event = event.expect("SSE stream");
-            match event.event.as_str() {
-                "bus.message" => {
-                    let message: BusMessage =
-                        serde_json::from_str(&event.data).expect("bus.message data");
-                    assert_eq!(event.id, message.offset.to_string(), "SSE id is the offset");
-                    Some(Ok(SubscriptionEvent::Message(message)))
-                }
-                "bus.assignment" => {
-                    let data: Value = serde_json::from_str(&event.data).expect("assignment data");
-                    let partitions =
-                        serde_json::from_value(data["partitions"].clone()).expect("partitions");
-                    Some(Ok(SubscriptionEvent::Assigned(partitions)))
-                }
-                "bus.error" => Some(Err(BusError::Broker {
-                    operation: Operation::Consume,
-                    topic: "(over HTTP)".to_owned(),
-                    source: event.data.into(),
-                })),
-                _ => None,
-            }
-        })
-        .boxed()
 }

@@ -1,0 +1,211 @@
+//! The client and its builder.
+
+use std::time::Duration;
+
+use acteon_core::{
+    DeliveryReceipt, OutgoingMessage, StartPosition, TopicName, TopicRecord, TopicSpec,
+};
+use reqwest::{RequestBuilder, Response, header};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Subscription};
+
+/// Filters of [`Client::list_bus_topics`]; `None` matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TopicFilter {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+}
+
+/// Settings of a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    base_url: String,
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    idle_timeout: Duration,
+    api_key: Option<String>,
+}
+
+impl ClientBuilder {
+    /// How long connecting may take (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long a request/response call may take in all (default 30 s).
+    /// Subscriptions are long-lived and not bound by it.
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    /// How long a subscription may go without receiving a byte before it
+    /// fails (default 60 s). The server sends keep-alives every 15 s by
+    /// default, so only a dead connection goes this long silent.
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// An API key, sent as `Authorization: Bearer <key>`.
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    pub fn build(self) -> Result<Client, Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .read_timeout(self.idle_timeout)
+            .build()?;
+        Ok(Client {
+            http,
+            base_url: self.base_url.trim_end_matches('/').to_owned(),
+            request_timeout: self.request_timeout,
+            api_key: self.api_key,
+        })
+    }
+}
+
+/// A client of one Acteon server. Cheap to clone; clones share connections.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base_url: String,
+    request_timeout: Duration,
+    api_key: Option<String>,
+}
+
+/// The `error` field of the server's error bodies.
+#[derive(Deserialize)]
+struct ErrorBody {
+    error: String,
+}
+
+impl Client {
+    /// A builder for a server at `base_url`, e.g. `http://127.0.0.1:8080`.
+    pub fn builder(base_url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            base_url: base_url.into(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            api_key: None,
+        }
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+        let request = self
+            .http
+            .request(method, format!("{}{path}", self.base_url));
+        match &self.api_key {
+            Some(key) => request.bearer_auth(key),
+            None => request,
+        }
+    }
+
+    /// Sends a request/response call; errors become [`Error::Api`].
+    async fn call(&self, request: RequestBuilder) -> Result<Response, Error> {
+        let response = request.timeout(self.request_timeout).send().await?;
+        check(response).await
+    }
+
+    async fn call_json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, Error> {
+        let response = self.call(request).await?;
+        let bytes = response.bytes().await?;
+        serde_json::from_slice(&bytes).map_err(|error| Error::Decode(error.to_string()))
+    }
+
+    /// `POST /v1/bus/topics`.
+    pub async fn create_bus_topic(&self, spec: &TopicSpec) -> Result<TopicRecord, Error> {
+        self.call_json(
+            self.request(reqwest::Method::POST, "/v1/bus/topics")
+                .json(spec),
+        )
+        .await
+    }
+
+    /// `GET /v1/bus/topics`.
+    pub async fn list_bus_topics(&self, filter: &TopicFilter) -> Result<Vec<TopicRecord>, Error> {
+        self.call_json(
+            self.request(reqwest::Method::GET, "/v1/bus/topics")
+                .query(filter),
+        )
+        .await
+    }
+
+    /// `DELETE /v1/bus/topics/{kafka_name}`.
+    pub async fn delete_bus_topic(&self, topic: &TopicName) -> Result<(), Error> {
+        let path = format!("/v1/bus/topics/{topic}");
+        self.call(self.request(reqwest::Method::DELETE, &path))
+            .await
+            .map(drop)
+    }
+
+    /// `POST /v1/bus/publish`: the broker's receipt for the message.
+    pub async fn publish_message(
+        &self,
+        topic: &TopicName,
+        message: &OutgoingMessage,
+    ) -> Result<DeliveryReceipt, Error> {
+        #[derive(Serialize)]
+        struct Publish<'a> {
+            topic: &'a TopicName,
+            #[serde(flatten)]
+            message: &'a OutgoingMessage,
+        }
+        let body = Publish { topic, message };
+        self.call_json(
+            self.request(reqwest::Method::POST, "/v1/bus/publish")
+                .json(&body),
+        )
+        .await
+    }
+
+    /// `GET /v1/bus/subscribe/{subscription_id}`: the subscription's events
+    /// until the server ends the stream.
+    pub async fn subscribe(
+        &self,
+        subscription_id: &str,
+        topic: &TopicName,
+        from: StartPosition,
+    ) -> Result<Subscription, Error> {
+        let path = format!("/v1/bus/subscribe/{subscription_id}");
+        let topic = topic.to_string();
+        let from = from.to_string();
+        let request = self
+            .request(reqwest::Method::GET, &path)
+            .query(&[("topic", topic.as_str()), ("from", from.as_str())])
+            .header(header::ACCEPT, "text/event-stream");
+        let response = check(request.send().await?).await?;
+        Ok(Subscription::new(response))
+    }
+}
+
+/// Turns an error status into [`Error::Api`] with the server's message.
+async fn check(response: Response) -> Result<Response, Error> {
+    let status = response.status();
+    if status.is_success() {
+        return Ok(response);
+    }
+    let retry_after = response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse().ok())
+        .map(Duration::from_secs);
+    let text = response.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<ErrorBody>(&text)
+        .map(|body| body.error)
+        .unwrap_or(text);
+    Err(Error::Api {
+        status: status.as_u16(),
+        message,
+        retry_after,
+    })
+}

@@ -1,0 +1,47 @@
+//! The client's one error type.
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// A failed call.
+#[derive(Debug, Error)]
+pub enum Error {
+    /// The server answered with an error status.
+    #[error("{status}: {message}")]
+    Api {
+        status: u16,
+        /// The server's `error` text.
+        message: String,
+        /// The server's `Retry-After`, on 429 and 503 answers.
+        retry_after: Option<Duration>,
+    },
+    /// The server could not be reached, or the connection failed.
+    #[error("transport error: {0}")]
+    Transport(#[from] reqwest::Error),
+    /// The server answered with a body this client does not understand.
+    #[error("unexpected response: {0}")]
+    Decode(String),
+    /// A subscription stream broke or the server reported a `bus.error`.
+    #[error("subscription failed: {0}")]
+    Stream(String),
+}
+
+impl Error {
+    /// The HTTP status of an API error.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Self::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// Whether the same call may succeed later (503, 429, or transport).
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::Api { status, .. } => matches!(status, 429 | 503),
+            Self::Transport(_) => true,
+            Self::Decode(_) | Self::Stream(_) => false,
+        }
+    }
+}

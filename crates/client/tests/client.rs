@@ -1,0 +1,252 @@
+//! The client against a real server on a free loopback port, built with the
+//! same builder as the `acteon-server` binary.
+
+use std::time::Duration;
+
+use acteon_client::{Client, Error, TopicFilter};
+use acteon_core::{
+    Headers, OutgoingMessage, StartPosition, SubscriptionEvent, TopicName, TopicSpec,
+};
+use acteon_server::config::StateEngine;
+use acteon_server::{Config, Server};
+use futures::StreamExt;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+/// An in-process server on the memory backends; stopped when dropped.
+struct TestServer {
+    client: Client,
+    stop: CancellationToken,
+}
+
+impl TestServer {
+    async fn start() -> Self {
+        let mut config = Config::default();
+        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        config.state.engine = StateEngine::Memory;
+        let server = Server::build(config).expect("server");
+        let listener = server.bind().await.expect("bind");
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let stop = server.shutdown_token();
+        tokio::spawn(server.serve(listener));
+        let client = Client::builder(base_url).build().expect("client");
+        Self { client, stop }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+fn spec(tenant: &str, name: &str) -> TopicSpec {
+    TopicSpec {
+        namespace: "agents".into(),
+        tenant: tenant.into(),
+        name: name.into(),
+        partitions: 2,
+        replication_factor: 1,
+        retention_ms: None,
+    }
+}
+
+fn message(seq: u64) -> OutgoingMessage {
+    OutgoingMessage {
+        key: Some(format!("key-{seq}")),
+        payload: json!({ "seq": seq }),
+        headers: Headers::from([("x-trace-id".to_owned(), format!("t-{seq}"))]),
+    }
+}
+
+/// The next record, skipping assignment events.
+async fn next_message(
+    events: &mut acteon_client::Subscription,
+) -> Option<Result<acteon_core::BusMessage, Error>> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .ok()??
+        {
+            Ok(SubscriptionEvent::Message(message)) => return Some(Ok(message)),
+            Ok(SubscriptionEvent::Assigned(_)) => continue,
+            Err(error) => return Some(Err(error)),
+        }
+    }
+}
+
+#[tokio::test]
+async fn topics_are_created_listed_and_deleted() {
+    let server = TestServer::start().await;
+    let client = &server.client;
+    let created = client
+        .create_bus_topic(&spec("demo", "inbox"))
+        .await
+        .unwrap();
+    assert_eq!(created.topic.kafka_topic_name(), "agents.demo.inbox");
+    client
+        .create_bus_topic(&spec("other", "inbox"))
+        .await
+        .unwrap();
+
+    let duplicate = client
+        .create_bus_topic(&spec("demo", "inbox"))
+        .await
+        .unwrap_err();
+    assert_eq!(duplicate.status(), Some(409), "{duplicate}");
+    assert!(
+        duplicate.to_string().contains("agents.demo.inbox"),
+        "{duplicate}"
+    );
+
+    let filter = TopicFilter {
+        tenant: Some("demo".into()),
+        ..TopicFilter::default()
+    };
+    let listed = client.list_bus_topics(&filter).await.unwrap();
+    assert_eq!(listed, vec![created.clone()]);
+
+    client.delete_bus_topic(created.topic.name()).await.unwrap();
+    let missing = client
+        .delete_bus_topic(created.topic.name())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(missing, Error::Api { status: 404, .. }),
+        "{missing}"
+    );
+}
+
+#[tokio::test]
+async fn published_messages_arrive_on_the_subscription() {
+    let server = TestServer::start().await;
+    let client = &server.client;
+    let topic = client
+        .create_bus_topic(&spec("demo", "feed"))
+        .await
+        .unwrap();
+    let name = topic.topic.name();
+    let receipt = client.publish_message(name, &message(1)).await.unwrap();
+    assert_eq!(receipt.topic, "agents.demo.feed");
+
+    let mut events = client
+        .subscribe("reader", name, StartPosition::Earliest)
+        .await
+        .unwrap();
+    let received = next_message(&mut events).await.expect("a record").unwrap();
+    assert_eq!(received.payload, json!({ "seq": 1 }));
+    assert_eq!(received.headers["x-trace-id"], "t-1");
+    assert_eq!(
+        (received.partition, received.offset),
+        (receipt.partition, receipt.offset)
+    );
+}
+
+#[tokio::test]
+async fn api_errors_carry_the_status_and_the_servers_reason() {
+    let server = TestServer::start().await;
+    let client = &server.client;
+    let unknown = TopicName::new("agents", "demo", "nowhere").unwrap();
+    let error = client
+        .publish_message(&unknown, &message(1))
+        .await
+        .unwrap_err();
+    assert_eq!(error.status(), Some(404));
+    assert!(!error.is_retriable());
+
+    let topic = client
+        .create_bus_topic(&spec("demo", "strict"))
+        .await
+        .unwrap();
+    let mut reserved = message(1);
+    reserved.headers.insert("acteon.origin".into(), "me".into());
+    match client
+        .publish_message(topic.topic.name(), &reserved)
+        .await
+        .unwrap_err()
+    {
+        Error::Api {
+            status: 400,
+            message,
+            ..
+        } => assert!(message.contains("acteon."), "{message}"),
+        other => panic!("{other}"),
+    }
+    let subscribe = client
+        .subscribe("x", &unknown, StartPosition::Latest)
+        .await
+        .unwrap_err();
+    assert_eq!(subscribe.status(), Some(404));
+}
+
+#[tokio::test]
+async fn an_unreachable_server_is_a_transport_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = Client::builder(format!("http://127.0.0.1:{port}"))
+        .build()
+        .unwrap();
+    let error = client
+        .list_bus_topics(&TopicFilter::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::Transport(_)), "{error}");
+    assert!(error.is_retriable());
+}
+
+#[tokio::test]
+async fn the_stream_ends_when_the_server_ends_it() {
+    let server = TestServer::start().await;
+    let client = &server.client;
+    let topic = client
+        .create_bus_topic(&spec("demo", "short-lived"))
+        .await
+        .unwrap();
+    let mut events = client
+        .subscribe("reader", topic.topic.name(), StartPosition::Latest)
+        .await
+        .unwrap();
+    assert!(matches!(
+        events.next().await,
+        Some(Ok(SubscriptionEvent::Assigned(_)))
+    ));
+    client.delete_bus_topic(topic.topic.name()).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(10), events.next()).await;
+    assert!(matches!(end, Ok(None)), "{end:?}");
+}
+
+/// Idle subscriptions see only keep-alive comments (every 15 s by default)
+/// for long stretches; the client must not end or fail them.
+#[tokio::test]
+async fn a_subscription_survives_a_minute_of_keep_alives() {
+    let server = TestServer::start().await;
+    let client = &server.client;
+    let topic = client
+        .create_bus_topic(&spec("demo", "quiet"))
+        .await
+        .unwrap();
+    let name = topic.topic.name();
+    let mut events = client
+        .subscribe("patient", name, StartPosition::Latest)
+        .await
+        .unwrap();
+    assert!(matches!(
+        events.next().await,
+        Some(Ok(SubscriptionEvent::Assigned(_)))
+    ));
+
+    let idle = tokio::time::timeout(Duration::from_secs(65), events.next()).await;
+    assert!(
+        idle.is_err(),
+        "nothing but keep-alives for 65 s, got {idle:?}"
+    );
+    client.publish_message(name, &message(9)).await.unwrap();
+    let received = next_message(&mut events)
+        .await
+        .expect("the stream is alive")
+        .unwrap();
+    assert_eq!(received.payload, json!({ "seq": 9 }));
+}
