@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: checks formatting and lints, builds
 # (once) and starts a local Kafka-compatible broker on a free loopback port,
-# runs every test of the workspace against it, and stops the broker, also
-# when tests fail.
+# runs every test of the workspace and the bus simulation against it, and
+# stops the broker, also when tests fail.
 #
 # With CI=true a broker that cannot be installed or started fails the run.
 # Elsewhere the run goes on without it, and the Kafka tests say on stderr
@@ -29,4 +29,9 @@ else
 fi
 
 cargo test --workspace --locked
+if [ -n "${ACTEON_KAFKA_BOOTSTRAP:-}" ]; then
+  # The competing-agents simulation against the same broker; it exits
+  # non-zero if a record reached both agents, neither, or not the tail.
+  cargo run --locked -p acteon-simulation --features bus --example bus_simulation
+fi
 echo "test: finished in $((SECONDS - started)) s" >&2

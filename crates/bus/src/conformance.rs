@@ -140,6 +140,25 @@ pub struct Reader {
     assignment: Vec<i32>,
 }
 
+impl Reader {
+    /// Wraps a stream of subscription events from elsewhere, e.g. the
+    /// HTTP client; its errors become [`BusError::Broker`].
+    pub fn from_events<S, E>(events: S) -> Self
+    where
+        S: futures::Stream<Item = Result<acteon_core::SubscriptionEvent, E>> + Send + 'static,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let events = events.map(|event| {
+            event.map_err(|error| BusError::Broker {
+                operation: crate::Operation::Consume,
+                topic: "(remote subscription)".to_owned(),
+                source: Box::new(error),
+            })
+        });
+        Self::from(events.boxed() as EventStream)
+    }
+}
+
 impl From<EventStream> for Reader {
     /// Wraps any stream of subscription events, e.g. one read over HTTP.
     fn from(stream: EventStream) -> Self {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use acteon_bus::{KafkaConfig, MemoryConfig};
 use clap::Parser;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Overrides `bus.kafka.bootstrap_servers`, and selects the Kafka backend.
 pub const KAFKA_BOOTSTRAP_ENV: &str = "ACTEON_KAFKA_BOOTSTRAP";
@@ -37,7 +37,7 @@ pub struct Cli {
     pub data_dir: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
@@ -45,7 +45,7 @@ pub struct Config {
     pub bus: BusConfig,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -69,7 +69,7 @@ impl Default for ServerConfig {
 }
 
 /// Which state store keeps topic metadata.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StateEngine {
     /// SQLite in `data_dir`: survives restarts.
@@ -79,7 +79,7 @@ pub enum StateEngine {
     Memory,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct StateConfig {
     pub engine: StateEngine,
@@ -95,7 +95,7 @@ impl Default for StateConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BusConfig {
     /// Serve the `/v1/bus` API.
@@ -130,7 +130,9 @@ impl Config {
     pub fn load_from(cli: &Cli, env: HashMap<String, String>) -> Result<Self, ConfigError> {
         let mut builder = config::Config::builder();
         if let Some(path) = &cli.config {
-            builder = builder.add_source(config::File::from(path.as_path()).required(true));
+            // TOML whatever the file is called (acteon.toml.example too).
+            let file = config::File::from(path.as_path()).format(config::FileFormat::Toml);
+            builder = builder.add_source(file.required(true));
         }
         // Only variables with a level separator are settings; others with the
         // prefix (ACTEON_KAFKA_BOOTSTRAP, ACTEON_URL, ...) are not keys.
@@ -236,6 +238,49 @@ mod tests {
         let kafka = config.bus.kafka.unwrap();
         assert_eq!(kafka.linger_ms, 7);
         assert_eq!(kafka.bootstrap_servers, "env:9092");
+    }
+
+    /// Dotted paths of every leaf of a JSON tree (empty tables count as leaves).
+    fn leaf_keys(value: &serde_json::Value, prefix: &str, keys: &mut Vec<String>) {
+        match value.as_object() {
+            Some(table) if !table.is_empty() => {
+                for (key, child) in table {
+                    leaf_keys(child, &format!("{prefix}{key}."), keys);
+                }
+            }
+            _ => keys.push(prefix.trim_end_matches('.').to_owned()),
+        }
+    }
+
+    #[test]
+    fn the_example_file_names_every_key_with_its_default() {
+        let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../acteon.toml.example");
+        let cli = Cli {
+            config: Some(path.clone()),
+            ..Cli::default()
+        };
+        let loaded = Config::load_from(&cli, HashMap::new()).unwrap();
+        let mut expected = Config::default();
+        expected.bus.kafka = Some(KafkaConfig::default());
+        assert_eq!(
+            loaded, expected,
+            "a default in the example differs from the code"
+        );
+
+        let mut in_code = Vec::new();
+        leaf_keys(&serde_json::to_value(&expected).unwrap(), "", &mut in_code);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let file: serde_json::Value = config::Config::builder()
+            .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap();
+        let mut in_file = Vec::new();
+        leaf_keys(&file, "", &mut in_file);
+        in_code.sort();
+        in_file.sort();
+        assert_eq!(in_file, in_code, "the example must name every key");
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use acteon_core::{DeliveryReceipt, OutgoingMessage, StartPosition, Topic, TopicName};
 use async_trait::async_trait;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use self::group::Member;
 use self::log::TopicLog;
@@ -24,7 +24,7 @@ use crate::{BusBackend, BusError, EventStream, GroupId};
 /// when either bound is passed, or when they are older than the topic's
 /// `retention_ms`; a reader that falls behind the oldest record skips ahead to
 /// it, as a Kafka consumer does when its offset is out of range.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MemoryConfig {
     pub max_records_per_partition: usize,

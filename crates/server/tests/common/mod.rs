@@ -11,8 +11,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use acteon_bus::conformance::{Reader, test_kafka_config};
-use acteon_bus::{BusError, EventStream, Operation};
-use futures::StreamExt;
 use serde_json::{Value, json};
 
 /// Which backend a server under test runs on.
@@ -207,15 +205,8 @@ impl TestServer {
                 from.parse().expect("start"),
             )
             .await
-            .expect("subscribe")
-            .map(|event| {
-                event.map_err(|error| BusError::Broker {
-                    operation: Operation::Consume,
-                    topic: "(over HTTP)".to_owned(),
-                    source: Box::new(error),
-                })
-            });
-        Reader::from(events.boxed() as EventStream)
+            .expect("subscribe");
+        Reader::from_events(events)
     }
 }
 
