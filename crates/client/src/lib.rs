@@ -11,7 +11,7 @@
 //! # let mut config = acteon_server::Config::default();
 //! # config.server.listen = "127.0.0.1:0".parse()?;
 //! # config.state.engine = acteon_server::config::StateEngine::Memory;
-//! # let server = acteon_server::Server::build(config)?;
+//! # let server = acteon_server::Server::build(config).await?;
 //! # let listener = server.bind().await?;
 //! # let base_url = format!("http://{}", listener.local_addr()?);
 //! # tokio::spawn(server.serve(listener));

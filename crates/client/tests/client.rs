@@ -24,7 +24,7 @@ impl TestServer {
         let mut config = Config::default();
         config.server.listen = "127.0.0.1:0".parse().unwrap();
         config.state.engine = StateEngine::Memory;
-        let server = Server::build(config).expect("server");
+        let server = Server::build(config).await.expect("server");
         let listener = server.bind().await.expect("bind");
         let base_url = format!("http://{}", listener.local_addr().unwrap());
         let stop = server.shutdown_token();

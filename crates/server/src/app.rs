@@ -15,6 +15,7 @@ use tower_http::trace::TraceLayer;
 use crate::api;
 use crate::config::{Config, StateEngine};
 use crate::messages::MessageService;
+use crate::pipeline::{AuditLog, AuditWriter, Pipeline, Quotas, RuleSet, Silences};
 use crate::state::{MemoryStore, SqliteStore, StateStore};
 use crate::topics::TopicRegistry;
 
@@ -27,6 +28,7 @@ pub struct AppState {
     pub(crate) bus: Arc<dyn BusBackend>,
     pub(crate) topics: TopicRegistry,
     pub(crate) messages: MessageService,
+    pub(crate) pipeline: Arc<Pipeline>,
     /// Cancelled at shutdown; ends open SSE streams.
     pub(crate) shutdown: CancellationToken,
     pub(crate) sse_keep_alive: Duration,
@@ -37,11 +39,15 @@ pub struct AppState {
 pub struct Server {
     config: Config,
     app: AppState,
+    audit_writer: AuditWriter,
 }
 
 impl Server {
-    /// Opens the state store and the bus backend the configuration names.
-    pub fn build(config: Config) -> anyhow::Result<Self> {
+    /// Opens the state store and the bus backend the configuration names,
+    /// and loads the pipeline; a rule that does not compile stops it here.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let rules = RuleSet::compile(&config.rules).context("loading [[rules]]")?;
+        let quotas = Quotas::new(&config.quotas).context("loading [[quotas]]")?;
         let state: Arc<dyn StateStore> = match config.state.engine {
             StateEngine::Sqlite => {
                 let path = config.state_db_path();
@@ -57,17 +63,33 @@ impl Server {
             }
             None => Arc::new(MemoryBackend::new(config.bus.memory.clone())),
         };
+        let silences = Silences::load(Arc::clone(&state))
+            .await
+            .context("loading silences")?;
+        let (audit, audit_writer) = AuditLog::start(Arc::clone(&state), config.audit.clone());
+        let pipeline = Arc::new(Pipeline {
+            silences,
+            rules,
+            quotas,
+            audit,
+            bus: Arc::clone(&bus),
+        });
         let topics = TopicRegistry::new(Arc::clone(&state), Arc::clone(&bus));
-        let messages = MessageService::new(topics.clone(), Arc::clone(&bus));
+        let messages = MessageService::new(topics.clone(), Arc::clone(&bus), Arc::clone(&pipeline));
         let app = AppState {
             state,
             bus,
             topics,
             messages,
+            pipeline,
             shutdown: CancellationToken::new(),
             sse_keep_alive: Duration::from_secs(config.server.sse_keep_alive_secs.max(1)),
         };
-        Ok(Self { config, app })
+        Ok(Self {
+            config,
+            app,
+            audit_writer,
+        })
     }
 
     /// The token that stops the server when cancelled.
@@ -91,7 +113,8 @@ impl Server {
     }
 
     /// Serves until the shutdown token is cancelled, then lets requests in
-    /// flight finish, ends SSE streams and flushes the producer.
+    /// flight finish, ends SSE streams, stores the queued audit records and
+    /// flushes the producer.
     pub async fn serve(self, listener: TcpListener) -> anyhow::Result<()> {
         self.app
             .topics
@@ -105,6 +128,7 @@ impl Server {
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
             .await
             .context("serving HTTP")?;
+        self.audit_writer.stop().await;
         let timeout = Duration::from_millis(self.config.server.shutdown_flush_timeout_ms);
         if let Err(error) = self.app.bus.flush(timeout).await {
             tracing::error!(%error, "producer did not flush before shutdown");

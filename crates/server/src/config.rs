@@ -13,6 +13,8 @@ use acteon_bus::{KafkaConfig, MemoryConfig};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
+use crate::pipeline::{AuditConfig, QuotaConfig, RuleConfig};
+
 /// Overrides `bus.kafka.bootstrap_servers`, and selects the Kafka backend.
 pub const KAFKA_BOOTSTRAP_ENV: &str = "ACTEON_KAFKA_BOOTSTRAP";
 const ENV_PREFIX: &str = "ACTEON";
@@ -43,6 +45,11 @@ pub struct Config {
     pub server: ServerConfig,
     pub state: StateConfig,
     pub bus: BusConfig,
+    /// `[[rules]]`, evaluated in priority order before every publish.
+    pub rules: Vec<RuleConfig>,
+    /// `[[quotas]]`, publish rate limits.
+    pub quotas: Vec<QuotaConfig>,
+    pub audit: AuditConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use thiserror::Error;
 
+use crate::pipeline::Throttled;
 use crate::state::StateError;
 
 /// A failed service call.
@@ -30,6 +31,17 @@ pub enum ServiceError {
     TopicExists { topic: String },
     #[error("topic {topic} does not exist")]
     TopicNotFound { topic: String },
+    #[error("invalid silence: {0}")]
+    InvalidSilence(String),
+    #[error("silence {id} does not exist or has ended")]
+    SilenceNotFound { id: String },
+    #[error("denied by rule {rule}{}", reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+    Denied {
+        rule: String,
+        reason: Option<String>,
+    },
+    #[error("over quota {}: retry in {} ms", .0.quota, .0.wait.as_millis())]
+    Throttled(Throttled),
     #[error(transparent)]
     Bus(#[from] BusError),
     #[error(transparent)]
@@ -63,7 +75,11 @@ impl ApiError {
                 | InvalidName(_)
                 | InvalidHeader(_)
                 | InvalidSubscription(_)
-                | InvalidStart(_) => StatusCode::BAD_REQUEST,
+                | InvalidStart(_)
+                | InvalidSilence(_) => StatusCode::BAD_REQUEST,
+                Denied { .. } => StatusCode::FORBIDDEN,
+                Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+                SilenceNotFound { .. } => StatusCode::NOT_FOUND,
                 TopicExists { .. } | Bus(BusError::TopicConflict { .. }) => StatusCode::CONFLICT,
                 TopicNotFound { .. } | Bus(BusError::UnknownTopic { .. }) => StatusCode::NOT_FOUND,
                 Bus(BusError::Unavailable { .. }) | State(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -80,11 +96,27 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::warn!(%status, error = %message, "request failed");
         }
-        let mut response = (status, Json(json!({ "error": message }))).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        let mut body = json!({ "error": message });
+        let mut retry_after_secs = (status == StatusCode::SERVICE_UNAVAILABLE).then_some(1);
+        match &self {
+            Self::Service(ServiceError::Denied { rule, reason }) => {
+                body["rule"] = json!(rule);
+                body["reason"] = json!(reason);
+            }
+            Self::Service(ServiceError::Throttled(throttled)) => {
+                let wait_ms = throttled.wait.as_millis() as u64;
+                body["quota"] = json!(throttled.quota);
+                body["retry_after_ms"] = json!(wait_ms);
+                // Whole seconds, rounded up, at least one.
+                retry_after_secs = Some(wait_ms.div_ceil(1000).max(1));
+            }
+            _ => {}
+        }
+        let mut response = (status, Json(body)).into_response();
+        if let Some(secs) = retry_after_secs {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

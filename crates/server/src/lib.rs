@@ -7,6 +7,7 @@ pub mod app;
 pub mod config;
 pub mod error;
 pub mod messages;
+pub mod pipeline;
 pub mod state;
 pub mod topics;
 

@@ -16,7 +16,7 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let config = Config::load(&cli).context("loading configuration")?;
-    let server = Server::build(config)?;
+    let server = Server::build(config).await?;
     let listener = server.bind().await?;
     // One line on stdout with the bound address, for scripts and tests that
     // start the server on port 0.

@@ -3,33 +3,38 @@
 use std::sync::Arc;
 
 use acteon_bus::{BusBackend, EventStream, GroupId};
-use acteon_core::{
-    DeliveryReceipt, OutgoingMessage, StartPosition, TopicName, check_client_headers,
-};
+use acteon_core::{OutgoingMessage, StartPosition, TopicName, check_client_headers};
 
 use crate::error::ServiceError;
+use crate::pipeline::{Pipeline, Published};
 use crate::topics::TopicRegistry;
 
 #[derive(Debug, Clone)]
 pub struct MessageService {
     topics: TopicRegistry,
     bus: Arc<dyn BusBackend>,
+    pipeline: Arc<Pipeline>,
 }
 
 impl MessageService {
-    pub fn new(topics: TopicRegistry, bus: Arc<dyn BusBackend>) -> Self {
-        Self { topics, bus }
+    pub fn new(topics: TopicRegistry, bus: Arc<dyn BusBackend>, pipeline: Arc<Pipeline>) -> Self {
+        Self {
+            topics,
+            bus,
+            pipeline,
+        }
     }
 
-    /// Produces `message` to a registered topic and returns the broker's receipt.
+    /// Checks `message`, passes it through the pipeline, and produces it to
+    /// a registered topic unless a stage stops it.
     pub async fn publish(
         &self,
         topic: &TopicName,
         message: OutgoingMessage,
-    ) -> Result<DeliveryReceipt, ServiceError> {
+    ) -> Result<Published, ServiceError> {
         check_client_headers(&message.headers)?;
         self.topics.get(topic).await?;
-        Ok(self.bus.produce(topic, message).await?)
+        self.pipeline.publish(topic, message).await
     }
 
     /// Joins `group` on a registered topic.

@@ -106,7 +106,7 @@ async fn start_server() -> anyhow::Result<String> {
         kafka.session_timeout_ms = 6_000;
         kafka.heartbeat_interval_ms = 1_000;
     }
-    let server = Server::build(config)?;
+    let server = Server::build(config).await?;
     let listener = server.bind().await?;
     let base_url = format!("http://{}", listener.local_addr()?);
     tokio::spawn(server.serve(listener));

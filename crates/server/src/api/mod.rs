@@ -1,10 +1,16 @@
 //! The HTTP API: one module per resource.
 
 #[cfg(feature = "bus")]
+mod audit;
+#[cfg(feature = "bus")]
 mod extract;
 mod health;
 #[cfg(feature = "bus")]
 mod publish;
+#[cfg(feature = "bus")]
+mod rules;
+#[cfg(feature = "bus")]
+mod silences;
 #[cfg(feature = "bus")]
 mod subscribe;
 #[cfg(feature = "bus")]
@@ -23,6 +29,9 @@ pub(crate) fn router(bus_enabled: bool) -> Router<AppState> {
             .merge(topics::routes())
             .merge(publish::routes())
             .merge(subscribe::routes())
+            .merge(rules::routes())
+            .merge(silences::routes())
+            .merge(audit::routes())
     } else {
         router
     };

@@ -1,14 +1,18 @@
 //! `POST /v1/bus/publish`.
 
-use acteon_core::{DeliveryReceipt, Headers, OutgoingMessage, TopicName};
+use acteon_core::{Headers, OutgoingMessage, TopicName};
 use axum::Router;
 use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde::{Deserialize, Deserializer};
+use serde_json::json;
 
 use super::extract::Json;
 use crate::app::AppState;
 use crate::error::{ApiError, ServiceError};
+use crate::pipeline::{Published, Suppressed};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new().route("/v1/bus/publish", post(publish))
@@ -56,15 +60,25 @@ fn topic_shape_error() -> ApiError {
     )
 }
 
+/// 200 with the receipt, or 202 when suppressed.
 async fn publish(
     State(app): State<AppState>,
     Json(request): Json<PublishRequest>,
-) -> Result<axum::Json<DeliveryReceipt>, ApiError> {
+) -> Result<Response, ApiError> {
     let topic = topic_name(&request.topic)?;
     let message = OutgoingMessage {
         key: request.key,
         payload: request.payload,
         headers: request.headers,
     };
-    Ok(axum::Json(app.messages.publish(&topic, message).await?))
+    Ok(match app.messages.publish(&topic, message).await? {
+        Published::Produced(receipt) => axum::Json(receipt).into_response(),
+        Published::Suppressed(by) => {
+            let body = match by {
+                Suppressed::ByRule(rule) => json!({ "outcome": "suppressed", "rule": rule }),
+                Suppressed::BySilence(id) => json!({ "outcome": "suppressed", "silence": id }),
+            };
+            (StatusCode::ACCEPTED, axum::Json(body)).into_response()
+        }
+    })
 }

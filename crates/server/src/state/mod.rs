@@ -10,7 +10,10 @@ mod sqlite;
 use std::fmt;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use thiserror::Error;
+
+use crate::pipeline::{AuditQuery, AuditRecord};
 
 pub use self::memory::MemoryStore;
 pub use self::sqlite::SqliteStore;
@@ -20,12 +23,15 @@ pub use self::sqlite::SqliteStore;
 pub enum KeyKind {
     /// A bus topic, by Kafka name.
     BusTopic,
+    /// A silence, by id.
+    Silence,
 }
 
 impl KeyKind {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::BusTopic => "BusTopic",
+            Self::Silence => "Silence",
         }
     }
 }
@@ -44,6 +50,11 @@ pub enum StateError {
         operation: &'static str,
         kind: KeyKind,
         id: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("audit {operation} failed: {source}")]
+    Audit {
+        operation: &'static str,
         source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("state store record {kind}/{id} is not valid JSON: {source}")]
@@ -66,6 +77,14 @@ pub trait StateStore: Send + Sync + fmt::Debug {
         value: &serde_json::Value,
     ) -> Result<bool, StateError>;
 
+    /// Stores `value` under `kind`/`id`, replacing any record there.
+    async fn put(
+        &self,
+        kind: KeyKind,
+        id: &str,
+        value: &serde_json::Value,
+    ) -> Result<(), StateError>;
+
     async fn get(&self, kind: KeyKind, id: &str) -> Result<Option<serde_json::Value>, StateError>;
 
     /// Removes the record; returns whether there was one.
@@ -76,6 +95,15 @@ pub trait StateStore: Send + Sync + fmt::Debug {
 
     /// Whether the store answers.
     async fn check_ready(&self) -> Result<(), StateError>;
+
+    /// Appends audit records, assigning their ids (ascending, in order).
+    async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StateError>;
+
+    /// Audit records matching `query`, newest first, at most its page size.
+    async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StateError>;
+
+    /// Drops audit records beyond the newest `keep` and those before `cutoff`.
+    async fn prune_audit(&self, keep: usize, cutoff: DateTime<Utc>) -> Result<(), StateError>;
 }
 
 /// The shared suite both engines pass.
@@ -84,6 +112,7 @@ mod conformance {
     use serde_json::json;
 
     use super::*;
+    use crate::pipeline::Outcome;
 
     pub(super) async fn insert_get_list_delete(store: &dyn StateStore) {
         assert!(
@@ -117,6 +146,116 @@ mod conformance {
         assert!(!store.delete(KeyKind::BusTopic, "a").await.unwrap());
         assert_eq!(store.get(KeyKind::BusTopic, "a").await.unwrap(), None);
         store.check_ready().await.unwrap();
+        store.put(KeyKind::Silence, "s", &json!(1)).await.unwrap();
+        store.put(KeyKind::Silence, "s", &json!(2)).await.unwrap();
+        assert_eq!(
+            store.get(KeyKind::Silence, "s").await.unwrap(),
+            Some(json!(2))
+        );
+        assert_eq!(
+            store.list(KeyKind::BusTopic).await.unwrap(),
+            vec![json!({"n": 2})]
+        );
+    }
+
+    fn record(tenant: &str, outcome: Outcome, at: DateTime<Utc>) -> AuditRecord {
+        AuditRecord {
+            id: 0,
+            at,
+            tenant: tenant.into(),
+            namespace: "ns".into(),
+            topic: format!("ns.{tenant}.t"),
+            key: None,
+            outcome,
+            rule: None,
+            silence: None,
+            partition: None,
+            offset: None,
+            error: None,
+        }
+    }
+
+    pub(super) async fn audit_pages_filters_and_prunes(store: &dyn StateStore) {
+        let now = Utc::now();
+        let records: Vec<_> = (0..10)
+            .map(|i| {
+                let outcome = if i % 2 == 0 {
+                    Outcome::Produced
+                } else {
+                    Outcome::Denied
+                };
+                record(if i < 6 { "a" } else { "b" }, outcome, now)
+            })
+            .collect();
+        store.append_audit(&records[..4]).await.unwrap();
+        store.append_audit(&records[4..]).await.unwrap();
+        let all = store.query_audit(&AuditQuery::default()).await.unwrap();
+        let ids: Vec<u64> = all.iter().map(|r| r.id).collect();
+        assert_eq!(ids.len(), 10);
+        assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
+
+        let page = |before, limit| AuditQuery {
+            before,
+            limit: Some(limit),
+            ..AuditQuery::default()
+        };
+        let first = store.query_audit(&page(None, 4)).await.unwrap();
+        let second = store
+            .query_audit(&page(Some(first[3].id), 4))
+            .await
+            .unwrap();
+        assert_eq!(
+            second[0].id, ids[4],
+            "the cursor continues where the page ended"
+        );
+
+        let filtered = AuditQuery {
+            tenant: Some("a".into()),
+            outcome: Some(Outcome::Denied),
+            ..AuditQuery::default()
+        };
+        let denied_a = store.query_audit(&filtered).await.unwrap();
+        assert_eq!(denied_a.len(), 3);
+        assert!(
+            denied_a
+                .iter()
+                .all(|r| r.tenant == "a" && r.outcome == Outcome::Denied)
+        );
+
+        store
+            .prune_audit(4, now - chrono::TimeDelta::hours(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .query_audit(&AuditQuery::default())
+                .await
+                .unwrap()
+                .len(),
+            4
+        );
+        store
+            .prune_audit(100, now + chrono::TimeDelta::hours(1))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .query_audit(&AuditQuery::default())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
+    async fn memory_audit() {
+        audit_pages_filters_and_prunes(&MemoryStore::default()).await;
+    }
+
+    #[tokio::test]
+    async fn sqlite_audit() {
+        let dir = tempfile::tempdir().unwrap();
+        audit_pages_filters_and_prunes(&SqliteStore::open(&dir.path().join("a.db")).unwrap()).await;
     }
 
     #[tokio::test]

@@ -7,9 +7,16 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, params};
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::{KeyKind, StateError, StateStore};
+use crate::pipeline::{AuditQuery, AuditRecord};
+
+/// Timestamps are stored as fixed-width RFC 3339 text, so they sort as text.
+fn timestamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
 
 const SCHEMA: &str = "
     PRAGMA journal_mode = WAL;
@@ -20,6 +27,17 @@ const SCHEMA: &str = "
         value TEXT NOT NULL,
         PRIMARY KEY (kind, id)
     ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS audit (
+        id        INTEGER PRIMARY KEY AUTOINCREMENT,
+        at        TEXT NOT NULL,
+        tenant    TEXT NOT NULL,
+        namespace TEXT NOT NULL,
+        topic     TEXT NOT NULL,
+        outcome   TEXT NOT NULL,
+        record    TEXT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, id);
+    CREATE INDEX IF NOT EXISTS audit_by_at ON audit (at);
 ";
 
 #[derive(Debug, Clone)]
@@ -40,6 +58,25 @@ impl SqliteStore {
         connection.execute_batch(SCHEMA)?;
         Ok(Self {
             connection: Arc::new(Mutex::new(connection)),
+        })
+    }
+
+    /// Runs audit `work` on the blocking pool with the connection.
+    async fn with_audit<T: Send + 'static>(
+        &self,
+        operation: &'static str,
+        work: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StateError> {
+        let connection = Arc::clone(&self.connection);
+        tokio::task::spawn_blocking(move || {
+            let mut connection = connection.lock().expect("sqlite connection lock poisoned");
+            work(&mut connection)
+        })
+        .await
+        .expect("sqlite task panicked")
+        .map_err(|source| StateError::Audit {
+            operation,
+            source: Box::new(source),
         })
     }
 
@@ -95,6 +132,24 @@ impl StateStore for SqliteStore {
         .await
     }
 
+    async fn put(
+        &self,
+        kind: KeyKind,
+        id: &str,
+        value: &serde_json::Value,
+    ) -> Result<(), StateError> {
+        let (owned_id, text) = (id.to_owned(), value.to_string());
+        self.with_connection("write", kind, id, move |connection| {
+            connection
+                .execute(
+                    "INSERT OR REPLACE INTO records (kind, id, value) VALUES (?1, ?2, ?3)",
+                    params![kind.as_str(), owned_id, text],
+                )
+                .map(drop)
+        })
+        .await
+    }
+
     async fn get(&self, kind: KeyKind, id: &str) -> Result<Option<serde_json::Value>, StateError> {
         let owned_id = id.to_owned();
         let text = self
@@ -144,6 +199,93 @@ impl StateStore for SqliteStore {
     async fn check_ready(&self) -> Result<(), StateError> {
         self.with_connection("health check", KeyKind::BusTopic, "*", |connection| {
             connection.query_row("SELECT 1", [], |_| Ok(()))
+        })
+        .await
+    }
+
+    async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StateError> {
+        let rows: Vec<_> = records
+            .iter()
+            .map(|record| {
+                let text = serde_json::to_string(record).expect("audit records serialise");
+                let r = record;
+                (
+                    timestamp(r.at),
+                    r.tenant.clone(),
+                    r.namespace.clone(),
+                    r.topic.clone(),
+                    r.outcome.as_str(),
+                    text,
+                )
+            })
+            .collect();
+        self.with_audit("append", move |connection| {
+            // One transaction per batch: one fsync for many records.
+            let transaction = connection.transaction()?;
+            {
+                let mut insert = transaction.prepare_cached(
+                    "INSERT INTO audit (at, tenant, namespace, topic, outcome, record)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for (at, tenant, namespace, topic, outcome, text) in &rows {
+                    insert.execute(params![at, tenant, namespace, topic, outcome, text])?;
+                }
+            }
+            transaction.commit()
+        })
+        .await
+    }
+
+    async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StateError> {
+        let mut sql = String::from("SELECT id, record FROM audit WHERE 1 = 1");
+        let mut values: Vec<String> = Vec::new();
+        let mut filter = |column: &str, value: Option<String>| {
+            if let Some(value) = value {
+                values.push(value);
+                sql.push_str(&format!(" AND {column} = ?{}", values.len()));
+            }
+        };
+        filter("tenant", query.tenant.clone());
+        filter("namespace", query.namespace.clone());
+        filter("topic", query.topic.clone());
+        filter("outcome", query.outcome.map(|o| o.as_str().to_owned()));
+        if let Some(before) = query.before {
+            values.push(before.to_string());
+            sql.push_str(&format!(" AND id < CAST(?{} AS INTEGER)", values.len()));
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", query.page_size()));
+        let rows = self
+            .with_audit("query", move |connection| {
+                let mut statement = connection.prepare_cached(&sql)?;
+                statement
+                    .query_map(params_from_iter(values.iter()), |row| {
+                        Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()
+            })
+            .await?;
+        rows.into_iter()
+            .map(|(id, text)| {
+                let mut record: AuditRecord =
+                    serde_json::from_str(&text).map_err(|source| StateError::Audit {
+                        operation: "decode",
+                        source: Box::new(source),
+                    })?;
+                record.id = id as u64;
+                Ok(record)
+            })
+            .collect()
+    }
+
+    async fn prune_audit(&self, keep: usize, cutoff: DateTime<Utc>) -> Result<(), StateError> {
+        let cutoff = timestamp(cutoff);
+        self.with_audit("prune", move |connection| {
+            connection.execute("DELETE FROM audit WHERE at < ?1", params![cutoff])?;
+            connection.execute(
+                "DELETE FROM audit WHERE id <= (SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+                params![keep as i64],
+            )?;
+            Ok(())
         })
         .await
     }

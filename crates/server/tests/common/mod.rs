@@ -68,9 +68,29 @@ impl TestServer {
         Self::start_with(backend, data_dir, &[])
     }
 
+    /// Starts the binary with `toml` as its configuration file.
+    pub fn start_with_config(backend: &Backend, data_dir: &Path, toml: &str) -> Self {
+        let file = data_dir.join("acteon.toml");
+        std::fs::create_dir_all(data_dir).expect("data dir");
+        std::fs::write(&file, toml).expect("write config");
+        Self::launch(backend, data_dir, &[], Some(&file))
+    }
+
     /// Starts the binary with extra environment variables.
     pub fn start_with(backend: &Backend, data_dir: &Path, extra_env: &[(&str, &str)]) -> Self {
+        Self::launch(backend, data_dir, extra_env, None)
+    }
+
+    fn launch(
+        backend: &Backend,
+        data_dir: &Path,
+        extra_env: &[(&str, &str)],
+        config: Option<&Path>,
+    ) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_acteon-server"));
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
         command
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)

@@ -1,0 +1,41 @@
+//! `GET /v1/audit`: audit records, newest first, a page at a time.
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::get;
+use serde::Serialize;
+
+use super::extract::Query;
+use crate::app::AppState;
+use crate::error::{ApiError, ServiceError};
+use crate::pipeline::{AuditQuery, AuditRecord};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new().route("/v1/audit", get(query))
+}
+
+#[derive(Debug, Serialize)]
+struct AuditPage {
+    records: Vec<AuditRecord>,
+    /// Pass as `before` for the next page; absent on the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_before: Option<u64>,
+}
+
+async fn query(
+    State(app): State<AppState>,
+    Query(query): Query<AuditQuery>,
+) -> Result<axum::Json<AuditPage>, ApiError> {
+    let records = app
+        .state
+        .query_audit(&query)
+        .await
+        .map_err(ServiceError::from)?;
+    let next_before = (records.len() == query.page_size())
+        .then(|| records.last().map(|record| record.id))
+        .flatten();
+    Ok(axum::Json(AuditPage {
+        records,
+        next_before,
+    }))
+}

@@ -1,0 +1,164 @@
+//! CEL conditions and the variables a publish exposes to them.
+
+use acteon_core::{Headers, TopicName};
+use thiserror::Error;
+
+/// A CEL expression that did not parse.
+#[derive(Debug, Error)]
+#[error("condition {source_text:?} does not parse: {message}")]
+pub struct ConditionError {
+    pub source_text: String,
+    pub message: String,
+}
+
+/// A compiled CEL condition.
+pub struct Condition {
+    source_text: String,
+    program: cel::Program,
+}
+
+impl std::fmt::Debug for Condition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Condition").field(&self.source_text).finish()
+    }
+}
+
+impl Condition {
+    pub fn compile(source_text: &str) -> Result<Self, ConditionError> {
+        let program = cel::Program::compile(source_text).map_err(|error| ConditionError {
+            source_text: source_text.to_owned(),
+            message: error.to_string(),
+        })?;
+        Ok(Self {
+            source_text: source_text.to_owned(),
+            program,
+        })
+    }
+
+    pub fn source_text(&self) -> &str {
+        &self.source_text
+    }
+
+    /// Whether the condition holds for `message`. A condition that fails to
+    /// evaluate (a missing payload field, a type mismatch) or yields a
+    /// non-boolean does not hold: a rule about `payload.amount` does not
+    /// apply to messages without an amount.
+    pub fn holds(&self, message: &MessageFacts<'_>) -> bool {
+        match self.program.execute(&message.context) {
+            Ok(cel::Value::Bool(holds)) => holds,
+            Ok(other) => {
+                tracing::debug!(condition = %self.source_text, value = ?other, "condition is not boolean");
+                false
+            }
+            Err(error) => {
+                tracing::debug!(condition = %self.source_text, %error, "condition did not evaluate");
+                false
+            }
+        }
+    }
+}
+
+/// What conditions can see of a publish: `tenant`, `ns` (the namespace),
+/// `topic` (short name), `kafka_topic`, `key` ("" when absent), `headers`
+/// and `payload`. Built once per publish and shared by every condition.
+///
+/// `namespace` is a reserved word in CEL, so no CEL parser accepts it as a
+/// variable; the namespace is `ns`.
+pub struct MessageFacts<'a> {
+    pub topic: &'a TopicName,
+    pub key: Option<&'a str>,
+    context: cel::Context<'static, 'static>,
+}
+
+impl std::fmt::Debug for MessageFacts<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MessageFacts")
+            .field("topic", &self.topic)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> MessageFacts<'a> {
+    pub fn new(
+        topic: &'a TopicName,
+        key: Option<&'a str>,
+        headers: &Headers,
+        payload: &serde_json::Value,
+    ) -> Self {
+        let mut context = cel::Context::default();
+        context.add_variable_from_value("tenant", topic.tenant().to_owned());
+        context.add_variable_from_value("ns", topic.namespace().to_owned());
+        context.add_variable_from_value("topic", topic.name().to_owned());
+        context.add_variable_from_value("kafka_topic", topic.kafka_topic_name());
+        context.add_variable_from_value("key", key.unwrap_or_default().to_owned());
+        // Strings, maps and JSON values always convert.
+        context
+            .add_variable("headers", headers.clone())
+            .expect("headers convert to CEL");
+        context
+            .add_variable(
+                "payload",
+                cel::to_value(payload).expect("JSON converts to CEL"),
+            )
+            .expect("payload converts to CEL");
+        Self {
+            topic,
+            key,
+            context,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn facts<'a>(topic: &'a TopicName, payload: serde_json::Value) -> MessageFacts<'a> {
+        let headers = Headers::from([("x-env".to_owned(), "prod".to_owned())]);
+        MessageFacts::new(topic, Some("k-1"), &headers, &payload)
+    }
+
+    #[test]
+    fn conditions_see_every_variable() {
+        let topic = TopicName::new("agents", "demo", "inbox").unwrap();
+        let message = facts(&topic, json!({ "amount": 1500, "kind": "refund" }));
+        for condition in [
+            "tenant == \"demo\" && payload.amount > 1000",
+            "ns == \"agents\" && topic == \"inbox\"",
+            "kafka_topic == \"agents.demo.inbox\"",
+            "key == \"k-1\" && headers[\"x-env\"] == \"prod\"",
+            "payload.kind.startsWith(\"ref\")",
+        ] {
+            assert!(
+                Condition::compile(condition).unwrap().holds(&message),
+                "{condition}"
+            );
+        }
+        assert!(
+            !Condition::compile("payload.amount > 2000")
+                .unwrap()
+                .holds(&message)
+        );
+    }
+
+    #[test]
+    fn a_missing_field_or_a_non_boolean_does_not_hold() {
+        let topic = TopicName::new("agents", "demo", "inbox").unwrap();
+        let message = facts(&topic, json!({ "kind": "note" }));
+        assert!(
+            !Condition::compile("payload.amount > 1")
+                .unwrap()
+                .holds(&message)
+        );
+        assert!(!Condition::compile("tenant").unwrap().holds(&message));
+    }
+
+    #[test]
+    fn a_bad_expression_is_refused() {
+        let error = Condition::compile("tenant == ").unwrap_err();
+        assert!(error.to_string().contains("does not parse"), "{error}");
+    }
+}

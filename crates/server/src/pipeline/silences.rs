@@ -1,0 +1,203 @@
+//! Silences: time-boxed suppression of a tenant's (or narrower) publishes.
+//!
+//! Kept in the state store (so they survive restarts) and mirrored in memory,
+//! because every publish checks them.
+
+use std::sync::{Arc, RwLock};
+
+use acteon_core::{Fragment, FragmentKind};
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::condition::{Condition, MessageFacts};
+use crate::error::ServiceError;
+use crate::state::{KeyKind, StateError, StateStore};
+
+/// `POST /v1/silences`: exactly one of `ends_at` and `duration_ms`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SilenceRequest {
+    pub tenant: String,
+    pub namespace: Option<String>,
+    /// The topic's short name.
+    pub topic: Option<String>,
+    pub condition: Option<String>,
+    pub ends_at: Option<DateTime<Utc>>,
+    pub duration_ms: Option<u64>,
+    pub comment: String,
+}
+
+/// A stored silence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Silence {
+    pub id: String,
+    pub tenant: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub comment: String,
+}
+
+impl Silence {
+    fn is_active(&self, now: DateTime<Utc>) -> bool {
+        self.starts_at <= now && now < self.ends_at
+    }
+}
+
+#[derive(Debug)]
+struct Compiled {
+    silence: Silence,
+    condition: Option<Condition>,
+}
+
+impl Compiled {
+    fn new(silence: Silence) -> Result<Self, ServiceError> {
+        let condition = silence
+            .condition
+            .as_deref()
+            .map(Condition::compile)
+            .transpose()
+            .map_err(|error| ServiceError::InvalidSilence(error.to_string()))?;
+        Ok(Self { silence, condition })
+    }
+
+    fn silences(&self, message: &MessageFacts<'_>, now: DateTime<Utc>) -> bool {
+        let s = &self.silence;
+        s.is_active(now)
+            && s.tenant == message.topic.tenant()
+            && s.namespace
+                .as_deref()
+                .is_none_or(|ns| ns == message.topic.namespace())
+            && s.topic
+                .as_deref()
+                .is_none_or(|name| name == message.topic.name())
+            && self.condition.as_ref().is_none_or(|c| c.holds(message))
+    }
+}
+
+/// The silences, stored and mirrored.
+#[derive(Debug)]
+pub struct Silences {
+    state: Arc<dyn StateStore>,
+    all: RwLock<Vec<Arc<Compiled>>>,
+}
+
+impl Silences {
+    /// Loads the stored silences.
+    pub async fn load(state: Arc<dyn StateStore>) -> Result<Self, StateError> {
+        let mut all = Vec::new();
+        for row in state.list(KeyKind::Silence).await? {
+            match serde_json::from_value(row)
+                .map_err(|e| e.to_string())
+                .and_then(|silence| Compiled::new(silence).map_err(|e| e.to_string()))
+            {
+                Ok(compiled) => all.push(Arc::new(compiled)),
+                Err(error) => tracing::error!(%error, "a stored silence could not be loaded"),
+            }
+        }
+        Ok(Self {
+            state,
+            all: RwLock::new(all),
+        })
+    }
+
+    pub async fn create(&self, request: SilenceRequest) -> Result<Silence, ServiceError> {
+        let invalid = |message: String| ServiceError::InvalidSilence(message);
+        Fragment::parse(FragmentKind::Tenant, &request.tenant)?;
+        if let Some(namespace) = &request.namespace {
+            Fragment::parse(FragmentKind::Namespace, namespace)?;
+        }
+        if let Some(topic) = &request.topic {
+            Fragment::parse(FragmentKind::Name, topic)?;
+        }
+        let now = Utc::now();
+        let ends_at = match (request.ends_at, request.duration_ms) {
+            (Some(ends_at), None) => ends_at,
+            (None, Some(ms)) => now + TimeDelta::milliseconds(ms.min(i64::MAX as u64) as i64),
+            _ => {
+                return Err(invalid(
+                    "give exactly one of ends_at and duration_ms".into(),
+                ));
+            }
+        };
+        if ends_at <= now {
+            return Err(invalid(format!("ends_at {ends_at} is not in the future")));
+        }
+        let silence = Silence {
+            id: uuid::Uuid::new_v4().to_string(),
+            tenant: request.tenant,
+            namespace: request.namespace,
+            topic: request.topic,
+            condition: request.condition,
+            starts_at: now,
+            ends_at,
+            comment: request.comment,
+        };
+        let compiled = Compiled::new(silence.clone())?;
+        self.store(&silence).await?;
+        self.all
+            .write()
+            .expect("silence lock poisoned")
+            .push(Arc::new(compiled));
+        Ok(silence)
+    }
+
+    async fn store(&self, silence: &Silence) -> Result<(), ServiceError> {
+        let row = serde_json::to_value(silence).expect("silences serialise");
+        Ok(self.state.put(KeyKind::Silence, &silence.id, &row).await?)
+    }
+
+    /// Active silences, or all with `all`, newest first.
+    pub fn list(&self, all: bool) -> Vec<Silence> {
+        let now = Utc::now();
+        let mut silences: Vec<Silence> = self
+            .all
+            .read()
+            .expect("silence lock poisoned")
+            .iter()
+            .filter(|c| all || c.silence.is_active(now))
+            .map(|c| c.silence.clone())
+            .collect();
+        silences.sort_by_key(|silence| std::cmp::Reverse(silence.starts_at));
+        silences
+    }
+
+    /// Ends a silence now; it stays listed under `?all=true`.
+    pub async fn end(&self, id: &str) -> Result<(), ServiceError> {
+        let now = Utc::now();
+        let found = self
+            .all
+            .read()
+            .expect("silence lock poisoned")
+            .iter()
+            .find(|c| c.silence.id == id && c.silence.ends_at > now)
+            .map(|c| c.silence.clone());
+        let Some(mut silence) = found else {
+            return Err(ServiceError::SilenceNotFound { id: id.to_owned() });
+        };
+        silence.ends_at = now;
+        self.store(&silence).await?;
+        let compiled = Arc::new(Compiled::new(silence)?);
+        let mut all = self.all.write().expect("silence lock poisoned");
+        if let Some(slot) = all.iter_mut().find(|c| c.silence.id == id) {
+            *slot = compiled;
+        }
+        Ok(())
+    }
+
+    /// The id of an active silence covering `message`.
+    pub fn matching(&self, message: &MessageFacts<'_>) -> Option<String> {
+        let now = Utc::now();
+        self.all
+            .read()
+            .expect("silence lock poisoned")
+            .iter()
+            .find(|c| c.silences(message, now))
+            .map(|c| c.silence.id.clone())
+    }
+}
