@@ -55,6 +55,15 @@ pub enum BusError {
         source: Source,
     },
 
+    /// The broker refused the request itself (invalid replication factor,
+    /// partition count or topic setting, a message too large).
+    #[error("{operation} on {topic} was refused: {source}")]
+    Rejected {
+        operation: Operation,
+        topic: String,
+        source: Source,
+    },
+
     /// The broker answered with an error that a retry will not fix.
     #[error("{operation} on {topic} failed: {source}")]
     Broker {
@@ -68,16 +77,5 @@ impl BusError {
     /// Whether trying the same operation again later can succeed.
     pub fn is_retriable(&self) -> bool {
         matches!(self, Self::Unavailable { .. })
-    }
-
-    /// The Kafka topic the failed operation was about ("*" when it concerned
-    /// the whole cluster).
-    pub fn topic(&self) -> &str {
-        match self {
-            Self::UnknownTopic { topic }
-            | Self::TopicConflict { topic, .. }
-            | Self::Unavailable { topic, .. }
-            | Self::Broker { topic, .. } => topic,
-        }
     }
 }

@@ -11,6 +11,34 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Subscription};
 
+/// What a publish did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishOutcome {
+    /// Stored by the broker: where.
+    Produced(DeliveryReceipt),
+    /// Accepted but not produced (202): by this rule or silence.
+    Suppressed {
+        rule: Option<String>,
+        silence: Option<String>,
+    },
+}
+
+impl PublishOutcome {
+    /// The receipt, when the message was produced.
+    pub fn receipt(&self) -> Option<&DeliveryReceipt> {
+        match self {
+            Self::Produced(receipt) => Some(receipt),
+            Self::Suppressed { .. } => None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct SuppressedBody {
+    rule: Option<String>,
+    silence: Option<String>,
+}
+
 /// Filters of [`Client::list_bus_topics`]; `None` matches everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct TopicFilter {
@@ -59,13 +87,17 @@ impl ClientBuilder {
     }
 
     pub fn build(self) -> Result<Client, Error> {
+        let base_url = reqwest::Url::parse(&self.base_url)
+            .ok()
+            .filter(|url| !url.cannot_be_a_base())
+            .ok_or_else(|| Error::InvalidBaseUrl(self.base_url.clone()))?;
         let http = reqwest::Client::builder()
             .connect_timeout(self.connect_timeout)
             .read_timeout(self.idle_timeout)
             .build()?;
         Ok(Client {
             http,
-            base_url: self.base_url.trim_end_matches('/').to_owned(),
+            base_url,
             request_timeout: self.request_timeout,
             api_key: self.api_key,
         })
@@ -76,7 +108,7 @@ impl ClientBuilder {
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
-    base_url: String,
+    base_url: reqwest::Url,
     request_timeout: Duration,
     api_key: Option<String>,
 }
@@ -99,10 +131,14 @@ impl Client {
         }
     }
 
-    fn request(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
-        let request = self
-            .http
-            .request(method, format!("{}{path}", self.base_url));
+    /// A request to the base URL plus `segments`, each percent-encoded.
+    fn request(&self, method: reqwest::Method, segments: &[&str]) -> RequestBuilder {
+        let mut url = self.base_url.clone();
+        url.path_segments_mut()
+            .expect("the base URL was checked to be a base")
+            .pop_if_empty()
+            .extend(segments);
+        let request = self.http.request(method, url);
         match &self.api_key {
             Some(key) => request.bearer_auth(key),
             None => request,
@@ -116,15 +152,14 @@ impl Client {
     }
 
     async fn call_json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, Error> {
-        let response = self.call(request).await?;
-        let bytes = response.bytes().await?;
+        let bytes = self.call(request).await?.bytes().await?;
         serde_json::from_slice(&bytes).map_err(|error| Error::Decode(error.to_string()))
     }
 
     /// `POST /v1/bus/topics`.
     pub async fn create_bus_topic(&self, spec: &TopicSpec) -> Result<TopicRecord, Error> {
         self.call_json(
-            self.request(reqwest::Method::POST, "/v1/bus/topics")
+            self.request(reqwest::Method::POST, &["v1", "bus", "topics"])
                 .json(spec),
         )
         .await
@@ -133,7 +168,7 @@ impl Client {
     /// `GET /v1/bus/topics`.
     pub async fn list_bus_topics(&self, filter: &TopicFilter) -> Result<Vec<TopicRecord>, Error> {
         self.call_json(
-            self.request(reqwest::Method::GET, "/v1/bus/topics")
+            self.request(reqwest::Method::GET, &["v1", "bus", "topics"])
                 .query(filter),
         )
         .await
@@ -141,18 +176,20 @@ impl Client {
 
     /// `DELETE /v1/bus/topics/{kafka_name}`.
     pub async fn delete_bus_topic(&self, topic: &TopicName) -> Result<(), Error> {
-        let path = format!("/v1/bus/topics/{topic}");
-        self.call(self.request(reqwest::Method::DELETE, &path))
+        let kafka_name = topic.to_string();
+        let segments = ["v1", "bus", "topics", kafka_name.as_str()];
+        self.call(self.request(reqwest::Method::DELETE, &segments))
             .await
             .map(drop)
     }
 
-    /// `POST /v1/bus/publish`: the broker's receipt for the message.
+    /// `POST /v1/bus/publish`: the broker's receipt, or which rule or
+    /// silence suppressed the message.
     pub async fn publish_message(
         &self,
         topic: &TopicName,
         message: &OutgoingMessage,
-    ) -> Result<DeliveryReceipt, Error> {
+    ) -> Result<PublishOutcome, Error> {
         #[derive(Serialize)]
         struct Publish<'a> {
             topic: &'a TopicName,
@@ -160,11 +197,21 @@ impl Client {
             message: &'a OutgoingMessage,
         }
         let body = Publish { topic, message };
-        self.call_json(
-            self.request(reqwest::Method::POST, "/v1/bus/publish")
-                .json(&body),
-        )
-        .await
+        let request = self.request(reqwest::Method::POST, &["v1", "bus", "publish"]);
+        let response = self.call(request.json(&body)).await?;
+        let suppressed = response.status() == reqwest::StatusCode::ACCEPTED;
+        let bytes = response.bytes().await?;
+        let decoded = if suppressed {
+            serde_json::from_slice::<SuppressedBody>(&bytes).map(|body| {
+                PublishOutcome::Suppressed {
+                    rule: body.rule,
+                    silence: body.silence,
+                }
+            })
+        } else {
+            serde_json::from_slice(&bytes).map(PublishOutcome::Produced)
+        };
+        decoded.map_err(|error| Error::Decode(error.to_string()))
     }
 
     /// `GET /v1/bus/subscribe/{subscription_id}`: the subscription's events
@@ -175,11 +222,13 @@ impl Client {
         topic: &TopicName,
         from: StartPosition,
     ) -> Result<Subscription, Error> {
-        let path = format!("/v1/bus/subscribe/{subscription_id}");
         let topic = topic.to_string();
         let from = from.to_string();
         let request = self
-            .request(reqwest::Method::GET, &path)
+            .request(
+                reqwest::Method::GET,
+                &["v1", "bus", "subscribe", subscription_id],
+            )
             .query(&[("topic", topic.as_str()), ("from", from.as_str())])
             .header(header::ACCEPT, "text/event-stream");
         let response = check(request.send().await?).await?;

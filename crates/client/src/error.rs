@@ -16,6 +16,9 @@ pub enum Error {
         /// The server's `Retry-After`, on 429 and 503 answers.
         retry_after: Option<Duration>,
     },
+    /// The base URL given to the builder is not an http(s) URL.
+    #[error("invalid base URL {0:?}")]
+    InvalidBaseUrl(String),
     /// The server could not be reached, or the connection failed.
     #[error("transport error: {0}")]
     Transport(#[from] reqwest::Error),
@@ -41,7 +44,7 @@ impl Error {
         match self {
             Self::Api { status, .. } => matches!(status, 429 | 503),
             Self::Transport(_) => true,
-            Self::Decode(_) | Self::Stream(_) => false,
+            Self::InvalidBaseUrl(_) | Self::Decode(_) | Self::Stream(_) => false,
         }
     }
 }

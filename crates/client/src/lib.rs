@@ -37,7 +37,9 @@
 //!         headers: Default::default(),
 //!     })
 //!     .await?;
-//! println!("stored at partition {} offset {}", receipt.partition, receipt.offset);
+//! if let Some(receipt) = receipt.receipt() {
+//!     println!("stored at partition {} offset {}", receipt.partition, receipt.offset);
+//! }
 //!
 //! while let Some(event) = events.next().await {
 //!     if let SubscriptionEvent::Message(message) = event? {
@@ -54,6 +56,6 @@ mod client;
 mod error;
 mod subscription;
 
-pub use client::{Client, ClientBuilder, TopicFilter};
+pub use client::{Client, ClientBuilder, PublishOutcome, TopicFilter};
 pub use error::Error;
 pub use subscription::Subscription;

@@ -3,11 +3,12 @@
 
 use std::time::Duration;
 
-use acteon_client::{Client, Error, TopicFilter};
+use acteon_client::{Client, Error, PublishOutcome, TopicFilter};
 use acteon_core::{
     Headers, OutgoingMessage, StartPosition, SubscriptionEvent, TopicName, TopicSpec,
 };
 use acteon_server::config::StateEngine;
+use acteon_server::pipeline::RuleConfig;
 use acteon_server::{Config, Server};
 use futures::StreamExt;
 use serde_json::json;
@@ -21,7 +22,10 @@ struct TestServer {
 
 impl TestServer {
     async fn start() -> Self {
-        let mut config = Config::default();
+        Self::start_with(Config::default()).await
+    }
+
+    async fn start_with(mut config: Config) -> Self {
         config.server.listen = "127.0.0.1:0".parse().unwrap();
         config.state.engine = StateEngine::Memory;
         let server = Server::build(config).await.expect("server");
@@ -126,7 +130,8 @@ async fn published_messages_arrive_on_the_subscription() {
         .await
         .unwrap();
     let name = topic.topic.name();
-    let receipt = client.publish_message(name, &message(1)).await.unwrap();
+    let outcome = client.publish_message(name, &message(1)).await.unwrap();
+    let receipt = outcome.receipt().expect("produced").clone();
     assert_eq!(receipt.topic, "agents.demo.feed");
 
     let mut events = client
@@ -249,4 +254,40 @@ async fn a_subscription_survives_a_minute_of_keep_alives() {
         .expect("the stream is alive")
         .unwrap();
     assert_eq!(received.payload, json!({ "seq": 9 }));
+}
+
+#[tokio::test]
+async fn a_suppressed_publish_says_by_which_rule() {
+    let config = Config {
+        rules: vec![RuleConfig {
+            name: "quiet-heartbeats".into(),
+            priority: 1,
+            condition: "payload.kind == \"heartbeat\"".into(),
+            action: "suppress".into(),
+            reason: None,
+        }],
+        ..Config::default()
+    };
+    let server = TestServer::start_with(config).await;
+    let client = &server.client;
+    let topic = client
+        .create_bus_topic(&spec("demo", "beats"))
+        .await
+        .unwrap();
+    let heartbeat = OutgoingMessage {
+        key: None,
+        payload: json!({ "kind": "heartbeat" }),
+        headers: Headers::new(),
+    };
+    let outcome = client
+        .publish_message(topic.topic.name(), &heartbeat)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        PublishOutcome::Suppressed {
+            rule: Some("quiet-heartbeats".into()),
+            silence: None
+        }
+    );
 }

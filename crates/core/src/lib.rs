@@ -13,4 +13,4 @@ pub use message::{
     StartPosition, StartPositionError, SubscriptionEvent, check_client_headers,
 };
 pub use name::{Fragment, FragmentKind, NameError, TopicName};
-pub use topic::{MAX_PARTITIONS, Topic, TopicError, TopicRecord, TopicSpec};
+pub use topic::{MAX_PARTITIONS, MAX_RETENTION_MS, Topic, TopicError, TopicRecord, TopicSpec};

@@ -11,6 +11,11 @@ use crate::name::{NameError, TopicName};
 /// should be refused, not attempted.
 pub const MAX_PARTITIONS: u32 = 1024;
 
+/// Upper bound on `retention_ms`: ten years. Longer values are almost
+/// certainly mistakes, and unbounded ones overflow date arithmetic; leave
+/// `retention_ms` out to use the broker's default.
+pub const MAX_RETENTION_MS: i64 = 10 * 365 * 24 * 3600 * 1000;
+
 /// Why a topic definition was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum TopicError {
@@ -20,7 +25,7 @@ pub enum TopicError {
     Partitions(u32),
     #[error("replication_factor must be at least 1, got {0}")]
     ReplicationFactor(i16),
-    #[error("retention_ms must be positive, got {0}")]
+    #[error("retention_ms must be between 1 and {MAX_RETENTION_MS} (ten years), got {0}")]
     RetentionMs(i64),
 }
 
@@ -59,7 +64,7 @@ impl Topic {
         if replication_factor < 1 {
             return Err(TopicError::ReplicationFactor(replication_factor));
         }
-        if let Some(ms) = retention_ms.filter(|ms| *ms <= 0) {
+        if let Some(ms) = retention_ms.filter(|ms| !(1..=MAX_RETENTION_MS).contains(ms)) {
             return Err(TopicError::RetentionMs(ms));
         }
         Ok(Self {

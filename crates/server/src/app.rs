@@ -9,7 +9,9 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api;
@@ -32,6 +34,8 @@ pub struct AppState {
     /// Cancelled at shutdown; ends open SSE streams.
     pub(crate) shutdown: CancellationToken,
     pub(crate) sse_keep_alive: Duration,
+    /// One permit per open subscription.
+    pub(crate) subscriptions: Arc<Semaphore>,
 }
 
 /// A built server, ready to serve on a bound listener.
@@ -84,7 +88,12 @@ impl Server {
             pipeline,
             shutdown: CancellationToken::new(),
             sse_keep_alive: Duration::from_secs(config.server.sse_keep_alive_secs.max(1)),
+            subscriptions: Arc::new(Semaphore::new(config.server.max_subscriptions)),
         };
+        app.topics
+            .restore()
+            .await
+            .context("reading stored topics")?;
         Ok(Self {
             config,
             app,
@@ -100,6 +109,7 @@ impl Server {
     pub fn router(&self) -> Router {
         api::router(self.config.bus.enabled)
             .layer(DefaultBodyLimit::max(self.config.server.max_body_bytes))
+            .layer(CatchPanicLayer::custom(api::panic_response))
             .layer(TraceLayer::new_for_http())
             .with_state(self.app.clone())
     }
@@ -116,18 +126,18 @@ impl Server {
     /// flight finish, ends SSE streams, stores the queued audit records and
     /// flushes the producer.
     pub async fn serve(self, listener: TcpListener) -> anyhow::Result<()> {
-        self.app
-            .topics
-            .restore()
-            .await
-            .context("reading stored topics")?;
         let address = listener.local_addr()?;
         tracing::info!(%address, backend = self.app.bus.kind(), "acteon-server listening");
         let shutdown = self.app.shutdown.clone();
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await
-            .context("serving HTTP")?;
+        let serving = axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let grace = Duration::from_millis(self.config.server.shutdown_grace_ms);
+        tokio::select! {
+            served = serving => served.context("serving HTTP")?,
+            () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+                tracing::warn!(?grace, "connections still open after the grace period; closing them");
+            }
+        }
         self.audit_writer.stop().await;
         let timeout = Duration::from_millis(self.config.server.shutdown_flush_timeout_ms);
         if let Err(error) = self.app.bus.flush(timeout).await {

@@ -62,6 +62,12 @@ pub struct ServerConfig {
     pub sse_keep_alive_secs: u64,
     /// How long shutdown waits for the producer to deliver what it holds.
     pub shutdown_flush_timeout_ms: u64,
+    /// How long shutdown waits for open connections (a client that stopped
+    /// reading its SSE stream holds one) before closing them.
+    pub shutdown_grace_ms: u64,
+    /// Open SSE subscriptions at most; more are refused with 503. Each one
+    /// is a Kafka consumer with its own buffers on the Kafka backend.
+    pub max_subscriptions: usize,
 }
 
 impl Default for ServerConfig {
@@ -71,6 +77,8 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             sse_keep_alive_secs: 15,
             shutdown_flush_timeout_ms: 5_000,
+            shutdown_grace_ms: 10_000,
+            max_subscriptions: 10_000,
         }
     }
 }

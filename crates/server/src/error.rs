@@ -42,6 +42,8 @@ pub enum ServiceError {
     },
     #[error("over quota {}: retry in {} ms", .0.quota, .0.wait.as_millis())]
     Throttled(Throttled),
+    #[error("too many open subscriptions; try again later")]
+    TooManySubscriptions,
     #[error(transparent)]
     Bus(#[from] BusError),
     #[error(transparent)]
@@ -82,7 +84,11 @@ impl ApiError {
                 SilenceNotFound { .. } => StatusCode::NOT_FOUND,
                 TopicExists { .. } | Bus(BusError::TopicConflict { .. }) => StatusCode::CONFLICT,
                 TopicNotFound { .. } | Bus(BusError::UnknownTopic { .. }) => StatusCode::NOT_FOUND,
-                Bus(BusError::Unavailable { .. }) | State(_) => StatusCode::SERVICE_UNAVAILABLE,
+                Bus(BusError::Unavailable { .. })
+                | State(StateError::Storage { .. } | StateError::Audit { .. })
+                | TooManySubscriptions => StatusCode::SERVICE_UNAVAILABLE,
+                State(StateError::Corrupt { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
+                Bus(BusError::Rejected { .. }) => StatusCode::BAD_REQUEST,
                 Bus(BusError::Broker { .. }) => StatusCode::BAD_GATEWAY,
             },
         }

@@ -239,6 +239,7 @@ async fn silences_suppress_until_they_end() {
         json!({ "tenant": "ops", "ends_at": "2000-01-01T00:00:00Z", "comment": "past" }),
         json!({ "tenant": "o.ps", "duration_ms": 1000, "comment": "bad tenant" }),
         json!({ "tenant": "ops", "duration_ms": 1000, "condition": "payload.(", "comment": "bad CEL" }),
+        json!({ "tenant": "ops", "duration_ms": 9_000_000_000_000_000_000_u64, "comment": "forever" }),
     ] {
         let (status, body) = server.post("/v1/silences", &bad).await;
         assert_eq!(status, 400, "{bad} -> {body}");

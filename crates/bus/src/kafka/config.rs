@@ -39,6 +39,10 @@ pub struct KafkaConfig {
     /// Consumer `fetch.wait.max.ms`: the longest a fetch waits at the broker
     /// for new records.
     pub fetch_wait_max_ms: u64,
+    /// Consumer `queued.max.messages.kbytes`: the most each subscription
+    /// prefetches from the broker. librdkafka's default (64 MiB) per
+    /// subscription would let a few thousand idle readers hold gigabytes.
+    pub consumer_queue_kbytes: u32,
     /// Further librdkafka properties, applied last (for TLS, SASL, tuning).
     pub properties: BTreeMap<String, String>,
 }
@@ -57,6 +61,7 @@ impl Default for KafkaConfig {
             max_poll_interval_ms: 30_000,
             heartbeat_interval_ms: 3_000,
             fetch_wait_max_ms: 100,
+            consumer_queue_kbytes: 2_048,
             properties: BTreeMap::new(),
         }
     }
@@ -127,7 +132,11 @@ impl KafkaConfig {
                 "max.poll.interval.ms",
                 self.max_poll_interval_ms.to_string(),
             )
-            .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string());
+            .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string())
+            .set(
+                "queued.max.messages.kbytes",
+                self.consumer_queue_kbytes.to_string(),
+            );
         self.with_overrides(config)
     }
 }

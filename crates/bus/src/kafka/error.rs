@@ -36,6 +36,24 @@ fn is_unavailable(code: RDKafkaErrorCode) -> bool {
     )
 }
 
+/// Codes that mean the request itself was wrong: a client error upstream.
+fn is_rejection(code: RDKafkaErrorCode) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        code,
+        InvalidPartitions
+            | InvalidReplicationFactor
+            | InvalidReplicaAssignment
+            | InvalidConfig
+            | PolicyViolation
+            | InvalidRequest
+            | InvalidTopic
+            | MessageSizeTooLarge
+            | MessageBatchTooLarge
+            | InvalidRecord
+    )
+}
+
 pub(super) fn classify(operation: Operation, topic: &str, source: KafkaError) -> BusError {
     let topic = topic.to_owned();
     // Admin results carry their code outside `rdkafka_error_code`.
@@ -47,6 +65,11 @@ pub(super) fn classify(operation: Operation, topic: &str, source: KafkaError) ->
         Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
             BusError::UnknownTopic { topic }
         }
+        Some(code) if is_rejection(code) => BusError::Rejected {
+            operation,
+            topic,
+            source: Box::new(source),
+        },
         Some(code) if is_unavailable(code) => BusError::Unavailable {
             operation,
             topic,

@@ -208,7 +208,13 @@ async fn pump(
             },
         };
         let ends_stream = event.is_err();
-        if events.send(event).await.is_err() || ends_stream {
+        // A reader that stopped reading must not keep the consumer alive
+        // past a topic delete.
+        let sent = tokio::select! {
+            sent = events.send(event) => sent.is_ok(),
+            () = cancel.cancelled() => false,
+        };
+        if !sent || ends_stream {
             break;
         }
     }

@@ -131,8 +131,10 @@ impl TopicLog {
         {
             log.evict_front();
         }
-        if let Some(max_age) = self.max_age {
-            let cutoff = Utc::now() - max_age;
+        if let Some(cutoff) = self
+            .max_age
+            .and_then(|age| Utc::now().checked_sub_signed(age))
+        {
             while log
                 .records
                 .front()

@@ -17,8 +17,35 @@ mod subscribe;
 mod topics;
 
 use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
+use crate::error::ApiError;
+
+/// A handler panicked: a JSON 500 instead of a dropped connection.
+pub(crate) fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::Request {
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        message: "internal error".to_owned(),
+    }
+    .into_response()
+}
+
+async fn not_found() -> ApiError {
+    ApiError::Request {
+        status: StatusCode::NOT_FOUND,
+        message: "no such endpoint".to_owned(),
+    }
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::Request {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        message: "method not allowed on this endpoint".to_owned(),
+    }
+}
 
 /// Every route of the API.
 pub(crate) fn router(bus_enabled: bool) -> Router<AppState> {
@@ -38,4 +65,6 @@ pub(crate) fn router(bus_enabled: bool) -> Router<AppState> {
     #[cfg(not(feature = "bus"))]
     let _ = bus_enabled;
     router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
 }

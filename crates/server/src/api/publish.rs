@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 use serde_json::json;
 
 use super::extract::Json;
@@ -25,16 +25,9 @@ struct PublishRequest {
     topic: serde_json::Value,
     #[serde(default)]
     key: Option<String>,
-    #[serde(deserialize_with = "present")]
     payload: serde_json::Value,
     #[serde(default)]
     headers: Headers,
-}
-
-/// Makes `payload` required: a plain `Value` field would read a missing
-/// payload as `null`.
-fn present<'de, D: Deserializer<'de>>(deserializer: D) -> Result<serde_json::Value, D::Error> {
-    serde_json::Value::deserialize(deserializer)
 }
 
 fn topic_name(topic: &serde_json::Value) -> Result<TopicName, ApiError> {

@@ -9,6 +9,7 @@
 //! shuts down.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use acteon_bus::{BusError, GroupId, SubscriptionEvent};
 use acteon_core::{StartPosition, TopicName};
@@ -46,10 +47,17 @@ async fn subscribe(
         None => StartPosition::default(),
     };
     let group = GroupId::parse(&subscription_id).map_err(ServiceError::from)?;
+    let permit = Arc::clone(&app.subscriptions)
+        .try_acquire_owned()
+        .map_err(|_| ServiceError::TooManySubscriptions)?;
     let events = app.messages.subscribe(&topic, &group, start).await?;
     let events = events
         .take_until(app.shutdown.clone().cancelled_owned())
-        .map(|event| Ok(to_sse(event)));
+        .map(move |event| {
+            // The permit is released when the stream is dropped.
+            let _open = &permit;
+            Ok(to_sse(event))
+        });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(app.sse_keep_alive)))
 }
 

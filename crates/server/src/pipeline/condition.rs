@@ -72,7 +72,6 @@ impl Condition {
 /// variable; the namespace is `ns`.
 pub struct MessageFacts<'a> {
     pub topic: &'a TopicName,
-    pub key: Option<&'a str>,
     context: cel::Context<'static, 'static>,
 }
 
@@ -80,7 +79,6 @@ impl std::fmt::Debug for MessageFacts<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MessageFacts")
             .field("topic", &self.topic)
-            .field("key", &self.key)
             .finish_non_exhaustive()
     }
 }
@@ -108,11 +106,7 @@ impl<'a> MessageFacts<'a> {
                 cel::to_value(payload).expect("JSON converts to CEL"),
             )
             .expect("payload converts to CEL");
-        Self {
-            topic,
-            key,
-            context,
-        }
+        Self { topic, context }
     }
 }
 

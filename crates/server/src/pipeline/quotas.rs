@@ -91,12 +91,17 @@ impl Quotas {
                     limiter: RateLimiter::direct(Gcra::per_second(rate).allow_burst(burst)),
                 })
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut limiters = limiters;
+        limiters.sort_by_key(|l| {
+            std::cmp::Reverse((l.config.topic.is_some(), l.config.namespace.is_some()))
+        });
         Ok(Self { limiters })
     }
 
-    /// Takes one message from every quota covering `topic`; the first that
-    /// has none left answers.
+    /// Takes one message from every quota covering `topic`, narrowest first
+    /// (topic, then namespace, then tenant), so a message refused by a narrow
+    /// quota uses none of the broader ones; the first with none left answers.
     pub fn take(&self, topic: &TopicName) -> Result<(), Throttled> {
         for limiter in self.limiters.iter().filter(|l| l.config.covers(topic)) {
             if let Err(not_until) = limiter.limiter.check() {

@@ -118,7 +118,11 @@ impl Silences {
         let now = Utc::now();
         let ends_at = match (request.ends_at, request.duration_ms) {
             (Some(ends_at), None) => ends_at,
-            (None, Some(ms)) => now + TimeDelta::milliseconds(ms.min(i64::MAX as u64) as i64),
+            (None, Some(ms)) => i64::try_from(ms)
+                .ok()
+                .and_then(TimeDelta::try_milliseconds)
+                .and_then(|duration| now.checked_add_signed(duration))
+                .ok_or_else(|| invalid(format!("duration_ms {ms} is too long")))?,
             _ => {
                 return Err(invalid(
                     "give exactly one of ends_at and duration_ms".into(),
