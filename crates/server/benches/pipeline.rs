@@ -85,7 +85,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("pipeline: 10 rules, 1 quota, audit", |b| {
         b.to_async(&runtime).iter(|| {
             seq += 1;
-            pipeline.publish(&topic_name, message(seq))
+            pipeline.publish(&topic_name, message(seq), None)
         })
     });
     group.finish();

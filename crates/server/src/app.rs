@@ -15,6 +15,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api;
+use crate::auth::KeyStore;
 use crate::config::{Config, StateEngine};
 use crate::messages::MessageService;
 use crate::pipeline::{AuditLog, AuditWriter, Pipeline, Quotas, RuleSet, Silences};
@@ -34,6 +35,7 @@ pub struct AppState {
     /// Cancelled at shutdown; ends open SSE streams.
     pub(crate) shutdown: CancellationToken,
     pub(crate) sse_keep_alive: Duration,
+    pub(crate) keys: Arc<KeyStore>,
     /// One permit per open subscription.
     pub(crate) subscriptions: Arc<Semaphore>,
 }
@@ -50,6 +52,11 @@ impl Server {
     /// Opens the state store and the bus backend the configuration names,
     /// and loads the pipeline; a rule that does not compile stops it here.
     pub async fn build(config: Config) -> anyhow::Result<Self> {
+        if serves_strangers_unauthenticated(&config)? {
+            let listen = config.server.listen;
+            tracing::warn!(%listen, "authentication is disabled on a non-loopback address");
+        }
+        let keys = Arc::new(KeyStore::new(&config.auth).context("loading [auth] keys")?);
         let rules = RuleSet::compile(&config.rules).context("loading [[rules]]")?;
         let quotas = Quotas::new(&config.quotas).context("loading [[quotas]]")?;
         let state: Arc<dyn StateStore> = match config.state.engine {
@@ -89,6 +96,7 @@ impl Server {
             shutdown: CancellationToken::new(),
             sse_keep_alive: Duration::from_secs(config.server.sse_keep_alive_secs.max(1)),
             subscriptions: Arc::new(Semaphore::new(config.server.max_subscriptions)),
+            keys,
         };
         app.topics
             .restore()
@@ -148,6 +156,22 @@ impl Server {
     }
 }
 
+/// Whether the server would serve a non-loopback address without
+/// authentication, as `allow_unauthenticated` permits; without that
+/// permission, an error.
+fn serves_strangers_unauthenticated(config: &Config) -> anyhow::Result<bool> {
+    let listen = config.server.listen;
+    if config.auth.enabled || listen.ip().is_loopback() {
+        return Ok(false);
+    }
+    anyhow::ensure!(
+        config.auth.allow_unauthenticated,
+        "refusing to listen on {listen} without authentication: enable [auth], \
+         or set allow_unauthenticated = true in [auth] to serve anyone who can reach it"
+    );
+    Ok(true)
+}
+
 /// Cancels `token` on SIGINT or SIGTERM.
 pub async fn cancel_on_signal(token: CancellationToken) {
     let interrupt = tokio::signal::ctrl_c();
@@ -171,4 +195,36 @@ pub async fn cancel_on_signal(token: CancellationToken) {
     }
     tracing::info!("shutting down");
     token.cancel();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unauthenticated_exposure_needs_explicit_permission() {
+        let mut config = Config::default();
+        assert!(
+            !serves_strangers_unauthenticated(&config).unwrap(),
+            "loopback is fine"
+        );
+        config.server.listen = "0.0.0.0:8080".parse().unwrap();
+        let refused = serves_strangers_unauthenticated(&config).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .starts_with("refusing to listen on 0.0.0.0:8080"),
+            "{refused}"
+        );
+        config.auth.allow_unauthenticated = true;
+        assert!(
+            serves_strangers_unauthenticated(&config).unwrap(),
+            "allowed, with a warning"
+        );
+        config.auth.enabled = true;
+        assert!(
+            !serves_strangers_unauthenticated(&config).unwrap(),
+            "authenticated"
+        );
+    }
 }

@@ -13,7 +13,12 @@ use acteon_bus::{KafkaConfig, MemoryConfig};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{ApiKeyConfig, AuthConfig};
 use crate::pipeline::{AuditConfig, QuotaConfig, RuleConfig};
+
+/// API keys as a JSON array of `{id, key_sha256, grants}`, added to
+/// `[[auth.keys]]`: secrets' hashes can come from the environment.
+pub const AUTH_KEYS_ENV: &str = "ACTEON_AUTH_KEYS";
 
 /// Overrides `bus.kafka.bootstrap_servers`, and selects the Kafka backend.
 pub const KAFKA_BOOTSTRAP_ENV: &str = "ACTEON_KAFKA_BOOTSTRAP";
@@ -50,6 +55,7 @@ pub struct Config {
     /// `[[quotas]]`, publish rate limits.
     pub quotas: Vec<QuotaConfig>,
     pub audit: AuditConfig,
+    pub auth: AuthConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,8 +138,21 @@ impl Default for BusConfig {
 
 /// A configuration that could not be loaded.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid configuration: {0}")]
-pub struct ConfigError(#[from] config::ConfigError);
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] config::ConfigError),
+    #[error("{AUTH_KEYS_ENV} is not a JSON array of keys: {0}")]
+    KeysVariable(serde_json::Error),
+    #[error("auth keys file {path}: {message}")]
+    KeysFile { path: PathBuf, message: String },
+}
+
+/// A `[auth] keys_file`: `[[keys]]` tables.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeysFile {
+    keys: Vec<ApiKeyConfig>,
+}
 
 impl Config {
     /// Loads the layers from the real environment and the given flags.
@@ -176,6 +195,24 @@ impl Config {
         }
         if let Some(data_dir) = &cli.data_dir {
             config.state.data_dir = data_dir.clone();
+        }
+        if let Some(path) = &config.auth.keys_file {
+            let keys_error = |message: String| ConfigError::KeysFile {
+                path: path.clone(),
+                message,
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| keys_error(e.to_string()))?;
+            let file: KeysFile = config::Config::builder()
+                .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+                .build()
+                .and_then(|file| file.try_deserialize())
+                .map_err(|e| keys_error(e.to_string()))?;
+            config.auth.keys.extend(file.keys);
+        }
+        if let Some(json) = env.get(AUTH_KEYS_ENV) {
+            let keys: Vec<ApiKeyConfig> =
+                serde_json::from_str(json).map_err(ConfigError::KeysVariable)?;
+            config.auth.keys.extend(keys);
         }
         Ok(config)
     }
@@ -296,6 +333,44 @@ mod tests {
         in_code.sort();
         in_file.sort();
         assert_eq!(in_file, in_code, "the example must name every key");
+    }
+
+    #[test]
+    fn auth_keys_come_from_the_file_the_keys_file_and_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("keys.toml");
+        let key = |id: &str| {
+            format!(
+                "[[keys]]\nid = \"{id}\"\nkey_sha256 = \"{}\"\n\
+                 grants = [{{ namespace = \"*\", tenant = \"t\", ops = [\"audit\"] }}]\n",
+                "ab".repeat(32)
+            )
+        };
+        std::fs::write(&keys, key("from-file")).unwrap();
+        let main = dir.path().join("acteon.toml");
+        let inline = key("inline").replace("[[keys]]", "[[auth.keys]]");
+        std::fs::write(
+            &main,
+            format!(
+                "[auth]\nenabled = true\nkeys_file = {:?}\n{inline}",
+                keys.display().to_string()
+            ),
+        )
+        .unwrap();
+        let cli = Cli {
+            config: Some(main),
+            ..Cli::default()
+        };
+        let json = format!(
+            "[{{\"id\":\"from-env\",\"key_sha256\":\"{}\",\"grants\":[]}}]",
+            "cd".repeat(32)
+        );
+        let config = Config::load_from(&cli, env(&[(AUTH_KEYS_ENV, &json)])).unwrap();
+        let ids: Vec<_> = config.auth.keys.iter().map(|k| k.id.as_str()).collect();
+        assert_eq!(ids, ["inline", "from-file", "from-env"]);
+
+        let broken = Config::load_from(&Cli::default(), env(&[(AUTH_KEYS_ENV, "{")]));
+        assert!(matches!(broken, Err(ConfigError::KeysVariable(_))));
     }
 
     #[test]

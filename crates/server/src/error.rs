@@ -42,6 +42,10 @@ pub enum ServiceError {
     },
     #[error("over quota {}: retry in {} ms", .0.quota, .0.wait.as_millis())]
     Throttled(Throttled),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("this API key may not {0} here")]
+    Forbidden(crate::auth::Op),
     #[error("too many open subscriptions; try again later")]
     TooManySubscriptions,
     #[error(transparent)]
@@ -79,7 +83,8 @@ impl ApiError {
                 | InvalidSubscription(_)
                 | InvalidStart(_)
                 | InvalidSilence(_) => StatusCode::BAD_REQUEST,
-                Denied { .. } => StatusCode::FORBIDDEN,
+                Denied { .. } | Forbidden(_) => StatusCode::FORBIDDEN,
+                Unauthorized(_) => StatusCode::UNAUTHORIZED,
                 Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
                 SilenceNotFound { .. } => StatusCode::NOT_FOUND,
                 TopicExists { .. } | Bus(BusError::TopicConflict { .. }) => StatusCode::CONFLICT,
@@ -119,6 +124,11 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         if let Some(secs) = retry_after_secs {
             response
                 .headers_mut()

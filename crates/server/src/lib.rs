@@ -4,6 +4,7 @@
 
 mod api;
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod messages;

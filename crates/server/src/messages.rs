@@ -31,10 +31,11 @@ impl MessageService {
         &self,
         topic: &TopicName,
         message: OutgoingMessage,
+        principal: Option<&str>,
     ) -> Result<Published, ServiceError> {
         check_client_headers(&message.headers)?;
         self.topics.get(topic).await?;
-        self.pipeline.publish(topic, message).await
+        self.pipeline.publish(topic, message, principal).await
     }
 
     /// Joins `group` on a registered topic.

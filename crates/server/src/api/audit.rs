@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::extract::Query;
 use crate::app::AppState;
+use crate::auth::{Caller, Op};
 use crate::error::{ApiError, ServiceError};
 use crate::pipeline::{AuditQuery, AuditRecord};
 
@@ -24,8 +25,16 @@ struct AuditPage {
 
 async fn query(
     State(app): State<AppState>,
+    caller: Caller,
     Query(query): Query<AuditQuery>,
 ) -> Result<axum::Json<AuditPage>, ApiError> {
+    // A query without a tenant (or namespace) reads every tenant's (or
+    // namespace's) records, which only a "*" grant covers.
+    caller.require(
+        Op::Audit,
+        query.namespace.as_deref(),
+        query.tenant.as_deref(),
+    )?;
     let records = app
         .state
         .query_audit(&query)

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::extract::Json;
 use crate::app::AppState;
+use crate::auth::{Caller, Op};
 use crate::error::{ApiError, ServiceError};
 use crate::pipeline::{Published, Suppressed};
 
@@ -56,22 +57,30 @@ fn topic_shape_error() -> ApiError {
 /// 200 with the receipt, or 202 when suppressed.
 async fn publish(
     State(app): State<AppState>,
+    caller: Caller,
     Json(request): Json<PublishRequest>,
 ) -> Result<Response, ApiError> {
     let topic = topic_name(&request.topic)?;
+    caller.require(Op::Publish, Some(topic.namespace()), Some(topic.tenant()))?;
     let message = OutgoingMessage {
         key: request.key,
         payload: request.payload,
         headers: request.headers,
     };
-    Ok(match app.messages.publish(&topic, message).await? {
-        Published::Produced(receipt) => axum::Json(receipt).into_response(),
-        Published::Suppressed(by) => {
-            let body = match by {
-                Suppressed::ByRule(rule) => json!({ "outcome": "suppressed", "rule": rule }),
-                Suppressed::BySilence(id) => json!({ "outcome": "suppressed", "silence": id }),
-            };
-            (StatusCode::ACCEPTED, axum::Json(body)).into_response()
-        }
-    })
+    Ok(
+        match app
+            .messages
+            .publish(&topic, message, caller.principal())
+            .await?
+        {
+            Published::Produced(receipt) => axum::Json(receipt).into_response(),
+            Published::Suppressed(by) => {
+                let body = match by {
+                    Suppressed::ByRule(rule) => json!({ "outcome": "suppressed", "rule": rule }),
+                    Suppressed::BySilence(id) => json!({ "outcome": "suppressed", "silence": id }),
+                };
+                (StatusCode::ACCEPTED, axum::Json(body)).into_response()
+            }
+        },
+    )
 }

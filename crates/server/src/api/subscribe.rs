@@ -23,6 +23,7 @@ use serde_json::json;
 
 use super::extract::{Path, Query};
 use crate::app::AppState;
+use crate::auth::{Caller, Op};
 use crate::error::{ApiError, ServiceError};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -38,10 +39,12 @@ struct SubscribeQuery {
 
 async fn subscribe(
     State(app): State<AppState>,
+    caller: Caller,
     Path(subscription_id): Path<String>,
     Query(query): Query<SubscribeQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let topic: TopicName = query.topic.parse().map_err(ServiceError::from)?;
+    caller.require(Op::Subscribe, Some(topic.namespace()), Some(topic.tenant()))?;
     let start: StartPosition = match query.from.as_deref() {
         Some(from) => from.parse().map_err(ServiceError::from)?,
         None => StartPosition::default(),

@@ -8,6 +8,7 @@ use axum::routing::{delete, get};
 
 use super::extract::{Json, Path, Query};
 use crate::app::AppState;
+use crate::auth::{Caller, Op};
 use crate::error::{ApiError, ServiceError};
 use crate::topics::TopicFilter;
 
@@ -19,25 +20,39 @@ pub(super) fn routes() -> Router<AppState> {
 
 async fn create(
     State(app): State<AppState>,
+    caller: Caller,
     Json(spec): Json<TopicSpec>,
 ) -> Result<(StatusCode, axum::Json<TopicRecord>), ApiError> {
     let topic = Topic::try_from(spec).map_err(ServiceError::from)?;
+    let name = topic.name();
+    caller.require(Op::Manage, Some(name.namespace()), Some(name.tenant()))?;
     let record = app.topics.create(topic).await?;
     Ok((StatusCode::CREATED, axum::Json(record)))
 }
 
+/// Only the topics the caller's grants cover.
 async fn list(
     State(app): State<AppState>,
+    caller: Caller,
     Query(filter): Query<TopicFilter>,
 ) -> Result<axum::Json<Vec<TopicRecord>>, ApiError> {
-    Ok(axum::Json(app.topics.list(&filter).await?))
+    let mut topics = app.topics.list(&filter).await?;
+    topics.retain(|record| {
+        caller.sees(
+            record.topic.name().namespace(),
+            record.topic.name().tenant(),
+        )
+    });
+    Ok(axum::Json(topics))
 }
 
 async fn remove(
     State(app): State<AppState>,
+    caller: Caller,
     Path(kafka_name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let name: TopicName = kafka_name.parse().map_err(ServiceError::from)?;
+    caller.require(Op::Manage, Some(name.namespace()), Some(name.tenant()))?;
     app.topics.delete(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

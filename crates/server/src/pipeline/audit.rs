@@ -52,6 +52,9 @@ pub struct AuditRecord {
     /// Kafka name of the topic.
     pub topic: String,
     pub key: Option<String>,
+    /// The API key that published, when auth is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
     pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,

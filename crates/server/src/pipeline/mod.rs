@@ -46,11 +46,13 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Evaluates `message` and produces it if every stage lets it through.
+    /// Evaluates `message` and produces it if every stage lets it through;
+    /// `principal` is the publishing key, for the audit record.
     pub async fn publish(
         &self,
         topic: &TopicName,
         message: OutgoingMessage,
+        principal: Option<&str>,
     ) -> Result<Published, ServiceError> {
         let mut record = AuditRecord {
             id: 0,
@@ -59,6 +61,7 @@ impl Pipeline {
             namespace: topic.namespace().to_owned(),
             topic: topic.kafka_topic_name(),
             key: message.key.clone(),
+            principal: principal.map(str::to_owned),
             outcome: Outcome::Produced,
             rule: None,
             silence: None,

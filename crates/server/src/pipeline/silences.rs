@@ -171,6 +171,16 @@ impl Silences {
         silences
     }
 
+    /// The silence with `id`, ended or not.
+    pub fn get(&self, id: &str) -> Option<Silence> {
+        self.all
+            .read()
+            .expect("silence lock poisoned")
+            .iter()
+            .find(|c| c.silence.id == id)
+            .map(|c| c.silence.clone())
+    }
+
     /// Ends a silence now; it stays listed under `?all=true`.
     pub async fn end(&self, id: &str) -> Result<(), ServiceError> {
         let now = Utc::now();

@@ -166,6 +166,7 @@ mod conformance {
             namespace: "ns".into(),
             topic: format!("ns.{tenant}.t"),
             key: None,
+            principal: None,
             outcome,
             rule: None,
             silence: None,

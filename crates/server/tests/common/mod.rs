@@ -70,10 +70,25 @@ impl TestServer {
 
     /// Starts the binary with `toml` as its configuration file.
     pub fn start_with_config(backend: &Backend, data_dir: &Path, toml: &str) -> Self {
+        Self::start_with_config_env(backend, data_dir, toml, &[])
+    }
+
+    /// Starts the binary with a configuration file and extra environment.
+    pub fn start_with_config_env(
+        backend: &Backend,
+        data_dir: &Path,
+        toml: &str,
+        extra_env: &[(&str, &str)],
+    ) -> Self {
         let file = data_dir.join("acteon.toml");
         std::fs::create_dir_all(data_dir).expect("data dir");
         std::fs::write(&file, toml).expect("write config");
-        Self::launch(backend, data_dir, &[], Some(&file))
+        Self::launch(backend, data_dir, extra_env, Some(&file))
+    }
+
+    /// Where a server started with a configuration file writes its log.
+    pub fn log_path(data_dir: &Path) -> std::path::PathBuf {
+        data_dir.join("server.log")
     }
 
     /// Starts the binary with extra environment variables.
@@ -90,6 +105,8 @@ impl TestServer {
         let mut command = Command::new(env!("CARGO_BIN_EXE_acteon-server"));
         if let Some(config) = config {
             command.arg("--config").arg(config);
+            let log = std::fs::File::create(Self::log_path(data_dir)).expect("log file");
+            command.stderr(log);
         }
         command
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
@@ -100,8 +117,10 @@ impl TestServer {
                 "RUST_LOG",
                 std::env::var("ACTEON_TEST_SERVER_LOG").unwrap_or_else(|_| "warn".to_owned()),
             )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stdout(Stdio::piped());
+        if config.is_none() {
+            command.stderr(Stdio::inherit());
+        }
         if matches!(backend, Backend::Memory) {
             // Inherited Kafka settings would select the Kafka backend.
             for (name, _) in

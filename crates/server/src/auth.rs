@@ -1,0 +1,358 @@
+//! API keys with per-tenant grants.
+//!
+//! A caller sends `Authorization: Bearer <secret>`. Keys are configured by
+//! the SHA-256 of their secret, so no secret sits in the configuration; a
+//! presented secret is hashed and compared with every key's hash in
+//! constant time. A grant names a namespace and a tenant (`"*"` matches
+//! any) and the operations it allows; `admin` allows every operation.
+
+use std::fmt;
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use thiserror::Error;
+
+use crate::app::AppState;
+use crate::error::{ApiError, ServiceError};
+
+/// An operation a grant can allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    /// `POST /v1/bus/publish`.
+    Publish,
+    /// `GET /v1/bus/subscribe/...`.
+    Subscribe,
+    /// Topic create and delete.
+    Manage,
+    /// `GET /v1/audit`.
+    Audit,
+    /// Rules, silences, and every other operation.
+    Admin,
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Publish => "publish",
+            Self::Subscribe => "subscribe",
+            Self::Manage => "manage",
+            Self::Audit => "audit",
+            Self::Admin => "admin",
+        })
+    }
+}
+
+/// What a key may do, and where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    pub namespace: String,
+    pub tenant: String,
+    pub ops: Vec<Op>,
+}
+
+const ANY: &str = "*";
+
+impl Grant {
+    /// Whether the grant allows `op` on `namespace`/`tenant`; `None` means
+    /// "every namespace" (or tenant), which only a `"*"` grant covers.
+    fn allows(&self, op: Op, namespace: Option<&str>, tenant: Option<&str>) -> bool {
+        let covers = |granted: &str, asked: Option<&str>| granted == ANY || asked == Some(granted);
+        covers(&self.namespace, namespace)
+            && covers(&self.tenant, tenant)
+            && self
+                .ops
+                .iter()
+                .any(|granted| *granted == op || *granted == Op::Admin)
+    }
+}
+
+/// An `[[auth.keys]]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    /// Shown in logs and audit records; never the secret.
+    pub id: String,
+    /// Hex SHA-256 of the secret (`printf %s "$SECRET" | sha256sum`).
+    pub key_sha256: String,
+    pub grants: Vec<Grant>,
+}
+
+/// The `[auth]` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub enabled: bool,
+    /// Without auth the server only listens on loopback addresses, unless
+    /// this is set.
+    pub allow_unauthenticated: bool,
+    /// A TOML file of further `[[keys]]`, so secrets' hashes need not sit
+    /// in `acteon.toml`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keys_file: Option<std::path::PathBuf>,
+    pub keys: Vec<ApiKeyConfig>,
+}
+
+/// A key configuration that cannot be used.
+#[derive(Debug, Error)]
+pub enum AuthError {
+    #[error("auth key {id:?}: key_sha256 must be 64 hex digits")]
+    BadHash { id: String },
+    #[error("auth key id {0:?} is used twice")]
+    DuplicateId(String),
+    #[error("auth key {id:?}: a grant's namespace and tenant must be \"*\" or a name")]
+    BadGrant { id: String },
+}
+
+#[derive(Debug)]
+struct Key {
+    id: Arc<str>,
+    hash: [u8; 32],
+    grants: Arc<[Grant]>,
+}
+
+/// The configured keys.
+#[derive(Debug, Default)]
+pub struct KeyStore {
+    enabled: bool,
+    keys: Vec<Key>,
+}
+
+impl KeyStore {
+    pub fn new(config: &AuthConfig) -> Result<Self, AuthError> {
+        let mut keys: Vec<Key> = Vec::with_capacity(config.keys.len());
+        for key in &config.keys {
+            if keys.iter().any(|k| *k.id == *key.id) {
+                return Err(AuthError::DuplicateId(key.id.clone()));
+            }
+            let mut hash = [0u8; 32];
+            hex::decode_to_slice(key.key_sha256.trim(), &mut hash)
+                .map_err(|_| AuthError::BadHash { id: key.id.clone() })?;
+            let valid = |value: &str| {
+                value == ANY
+                    || acteon_core::Fragment::parse(acteon_core::FragmentKind::Tenant, value)
+                        .is_ok()
+            };
+            if !key
+                .grants
+                .iter()
+                .all(|g| valid(&g.namespace) && valid(&g.tenant))
+            {
+                return Err(AuthError::BadGrant { id: key.id.clone() });
+            }
+            keys.push(Key {
+                id: key.id.as_str().into(),
+                hash,
+                grants: key.grants.clone().into(),
+            });
+        }
+        Ok(Self {
+            enabled: config.enabled,
+            keys,
+        })
+    }
+
+    /// Who presents `authorization` (the header's value, if any).
+    fn identify(&self, authorization: Option<&[u8]>) -> Result<Caller, ServiceError> {
+        if !self.enabled {
+            return Ok(Caller::Unrestricted);
+        }
+        let secret = authorization
+            .ok_or(ServiceError::Unauthorized(
+                "an API key is required (Authorization: Bearer <key>)",
+            ))?
+            .strip_prefix(b"Bearer ")
+            .filter(|secret| !secret.is_empty())
+            .ok_or(ServiceError::Unauthorized(
+                "the Authorization header must be \"Bearer <key>\"",
+            ))?;
+        let presented: [u8; 32] = Sha256::digest(secret).into();
+        // Compare with every key, so timing does not tell which was close.
+        let mut found = None;
+        for key in &self.keys {
+            if bool::from(key.hash.ct_eq(&presented)) {
+                found = Some(key);
+            }
+        }
+        let key = found.ok_or(ServiceError::Unauthorized("unknown API key"))?;
+        Ok(Caller::Key {
+            id: Arc::clone(&key.id),
+            grants: Arc::clone(&key.grants),
+        })
+    }
+}
+
+/// Who is calling.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// Auth is disabled: every operation is allowed.
+    Unrestricted,
+    Key {
+        id: Arc<str>,
+        grants: Arc<[Grant]>,
+    },
+}
+
+impl Caller {
+    /// The key id, for audit records.
+    pub fn principal(&self) -> Option<&str> {
+        match self {
+            Self::Unrestricted => None,
+            Self::Key { id, .. } => Some(id),
+        }
+    }
+
+    /// Whether the caller may do `op` on `namespace`/`tenant` (`None`: all).
+    pub fn may(&self, op: Op, namespace: Option<&str>, tenant: Option<&str>) -> bool {
+        match self {
+            Self::Unrestricted => true,
+            Self::Key { grants, .. } => grants.iter().any(|g| g.allows(op, namespace, tenant)),
+        }
+    }
+
+    /// [`Caller::may`], as an error to return.
+    pub fn require(
+        &self,
+        op: Op,
+        namespace: Option<&str>,
+        tenant: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        if self.may(op, namespace, tenant) {
+            Ok(())
+        } else {
+            Err(ServiceError::Forbidden(op))
+        }
+    }
+
+    /// Whether any grant covers `namespace`/`tenant`, for any operation:
+    /// what listings show.
+    pub fn sees(&self, namespace: &str, tenant: &str) -> bool {
+        [Op::Publish, Op::Subscribe, Op::Manage, Op::Audit]
+            .into_iter()
+            .any(|op| self.may(op, Some(namespace), Some(tenant)))
+    }
+
+    /// Whether some grant allows `op` somewhere.
+    pub fn may_anywhere(&self, op: Op) -> bool {
+        match self {
+            Self::Unrestricted => true,
+            Self::Key { grants, .. } => grants.iter().any(|g| {
+                g.ops
+                    .iter()
+                    .any(|granted| *granted == op || *granted == Op::Admin)
+            }),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(AUTHORIZATION)
+            .map(|value| value.as_bytes());
+        Ok(app.keys.identify(header)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> KeyStore {
+        let hash = hex::encode(Sha256::digest(b"s3cret"));
+        KeyStore::new(&AuthConfig {
+            enabled: true,
+            keys: vec![ApiKeyConfig {
+                id: "planner".into(),
+                key_sha256: hash,
+                grants: vec![
+                    Grant {
+                        namespace: "agents".into(),
+                        tenant: "demo".into(),
+                        ops: vec![Op::Publish],
+                    },
+                    Grant {
+                        namespace: "*".into(),
+                        tenant: "acme".into(),
+                        ops: vec![Op::Admin],
+                    },
+                ],
+            }],
+            ..AuthConfig::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn a_known_secret_identifies_its_key() {
+        let caller = store().identify(Some(b"Bearer s3cret")).unwrap();
+        assert_eq!(caller.principal(), Some("planner"));
+        assert!(caller.may(Op::Publish, Some("agents"), Some("demo")));
+        assert!(!caller.may(Op::Subscribe, Some("agents"), Some("demo")));
+        assert!(!caller.may(Op::Publish, Some("other"), Some("demo")));
+        assert!(
+            caller.may(Op::Subscribe, Some("any"), Some("acme")),
+            "admin allows all ops"
+        );
+        assert!(
+            caller.may(Op::Admin, None, Some("acme")),
+            "* covers every namespace"
+        );
+        assert!(
+            !caller.may(Op::Publish, Some("agents"), None),
+            "a named tenant is not all tenants"
+        );
+    }
+
+    #[test]
+    fn missing_malformed_and_unknown_keys_are_unauthorized() {
+        let store = store();
+        for header in [
+            None,
+            Some(&b"s3cret"[..]),
+            Some(b"Basic s3cret"),
+            Some(b"Bearer "),
+            Some(b"Bearer nope"),
+        ] {
+            assert!(
+                matches!(store.identify(header), Err(ServiceError::Unauthorized(_))),
+                "{header:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_hashes_and_duplicate_ids_are_refused() {
+        let key = |id: &str, hash: &str| ApiKeyConfig {
+            id: id.into(),
+            key_sha256: hash.into(),
+            grants: vec![],
+        };
+        let bad = AuthConfig {
+            keys: vec![key("a", "abc")],
+            ..AuthConfig::default()
+        };
+        assert!(matches!(
+            KeyStore::new(&bad),
+            Err(AuthError::BadHash { .. })
+        ));
+        let hash = "0".repeat(64);
+        let twice = AuthConfig {
+            keys: vec![key("a", &hash), key("a", &hash)],
+            ..AuthConfig::default()
+        };
+        assert!(matches!(
+            KeyStore::new(&twice),
+            Err(AuthError::DuplicateId(_))
+        ));
+    }
+}
