@@ -1,7 +1,9 @@
 //! Silences: time-boxed suppression of a tenant's (or narrower) publishes.
 //!
 //! Kept in the state store (so they survive restarts) and mirrored in memory,
-//! because every publish checks them.
+//! because every publish checks them. Silences that ended more than
+//! [`KEEP_ENDED`] ago are dropped whenever one is created, so the set stays
+//! bounded by how many are created in that time.
 
 use std::sync::{Arc, RwLock};
 
@@ -12,6 +14,9 @@ use serde::{Deserialize, Serialize};
 use super::condition::{Condition, MessageFacts};
 use crate::error::ServiceError;
 use crate::state::{KeyKind, StateError, StateStore};
+
+/// How long an ended silence stays listed under `?all=true`.
+const KEEP_ENDED: TimeDelta = TimeDelta::days(7);
 
 /// `POST /v1/silences`: exactly one of `ends_at` and `duration_ms`.
 #[derive(Debug, Clone, Deserialize)]
@@ -148,7 +153,25 @@ impl Silences {
             .write()
             .expect("silence lock poisoned")
             .push(Arc::new(compiled));
+        self.forget_ended(now).await;
         Ok(silence)
+    }
+
+    /// Drops silences that ended more than [`KEEP_ENDED`] before `now`.
+    async fn forget_ended(&self, now: DateTime<Utc>) {
+        let old: Vec<String> = {
+            let mut all = self.all.write().expect("silence lock poisoned");
+            let (old, kept): (Vec<_>, Vec<_>) = all
+                .drain(..)
+                .partition(|c| c.silence.ends_at + KEEP_ENDED < now);
+            *all = kept;
+            old.into_iter().map(|c| c.silence.id.clone()).collect()
+        };
+        for id in old {
+            if let Err(error) = self.state.delete(KeyKind::Silence, &id).await {
+                tracing::warn!(%id, %error, "an old silence could not be removed from the store");
+            }
+        }
     }
 
     async fn store(&self, silence: &Silence) -> Result<(), ServiceError> {
@@ -213,5 +236,45 @@ impl Silences {
             .iter()
             .find(|c| c.silences(message, now))
             .map(|c| c.silence.id.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::MemoryStore;
+
+    #[tokio::test]
+    async fn silences_ended_long_ago_are_forgotten() {
+        let state: Arc<dyn StateStore> = Arc::new(MemoryStore::default());
+        let long_ago = Utc::now() - TimeDelta::days(30);
+        let old = Silence {
+            id: "old".into(),
+            tenant: "t".into(),
+            namespace: None,
+            topic: None,
+            condition: None,
+            starts_at: long_ago,
+            ends_at: long_ago + TimeDelta::hours(1),
+            comment: "last month".into(),
+        };
+        let row = serde_json::to_value(&old).unwrap();
+        state.put(KeyKind::Silence, "old", &row).await.unwrap();
+        let silences = Silences::load(Arc::clone(&state)).await.unwrap();
+        assert_eq!(silences.list(true).len(), 1);
+
+        let request = SilenceRequest {
+            tenant: "t".into(),
+            namespace: None,
+            topic: None,
+            condition: None,
+            ends_at: None,
+            duration_ms: Some(60_000),
+            comment: "now".into(),
+        };
+        let new = silences.create(request).await.unwrap();
+        let ids: Vec<_> = silences.list(true).into_iter().map(|s| s.id).collect();
+        assert_eq!(ids, [new.id]);
+        assert_eq!(state.get(KeyKind::Silence, "old").await.unwrap(), None);
     }
 }

@@ -204,6 +204,18 @@ impl TestServer {
         .await
     }
 
+    /// The Kafka names `GET /v1/bus/topics{query}` lists.
+    pub async fn topic_names(&self, query: &str) -> Vec<String> {
+        let (status, listed) = self.get(&format!("/v1/bus/topics{query}")).await;
+        assert_eq!(status, 200, "{listed}");
+        listed
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|topic| topic["kafka_name"].as_str().expect("kafka_name").to_owned())
+            .collect()
+    }
+
     /// Creates `namespace.tenant.name` and returns its Kafka name.
     pub async fn create_topic(&self, tenant: &str, name: &str, partitions: u32) -> String {
         let (status, body) = self
