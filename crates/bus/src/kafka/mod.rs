@@ -25,6 +25,9 @@ use self::error::classify;
 use self::subscription::Subscriptions;
 use crate::{BusBackend, BusError, EventStream, GroupId, Operation};
 
+/// Longest a readiness check waits for the broker.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The Kafka backend. Cheap to share behind an `Arc`.
 pub struct KafkaBackend {
     config: KafkaConfig,
@@ -63,11 +66,11 @@ impl KafkaBackend {
             .operation_timeout(Some(timeout))
     }
 
-    /// Cluster metadata for one topic, or for all when `topic` is `None`.
-    async fn metadata(&self, topic: Option<&str>) -> Result<Metadata, BusError> {
+    /// Cluster metadata for one topic, or for all when `topic` is `None`,
+    /// waiting at most `timeout` (it blocks a thread that long).
+    async fn metadata(&self, topic: Option<&str>, timeout: Duration) -> Result<Metadata, BusError> {
         let client = self.producer.clone();
         let topic = topic.map(str::to_owned);
-        let timeout = self.config.admin_timeout();
         let label = topic.clone().unwrap_or_else(|| "*".to_owned());
         tokio::task::spawn_blocking(move || {
             client.client().fetch_metadata(topic.as_deref(), timeout)
@@ -79,7 +82,9 @@ impl KafkaBackend {
 
     /// The partition count of an existing topic.
     async fn partition_count(&self, kafka_name: &str) -> Result<u32, BusError> {
-        let metadata = self.metadata(Some(kafka_name)).await?;
+        let metadata = self
+            .metadata(Some(kafka_name), self.config.admin_timeout())
+            .await?;
         let topic = metadata
             .topics()
             .iter()
@@ -206,7 +211,10 @@ impl BusBackend for KafkaBackend {
     }
 
     async fn check_ready(&self) -> Result<(), BusError> {
-        self.metadata(None).await.map(drop)
+        // Probes repeat: a short deadline keeps them from piling up blocked
+        // threads while the broker is down.
+        let timeout = self.config.admin_timeout().min(READY_TIMEOUT);
+        self.metadata(None, timeout).await.map(drop)
     }
 
     async fn flush(&self, timeout: Duration) -> Result<(), BusError> {
