@@ -213,6 +213,8 @@ impl Reader {
             match self.next_event(left).await?.expect("subscription error") {
                 SubscriptionEvent::Assigned(partitions) => self.assignment = partitions,
                 SubscriptionEvent::Message(message) => return Some(message),
+                // Counted as missing by the checks that follow.
+                SubscriptionEvent::Lagged { .. } => {}
             }
         }
     }

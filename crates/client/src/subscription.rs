@@ -32,6 +32,12 @@ struct Assignment {
 }
 
 #[derive(Deserialize)]
+struct Lagged {
+    partition: i32,
+    skipped: i64,
+}
+
+#[derive(Deserialize)]
 struct StreamError {
     error: String,
 }
@@ -68,6 +74,12 @@ fn decode(event: Event) -> Option<Result<SubscriptionEvent, Error>> {
         "bus.assignment" => serde_json::from_str::<Assignment>(&event.data)
             .map(|assignment| SubscriptionEvent::Assigned(assignment.partitions))
             .map_err(|error| Error::Decode(format!("bus.assignment: {error}"))),
+        "bus.lagged" => serde_json::from_str::<Lagged>(&event.data)
+            .map(|lag| SubscriptionEvent::Lagged {
+                partition: lag.partition,
+                skipped: lag.skipped,
+            })
+            .map_err(|error| Error::Decode(format!("bus.lagged: {error}"))),
         "bus.error" => Err(Error::Stream(
             serde_json::from_str::<StreamError>(&event.data)
                 .map(|body| body.error)
@@ -131,6 +143,19 @@ mod tests {
         let events: Vec<_> = subscription(body).collect().await;
         assert_eq!(events.len(), 1);
         assert!(matches!(&events[0], Err(Error::Stream(message)) if message == "broker gone"));
+    }
+
+    #[tokio::test]
+    async fn a_lag_report_is_an_event() {
+        let body = "event: bus.lagged\ndata: {\"partition\":2,\"skipped\":40}\n\n";
+        let events: Vec<_> = subscription(body).collect().await;
+        assert!(matches!(
+            &events[..],
+            [Ok(SubscriptionEvent::Lagged {
+                partition: 2,
+                skipped: 40
+            })]
+        ));
     }
 
     #[tokio::test]

@@ -63,7 +63,7 @@ fn message(seq: u64) -> OutgoingMessage {
     }
 }
 
-/// The next record, skipping assignment events.
+/// The next record, skipping assignment and lag events.
 async fn next_message(
     events: &mut acteon_client::Subscription,
 ) -> Option<Result<acteon_core::BusMessage, Error>> {
@@ -73,7 +73,7 @@ async fn next_message(
             .ok()??
         {
             Ok(SubscriptionEvent::Message(message)) => return Some(Ok(message)),
-            Ok(SubscriptionEvent::Assigned(_)) => continue,
+            Ok(SubscriptionEvent::Assigned(_) | SubscriptionEvent::Lagged { .. }) => continue,
             Err(error) => return Some(Err(error)),
         }
     }

@@ -83,6 +83,10 @@ pub enum SubscriptionEvent {
     Assigned(Vec<i32>),
     /// One record.
     Message(BusMessage),
+    /// Retention removed records of `partition` before this reader got to
+    /// them: `skipped` records were never delivered, and reading goes on
+    /// from the oldest one retained.
+    Lagged { partition: i32, skipped: i64 },
 }
 
 /// Where a subscription starts reading a partition it has no position in.

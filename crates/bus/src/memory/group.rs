@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use acteon_core::{BusMessage, StartPosition};
+use acteon_core::StartPosition;
 use futures::StreamExt;
 use tokio::sync::watch;
 
@@ -63,7 +63,7 @@ pub(super) struct Member {
     appends: watch::Receiver<u64>,
     /// Next offset to read, per assigned partition.
     positions: BTreeMap<i32, i64>,
-    pending: VecDeque<BusMessage>,
+    pending: VecDeque<SubscriptionEvent>,
     /// Where the next read starts among the assigned partitions, rotated so
     /// one busy partition cannot starve the others.
     rotation: usize,
@@ -106,8 +106,8 @@ impl Member {
     /// The next event, or `None` once the topic is deleted.
     async fn next_event(&mut self) -> Option<SubscriptionEvent> {
         loop {
-            if let Some(message) = self.pending.pop_front() {
-                return Some(SubscriptionEvent::Message(message));
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
             }
             if self.log.is_closed() {
                 return None;
@@ -168,9 +168,16 @@ impl Member {
                 .positions
                 .get_mut(&partition)
                 .expect("assigned partition");
-            let (records, next) = self.log.read(partition, *position, room);
-            *position = next;
-            self.pending.extend(records);
+            let read = self.log.read(partition, *position, room);
+            *position = read.next;
+            if read.skipped > 0 {
+                self.pending.push_back(SubscriptionEvent::Lagged {
+                    partition,
+                    skipped: read.skipped,
+                });
+            }
+            self.pending
+                .extend(read.records.into_iter().map(SubscriptionEvent::Message));
         }
         !self.pending.is_empty()
     }

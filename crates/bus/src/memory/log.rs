@@ -43,6 +43,16 @@ impl PartitionLog {
     }
 }
 
+/// What [`TopicLog::read`] found.
+#[derive(Debug)]
+pub(super) struct Read {
+    pub(super) records: Vec<BusMessage>,
+    /// The offset to read next.
+    pub(super) next: i64,
+    /// Records removed by retention before they were read.
+    pub(super) skipped: i64,
+}
+
 /// One topic: its partition logs, its consumer groups, and the signal readers
 /// wait on.
 #[derive(Debug)]
@@ -161,8 +171,8 @@ impl TopicLog {
 
     /// Up to `max` records of `partition` from `offset` on, and the offset to
     /// read next. An offset older than the oldest retained record reads from
-    /// the oldest one.
-    pub(super) fn read(&self, partition: i32, offset: i64, max: usize) -> (Vec<BusMessage>, i64) {
+    /// the oldest one; [`Read::skipped`] says how many were lost.
+    pub(super) fn read(&self, partition: i32, offset: i64, max: usize) -> Read {
         let log = self.lock(partition);
         let from = offset.max(log.start_offset);
         let skip = (from - log.start_offset) as usize;
@@ -173,8 +183,11 @@ impl TopicLog {
             .take(max)
             .map(|record| record.message.clone())
             .collect();
-        let next = from + records.len() as i64;
-        (records, next)
+        Read {
+            next: from + records.len() as i64,
+            skipped: from - offset,
+            records,
+        }
     }
 
     pub(super) fn watch_appends(&self) -> watch::Receiver<u64> {

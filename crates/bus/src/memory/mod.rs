@@ -226,7 +226,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_reader_behind_retention_skips_to_the_oldest_record() {
+    async fn a_reader_behind_retention_is_told_and_skips_to_the_oldest_record() {
         let backend = MemoryBackend::new(MemoryConfig {
             max_records_per_partition: 3,
             ..MemoryConfig::default()
@@ -250,6 +250,13 @@ mod tests {
                 .await
                 .unwrap();
         }
+        assert!(matches!(
+            stream.next().await,
+            Some(Ok(SubscriptionEvent::Lagged {
+                partition: 0,
+                skipped: 8
+            }))
+        ));
         let Some(Ok(SubscriptionEvent::Message(first))) = stream.next().await else {
             panic!("expected a record");
         };

@@ -6,7 +6,8 @@
 //! group assigns it partitions, so a client knows from when records reach
 //! it), and `bus.error` (data = `{"error": ...}`, the last event of a stream
 //! that failed). The stream ends when the topic is deleted or the server
-//! shuts down.
+//! shuts down. `bus.lagged` (data = `{"partition", "skipped"}`) says that
+//! retention removed records before this subscriber read them.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -74,6 +75,9 @@ fn to_sse(event: Result<SubscriptionEvent, BusError>) -> Event {
         Ok(SubscriptionEvent::Assigned(partitions)) => sse
             .event("bus.assignment")
             .json_data(json!({ "partitions": partitions })),
+        Ok(SubscriptionEvent::Lagged { partition, skipped }) => sse
+            .event("bus.lagged")
+            .json_data(json!({ "partition": partition, "skipped": skipped })),
         Err(error) => sse
             .event("bus.error")
             .json_data(json!({ "error": error.to_string() })),
