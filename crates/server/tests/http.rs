@@ -243,7 +243,9 @@ async fn one_subscription_id_shares_and_the_survivor_takes_over(backend: Backend
     let server = TestServer::start(&backend, dir.path());
     let topic = server.create_topic(&tenant(), "work", 4).await;
     let shared = format!("workers-{}", tenant());
+    // One member at a time (see conformance::wait_for_settled_group).
     let mut agent_a = server.subscribe(&shared, &topic, "latest").await;
+    wait_for_settled_group(&mut [&mut agent_a], 4).await;
     let mut agent_b = server.subscribe(&shared, &topic, "latest").await;
     let mut tail = server
         .subscribe(&format!("tail-{}", tenant()), &topic, "latest")

@@ -64,10 +64,13 @@ async fn main() -> anyhow::Result<ExitCode> {
             Ok::<_, acteon_client::Error>(Reader::from_events(events))
         }
     };
+    println!("waiting for the agents' group to settle ...");
+    // Agents join one at a time, each once the group has settled: Tansu can
+    // leave one of two members that join together without partitions.
     let mut agent_a = subscribe(shared.clone()).await?;
+    wait_for_settled_group(&mut [&mut agent_a], PARTITIONS).await;
     let mut agent_b = subscribe(shared).await?;
     let mut tail = subscribe(format!("tail-{run}")).await?;
-    println!("waiting for the agents' group to settle ...");
     wait_for_settled_group(&mut [&mut agent_a, &mut agent_b], PARTITIONS).await;
     wait_for_settled_group(&mut [&mut tail], PARTITIONS).await;
     println!(
