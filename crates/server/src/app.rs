@@ -13,6 +13,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
+use tracing_subscriber::EnvFilter;
 
 use crate::api;
 use crate::auth::KeyStore;
@@ -154,6 +155,31 @@ impl Server {
         tracing::info!("acteon-server stopped");
         Ok(())
     }
+}
+
+/// Logs to stderr at `RUST_LOG`'s levels (default `info`).
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Builds the server, binds it, announces the bound address on stdout, and
+/// serves until SIGINT or SIGTERM.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let server = Server::build(config).await?;
+    let listener = server.bind().await?;
+    // One line on stdout with the bound address, for scripts, tests and
+    // benchmarks that start the server on port 0.
+    println!(
+        "acteon-server listening on http://{}",
+        listener.local_addr()?
+    );
+    tokio::spawn(cancel_on_signal(server.shutdown_token()));
+    server.serve(listener).await
 }
 
 /// Whether the server would serve a non-loopback address without

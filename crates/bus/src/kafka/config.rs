@@ -100,7 +100,9 @@ impl KafkaConfig {
         config
     }
 
-    pub(super) fn producer(&self) -> ClientConfig {
+    /// The librdkafka properties of the backend's producer; public so that
+    /// a benchmark's direct producer can use exactly the same ones.
+    pub fn producer(&self) -> ClientConfig {
         let mut config = self.base();
         config
             .set("linger.ms", self.linger_ms.to_string())

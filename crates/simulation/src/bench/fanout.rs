@@ -1,0 +1,166 @@
+//! Scenarios 5 and 6: S subscribers with distinct subscription ids on one
+//! topic of the in-memory backend, and the server's memory before, during
+//! and after.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::process::{ServerProcess, cores_used, own_cpu_time};
+use super::setup::{self, Pipeline};
+use super::stats::{Latencies, LatencySummary};
+use super::subscriber::{Reader, SendTimes, subscribe_assigned};
+
+/// Subscriptions opened at once while connecting the subscribers.
+const CONNECTING_AT_ONCE: usize = 32;
+const ASSIGNMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the last message may take to reach every subscriber.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
+/// Time for the server to release closed subscriptions before the last
+/// memory reading.
+const SETTLE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FanoutSize {
+    pub subscribers: Vec<usize>,
+    /// Messages published at `paced_per_second`, for delivery latency.
+    pub paced: u64,
+    pub paced_per_second: u64,
+    /// Messages then published back to back, for delivery throughput.
+    pub burst: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FanoutRow {
+    pub subscribers: usize,
+    pub messages: u64,
+    /// Messages received, summed over subscribers.
+    pub delivered: u64,
+    pub expected: u64,
+    pub subscribers_short: usize,
+    /// Delivery latency of the paced messages.
+    pub paced_latency: LatencySummary,
+    /// Deliveries per second of the burst: subscribers × burst messages,
+    /// over the time from its first publish to its last delivery.
+    pub burst_deliveries_per_second: f64,
+    pub burst_latency: LatencySummary,
+    pub server_cores_burst: f64,
+    pub generator_cores_burst: f64,
+    pub memory: ServerMemory,
+    /// (RSS with subscribers − idle RSS) / subscribers.
+    pub rss_per_subscriber_bytes: u64,
+}
+
+/// The server's resident memory at the points of a fan-out run.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ServerMemory {
+    /// Started, topic created, nothing else.
+    pub idle_bytes: u64,
+    /// Every subscriber assigned.
+    pub subscribed_bytes: u64,
+    /// Every message delivered, subscribers still connected.
+    pub delivered_bytes: u64,
+    /// Subscribers gone.
+    pub closed_bytes: u64,
+}
+
+pub async fn fanout(subscribers: usize, size: &FanoutSize) -> anyhow::Result<FanoutRow> {
+    let server = ServerProcess::acteon(setup::acteon_config(Pipeline::Full, None)).await?;
+    let client = setup::client(&server.base_url)?;
+    setup::create_topic(&client).await?;
+    tokio::time::sleep(SETTLE).await;
+    let idle_bytes = server.rss_bytes()?;
+
+    let subscriptions: Vec<_> = futures::stream::iter(0..subscribers)
+        .map(|index| {
+            let client = client.clone();
+            async move {
+                subscribe_assigned(&client, &format!("fanout-{index}"), ASSIGNMENT_TIMEOUT).await
+            }
+        })
+        .buffer_unordered(CONNECTING_AT_ONCE)
+        .try_collect()
+        .await?;
+    let subscribed_bytes = server.rss_bytes()?;
+
+    let messages = size.paced + size.burst;
+    let sent = SendTimes::new(messages);
+    let (stop, stopped) = watch::channel(false);
+    let mut readers: Vec<_> = subscriptions
+        .into_iter()
+        .map(|subscription| Reader::spawn(subscription, sent.clone(), size.paced, stopped.clone()))
+        .collect();
+
+    let topic = setup::topic();
+    let mut ticks =
+        tokio::time::interval(Duration::from_secs(1) / size.paced_per_second.max(1) as u32);
+    for seq in 0..size.paced {
+        ticks.tick().await;
+        sent.mark(seq);
+        client.publish_message(&topic, &setup::message(seq)).await?;
+    }
+    let cpu_before = (own_cpu_time()?, server.cpu_time()?);
+    let burst_started = Instant::now();
+    for seq in size.paced..messages {
+        sent.mark(seq);
+        client.publish_message(&topic, &setup::message(seq)).await?;
+    }
+    let deadline = Instant::now() + DRAIN_TIMEOUT;
+    let mut subscribers_short = 0;
+    for reader in &mut readers {
+        if !reader.wait_for(messages, deadline).await {
+            subscribers_short += 1;
+        }
+    }
+    let burst_wall = burst_started.elapsed();
+    let cpu_after = (own_cpu_time()?, server.cpu_time()?);
+    let delivered_bytes = server.rss_bytes()?;
+
+    stop.send_replace(true);
+    let mut delivered = 0;
+    let mut paced = Latencies::default();
+    let mut burst = Latencies::default();
+    let mut last_arrival = burst_started;
+    for reader in readers {
+        let delivery = reader.finish().await?;
+        if let Some(error) = delivery.error {
+            anyhow::bail!("a subscriber failed: {error}");
+        }
+        delivered += delivery.received;
+        paced.merge(&delivery.latencies[0]);
+        burst.merge(&delivery.latencies[1]);
+        last_arrival = last_arrival.max(delivery.last_arrival.unwrap_or(last_arrival));
+    }
+    tokio::time::sleep(SETTLE).await;
+    let closed_bytes = server.rss_bytes()?;
+    server.stop().await.context("stopping the server")?;
+
+    let burst_span = last_arrival - burst_started;
+    Ok(FanoutRow {
+        subscribers,
+        messages,
+        delivered,
+        expected: messages * subscribers as u64,
+        subscribers_short,
+        paced_latency: paced.summary(),
+        burst_deliveries_per_second: (size.burst * subscribers as u64) as f64
+            / burst_span.as_secs_f64().max(f64::EPSILON),
+        burst_latency: burst.summary(),
+        server_cores_burst: cores_used(cpu_after.1.saturating_sub(cpu_before.1), burst_wall),
+        generator_cores_burst: cores_used(cpu_after.0.saturating_sub(cpu_before.0), burst_wall),
+        memory: ServerMemory {
+            idle_bytes,
+            subscribed_bytes,
+            delivered_bytes,
+            closed_bytes,
+        },
+        rss_per_subscriber_bytes: subscribed_bytes
+            .max(delivered_bytes)
+            .saturating_sub(idle_bytes)
+            / subscribers.max(1) as u64,
+    })
+}

@@ -1,0 +1,190 @@
+//! A closed-loop HTTP load generator: C keep-alive connections, each
+//! sending its next request when the previous response has been read.
+//! Plain hyper, so the generator spends as little CPU per request as an
+//! HTTP client can.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::process::{ServerProcess, cores_used, own_cpu_time};
+use super::stats::Latencies;
+
+/// What to send: `POST path` with one of `bodies`, round robin.
+#[derive(Debug, Clone)]
+pub struct HttpLoad {
+    pub address: SocketAddr,
+    pub path: &'static str,
+    pub bearer: Option<String>,
+    pub bodies: Arc<[Bytes]>,
+}
+
+/// How long to drive the load, and over how many connections.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadShape {
+    pub concurrency: usize,
+    /// Requests before this are not counted.
+    pub warm_up: Duration,
+    pub measure: Duration,
+}
+
+/// What a measured span of load gave.
+#[derive(Debug)]
+pub struct LoadRun {
+    /// 200 answers completed within the measured span.
+    pub completed: u64,
+    /// Answers other than 200 (warm-up included).
+    pub failed: u64,
+    pub latencies: Latencies,
+    pub measured: Duration,
+    /// CPU the server used in the measured span, in cores.
+    pub server_cores: Option<f64>,
+    /// CPU the generator (this process) used in the measured span, in cores.
+    pub generator_cores: f64,
+}
+
+impl LoadRun {
+    pub fn per_second(&self) -> f64 {
+        self.completed as f64 / self.measured.as_secs_f64()
+    }
+}
+
+/// The instants a run starts counting and stops.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub start: Instant,
+    pub end: Instant,
+}
+
+impl Window {
+    pub fn after(shape: LoadShape) -> Self {
+        let start = Instant::now() + shape.warm_up;
+        Self {
+            start,
+            end: start + shape.measure,
+        }
+    }
+
+    pub fn counts(&self, sent: Instant, done: Instant) -> bool {
+        sent >= self.start && done <= self.end
+    }
+}
+
+/// Tallies of one connection or producer task.
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub completed: u64,
+    pub failed: u64,
+    pub latencies: Latencies,
+}
+
+impl Tally {
+    pub fn add(&mut self, other: Self) {
+        self.completed += other.completed;
+        self.failed += other.failed;
+        self.latencies.merge(&other.latencies);
+    }
+}
+
+/// Runs `tasks` (one per unit of concurrency, each ending at the window's
+/// end) and measures the CPU that this process and `server` use while the
+/// window is open.
+pub async fn measure<F>(
+    shape: LoadShape,
+    server: Option<&ServerProcess>,
+    task: impl Fn(usize, Window) -> F,
+) -> anyhow::Result<LoadRun>
+where
+    F: Future<Output = anyhow::Result<Tally>> + Send + 'static,
+{
+    let window = Window::after(shape);
+    let tasks: Vec<_> = (0..shape.concurrency)
+        .map(|index| tokio::spawn(task(index, window)))
+        .collect();
+    tokio::time::sleep_until(window.start).await;
+    let cpu_at_start = (
+        own_cpu_time()?,
+        server.map(ServerProcess::cpu_time).transpose()?,
+    );
+    tokio::time::sleep_until(window.end).await;
+    let cpu_at_end = (
+        own_cpu_time()?,
+        server.map(ServerProcess::cpu_time).transpose()?,
+    );
+    let mut total = Tally::default();
+    for task in tasks {
+        total.add(task.await.context("load task panicked")??);
+    }
+    Ok(LoadRun {
+        completed: total.completed,
+        failed: total.failed,
+        latencies: total.latencies,
+        measured: shape.measure,
+        server_cores: cpu_at_start
+            .1
+            .zip(cpu_at_end.1)
+            .map(|(start, end)| cores_used(end.saturating_sub(start), shape.measure)),
+        generator_cores: cores_used(cpu_at_end.0.saturating_sub(cpu_at_start.0), shape.measure),
+    })
+}
+
+/// Drives `load` against `server` in the shape given.
+pub async fn drive_http(
+    load: &HttpLoad,
+    shape: LoadShape,
+    server: &ServerProcess,
+) -> anyhow::Result<LoadRun> {
+    measure(shape, Some(server), |index, window| {
+        connection(load.clone(), index, window)
+    })
+    .await
+}
+
+async fn connection(load: HttpLoad, index: usize, window: Window) -> anyhow::Result<Tally> {
+    let stream = TcpStream::connect(load.address)
+        .await
+        .with_context(|| format!("connecting to {}", load.address))?;
+    stream.set_nodelay(true)?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await?;
+    let driver = tokio::spawn(connection);
+    let mut tally = Tally::default();
+    let mut next = index;
+    loop {
+        let sent = Instant::now();
+        if sent >= window.end {
+            break;
+        }
+        let mut request = Request::post(load.path)
+            .header(HOST, "bench")
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(bearer) = &load.bearer {
+            request = request.header(AUTHORIZATION, bearer);
+        }
+        let body = load.bodies[next % load.bodies.len()].clone();
+        next += 1;
+        sender.ready().await?;
+        let response = sender.send_request(request.body(Full::new(body))?).await?;
+        let ok = response.status() == hyper::StatusCode::OK;
+        response.into_body().collect().await?;
+        let done = Instant::now();
+        if !ok {
+            tally.failed += 1;
+        } else if window.counts(sent, done) {
+            tally.completed += 1;
+            tally.latencies.record(done - sent);
+        }
+    }
+    drop(sender);
+    driver.await?.context("HTTP connection")?;
+    Ok(tally)
+}

@@ -1,0 +1,174 @@
+//! The servers under test run as child processes of the benchmark (the
+//! benchmark binary started again in a server role), so that their memory
+//! and CPU time can be read apart from the load generator's.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::Duration;
+
+use acteon_server::Config;
+use anyhow::{Context, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The environment variable that carries an Acteon server's configuration,
+/// as JSON, to the `serve-acteon` role.
+pub const CONFIG_ENV: &str = "ACTEON_BENCH_CONFIG";
+
+/// Linux's `USER_HZ`, the unit of `/proc/<pid>/stat` CPU times; 100 on
+/// every architecture Rust targets.
+const CLOCK_TICKS_PER_SECOND: u64 = 100;
+
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A server started by the benchmark; killed when dropped.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Child,
+    pid: u32,
+    pub address: SocketAddr,
+    pub base_url: String,
+    /// The state store's directory, removed with the process.
+    _data_dir: Option<tempfile::TempDir>,
+}
+
+impl ServerProcess {
+    /// An Acteon server with `config`, its state in a new temporary directory.
+    pub async fn acteon(mut config: Config) -> anyhow::Result<Self> {
+        let data_dir = tempfile::tempdir().context("creating the state directory")?;
+        config.state.data_dir = data_dir.path().to_owned();
+        config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        let json = serde_json::to_string(&config)?;
+        Self::spawn(
+            "serve-acteon",
+            &[(CONFIG_ENV, json.as_str())],
+            Some(data_dir),
+        )
+        .await
+    }
+
+    /// The bare axum handler that Acteon's HTTP publish is compared with.
+    pub async fn bare() -> anyhow::Result<Self> {
+        Self::spawn("serve-bare", &[], None).await
+    }
+
+    async fn spawn(
+        role: &str,
+        envs: &[(&str, &str)],
+        data_dir: Option<tempfile::TempDir>,
+    ) -> anyhow::Result<Self> {
+        let exe = std::env::current_exe().context("locating the benchmark binary")?;
+        let mut command = Command::new(exe);
+        command
+            .arg(role)
+            .envs(envs.iter().copied())
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .with_context(|| format!("starting {role}"))?;
+        let pid = child.id().context("the server exited at once")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let announced = tokio::time::timeout(START_TIMEOUT, lines.next_line())
+            .await
+            .with_context(|| {
+                format!("{role} did not announce its address in {START_TIMEOUT:?}")
+            })??;
+        let Some(line) = announced else {
+            bail!("{role} exited before listening");
+        };
+        let address: SocketAddr = line
+            .rsplit_once("http://")
+            .map(|(_, address)| address.trim())
+            .with_context(|| format!("{role} announced {line:?}"))?
+            .parse()
+            .with_context(|| format!("{role} announced {line:?}"))?;
+        Ok(Self {
+            child,
+            pid,
+            address,
+            base_url: format!("http://{address}"),
+            _data_dir: data_dir,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Resident memory now, in bytes.
+    pub fn rss_bytes(&self) -> anyhow::Result<u64> {
+        let path = format!("/proc/{}/status", self.pid);
+        let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        let kib = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .context("no VmRSS line")?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .context("VmRSS is not a number")?;
+        Ok(kib * 1024)
+    }
+
+    /// CPU time the server has used so far, user and system.
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        cpu_time_of(&self.pid.to_string())
+    }
+
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.child.kill().await.context("stopping the server")
+    }
+}
+
+/// CPU time this process (the load generator) has used so far.
+pub fn own_cpu_time() -> anyhow::Result<Duration> {
+    cpu_time_of("self")
+}
+
+fn cpu_time_of(pid: &str) -> anyhow::Result<Duration> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_cpu_time(&stat).with_context(|| format!("parsing {path}"))
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line. The
+/// command name (field 2) may hold spaces and parentheses, so fields are
+/// counted from the last `)`.
+fn parse_cpu_time(stat: &str) -> anyhow::Result<Duration> {
+    let (_, after_name) = stat.rsplit_once(')').context("no command name")?;
+    let mut fields = after_name.split_whitespace().skip(11);
+    let mut ticks =
+        || -> anyhow::Result<u64> { Ok(fields.next().context("too few fields")?.parse::<u64>()?) };
+    let total = ticks()? + ticks()?;
+    Ok(Duration::from_millis(total * 1000 / CLOCK_TICKS_PER_SECOND))
+}
+
+/// CPU time used over a span of wall time, in cores (1.0 = one core busy).
+pub fn cores_used(cpu: Duration, wall: Duration) -> f64 {
+    cpu.as_secs_f64() / wall.as_secs_f64().max(f64::EPSILON)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_time_is_user_plus_system_ticks() {
+        let stat = "4242 (bus (bench)) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 9 0 100 2000 300";
+        assert_eq!(parse_cpu_time(stat).unwrap(), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn own_cpu_time_is_readable() {
+        own_cpu_time().unwrap();
+    }
+}

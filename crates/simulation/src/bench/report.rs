@@ -1,0 +1,294 @@
+//! The benchmark's report: JSON for machines, Markdown for the docs, and
+//! the checks that tell a sane report from a broken run.
+
+use std::fmt::Write;
+
+use serde::Serialize;
+
+use super::fanout::FanoutRow;
+use super::in_process::InProcessReport;
+use super::latency::EndToEndRow;
+use super::setup::Pipeline;
+use super::stats::{LatencySummary, millis};
+use super::throughput::ThroughputReport;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// When the run started, UTC.
+    pub date: String,
+    pub cores: usize,
+    /// `quick` or `full`.
+    pub mode: String,
+    /// `release` or `debug`: debug figures say nothing about speed.
+    pub build: String,
+    pub kafka_bootstrap: Option<String>,
+    pub in_process: InProcessReport,
+    pub http_memory: ThroughputReport,
+    pub http_kafka: Option<ThroughputReport>,
+    pub end_to_end: Vec<EndToEndRow>,
+    pub fanout: Vec<FanoutRow>,
+    pub goals: Vec<Goal>,
+}
+
+/// One of the issue's goals and whether this run met it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Goal {
+    pub goal: String,
+    pub measured: String,
+    pub met: bool,
+}
+
+const KIB: u64 = 1024;
+const MIB: f64 = 1024.0 * 1024.0;
+
+impl Report {
+    /// Fills in [`Report::goals`] from the figures.
+    pub fn judge_goals(&mut self) {
+        let mut goals = Vec::new();
+        if let Some(&top) = self
+            .http_memory
+            .rows
+            .iter()
+            .map(|row| &row.concurrency)
+            .max()
+        {
+            for pipeline in [Pipeline::Defaults, Pipeline::Full] {
+                if let Some(row) = self.http_memory.row(pipeline.label(), top) {
+                    goals.push(Goal {
+                        goal: format!(
+                            "HTTP publish, {}, C = {top}: ≥ 0.7 of the bare handler",
+                            pipeline.label()
+                        ),
+                        measured: format!("{:.2}", row.ratio),
+                        met: row.ratio >= 0.7,
+                    });
+                }
+            }
+        }
+        if let Some(kafka) = &self.http_kafka {
+            for row in kafka.rows.iter().filter(|row| row.target != kafka.baseline) {
+                goals.push(Goal {
+                    goal: format!(
+                        "HTTP publish on Kafka, C = {}: ≥ 0.8 of direct rdkafka",
+                        row.concurrency
+                    ),
+                    measured: format!("{:.2}", row.ratio),
+                    met: row.ratio >= 0.8,
+                });
+            }
+        }
+        for row in self.end_to_end.iter().filter(|row| row.backend == "memory") {
+            goals.push(Goal {
+                goal: "publish → SSE p99 < 5 ms, in-memory backend".to_owned(),
+                measured: format!("{} ms", millis(row.end_to_end.p99_us)),
+                met: row.end_to_end.p99_us < 5_000,
+            });
+        }
+        if let Some(row) = self.fanout.iter().max_by_key(|row| row.subscribers) {
+            goals.push(Goal {
+                goal: format!(
+                    "{} subscribers: every event delivered, < 256 KiB of server memory each",
+                    row.subscribers
+                ),
+                measured: format!(
+                    "{} of {} delivered, {} KiB each",
+                    row.delivered,
+                    row.expected,
+                    row.rss_per_subscriber_bytes / KIB
+                ),
+                met: row.delivered == row.expected && row.rss_per_subscriber_bytes < 256 * KIB,
+            });
+        }
+        self.goals = goals;
+    }
+
+    /// What makes the report unfit to read: missing or impossible figures,
+    /// failed requests, undelivered events. Missed goals are not problems.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for case in &self.in_process.cases {
+            if !(case.ns_per_publish.is_finite() && case.ns_per_publish > 0.0) {
+                problems.push(format!(
+                    "in process, {}: {} ns",
+                    case.label, case.ns_per_publish
+                ));
+            }
+        }
+        for (scenario, report) in std::iter::once(("HTTP publish", &self.http_memory))
+            .chain(self.http_kafka.iter().map(|kafka| ("Kafka publish", kafka)))
+        {
+            if report.rows.is_empty() {
+                problems.push(format!("{scenario}: no rows"));
+            }
+            for row in &report.rows {
+                let name = format!("{scenario}, {} at C = {}", row.target, row.concurrency);
+                if row.failed > 0 {
+                    problems.push(format!("{name}: {} requests failed", row.failed));
+                }
+                if !(row.per_second.is_finite() && row.per_second > 0.0 && row.ratio > 0.0) {
+                    problems.push(format!("{name}: {} per second", row.per_second));
+                }
+                check_latency(&mut problems, &name, &row.latency);
+            }
+        }
+        if self.end_to_end.is_empty() {
+            problems.push("end to end: no rows".to_owned());
+        }
+        for row in &self.end_to_end {
+            let name = format!("end to end, {}", row.backend);
+            check_latency(&mut problems, &name, &row.end_to_end);
+            check_latency(&mut problems, &name, &row.publish);
+        }
+        if self.fanout.is_empty() {
+            problems.push("fan-out: no rows".to_owned());
+        }
+        for row in &self.fanout {
+            let name = format!("fan-out to {}", row.subscribers);
+            if row.delivered != row.expected {
+                problems.push(format!(
+                    "{name}: {} of {} events delivered, {} subscribers short",
+                    row.delivered, row.expected, row.subscribers_short
+                ));
+            }
+            if row.memory.idle_bytes == 0 {
+                problems.push(format!("{name}: no resident memory read"));
+            }
+            check_latency(&mut problems, &name, &row.paced_latency);
+            check_latency(&mut problems, &name, &row.burst_latency);
+        }
+        problems
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let kafka = self.kafka_bootstrap.as_deref().unwrap_or("none");
+        let _ = writeln!(
+            out,
+            "Run of {date}: {cores} cores, {mode} run, {build} build, Kafka broker: {kafka}.\n",
+            date = self.date,
+            cores = self.cores,
+            mode = self.mode,
+            build = self.build,
+        );
+        out.push_str("### Goals\n\n| goal | measured | met |\n|---|---|---|\n");
+        for goal in &self.goals {
+            let met = if goal.met { "yes" } else { "**no**" };
+            let _ = writeln!(out, "| {} | {} | {met} |", goal.goal, goal.measured);
+        }
+
+        let _ = writeln!(
+            out,
+            "\n### 1. Publish in process\n\n{} rounds of {} publishes per case, alternating; median round.\n\n\
+             | case | ns per publish | ratio |\n|---|---:|---:|",
+            self.in_process.rounds, self.in_process.publishes_per_round
+        );
+        for case in &self.in_process.cases {
+            let _ = writeln!(
+                out,
+                "| {} | {:.0} | {:.2} |",
+                case.label, case.ns_per_publish, case.ratio
+            );
+        }
+
+        out.push_str("\n### 2. HTTP publish, in-memory backend\n\n");
+        throughput_table(&mut out, &self.http_memory, "requests/s");
+        out.push_str("\n### 3. HTTP publish, Kafka backend\n\n");
+        match &self.http_kafka {
+            Some(kafka) => throughput_table(&mut out, kafka, "messages/s"),
+            None => out.push_str("Not run: no `--kafka` broker given.\n"),
+        }
+
+        out.push_str(
+            "\n### 4. Publish → SSE event, one message at a time\n\n\
+             | backend | messages | e2e p50 ms | e2e p99 ms | e2e max ms | publish p50 ms | publish p99 ms |\n\
+             |---|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for row in &self.end_to_end {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                row.backend,
+                row.messages,
+                millis(row.end_to_end.p50_us),
+                millis(row.end_to_end.p99_us),
+                millis(row.end_to_end.max_us),
+                millis(row.publish.p50_us),
+                millis(row.publish.p99_us),
+            );
+        }
+
+        out.push_str(
+            "\n### 5. SSE fan-out, in-memory backend\n\n\
+             | subscribers | events each | delivered / expected | paced p50 ms | paced p99 ms | burst deliveries/s | burst p99 ms | server cores | generator cores | RSS per subscriber KiB |\n\
+             |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        );
+        for row in &self.fanout {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} / {} | {} | {} | {:.0} | {} | {:.2} | {:.2} | {} |",
+                row.subscribers,
+                row.messages,
+                row.delivered,
+                row.expected,
+                millis(row.paced_latency.p50_us),
+                millis(row.paced_latency.p99_us),
+                row.burst_deliveries_per_second,
+                millis(row.burst_latency.p99_us),
+                row.server_cores_burst,
+                row.generator_cores_burst,
+                row.rss_per_subscriber_bytes / KIB,
+            );
+        }
+
+        out.push_str(
+            "\n### 6. Server resident memory (MiB)\n\n\
+             | run | idle | subscribers assigned | events delivered | subscribers gone |\n|---|---:|---:|---:|---:|\n",
+        );
+        for row in &self.fanout {
+            let memory = row.memory;
+            let _ = writeln!(
+                out,
+                "| fan-out to {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                row.subscribers,
+                memory.idle_bytes as f64 / MIB,
+                memory.subscribed_bytes as f64 / MIB,
+                memory.delivered_bytes as f64 / MIB,
+                memory.closed_bytes as f64 / MIB,
+            );
+        }
+        out
+    }
+}
+
+fn check_latency(problems: &mut Vec<String>, name: &str, latency: &LatencySummary) {
+    if let Some(problem) = latency.problem() {
+        problems.push(format!("{name}: {problem}"));
+    }
+}
+
+fn throughput_table(out: &mut String, report: &ThroughputReport, unit: &str) {
+    let _ = writeln!(
+        out,
+        "Closed loop, C keep-alive connections (or producing tasks); {} ms warm-up, {} ms measured per row. \
+         Ratio against `{}` at the same C.\n\n\
+         | target | C | {unit} | ratio | p50 ms | p99 ms | server cores | generator cores |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|",
+        report.warm_up_ms, report.measure_ms, report.baseline
+    );
+    for row in &report.rows {
+        let server = row
+            .server_cores
+            .map_or("–".to_owned(), |cores| format!("{cores:.2}"));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {:.0} | {:.2} | {} | {} | {server} | {:.2} |",
+            row.target,
+            row.concurrency,
+            row.per_second,
+            row.ratio,
+            millis(row.latency.p50_us),
+            millis(row.latency.p99_us),
+            row.generator_cores,
+        );
+    }
+}

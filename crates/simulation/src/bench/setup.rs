@@ -1,0 +1,141 @@
+//! What every scenario shares: the topic, the messages, and the Acteon
+//! configurations under test.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use acteon_bus::KafkaConfig;
+use acteon_client::Client;
+use acteon_core::{Headers, OutgoingMessage, TopicName, TopicSpec};
+use acteon_server::Config;
+use acteon_server::auth::{ApiKeyConfig, Grant, Op};
+use acteon_server::pipeline::{QuotaConfig, RuleConfig};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+
+/// The benchmark's API key; its SHA-256 is configured in the server.
+pub const API_KEY: &str = "bench-secret-not-for-production";
+
+pub const PARTITIONS: u32 = 4;
+
+pub fn topic() -> TopicName {
+    TopicName::new("bench", "demo", "orders").expect("a valid constant name")
+}
+
+/// The `seq`-th message: a small order, one of 64 keys.
+pub fn message(seq: u64) -> OutgoingMessage {
+    OutgoingMessage {
+        key: Some(format!("order-{}", seq % 64)),
+        payload: serde_json::json!({ "seq": seq, "amount": 120, "kind": "order", "items": [1, 2, 3] }),
+        headers: Headers::from([("x-trace-id".to_owned(), "bench".to_owned())]),
+    }
+}
+
+/// `count` publish request bodies, as the client library sends them.
+pub fn publish_bodies(count: u64) -> Arc<[Bytes]> {
+    let topic = topic();
+    (0..count)
+        .map(|seq| {
+            let message = message(seq);
+            let body = serde_json::json!({
+                "topic": topic,
+                "key": message.key,
+                "payload": message.payload,
+                "headers": message.headers,
+            });
+            Bytes::from(body.to_string())
+        })
+        .collect()
+}
+
+/// How the Acteon server under test is configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pipeline {
+    /// Defaults: no authentication, rules or quotas; audit on.
+    Defaults,
+    /// Authentication on, ten rules that all evaluate and none of which
+    /// matches, one quota that never throttles, audit on.
+    Full,
+}
+
+impl Pipeline {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Defaults => "acteon (defaults)",
+            Self::Full => "acteon (auth, 10 rules, quota, audit)",
+        }
+    }
+
+    pub fn bearer(self) -> Option<String> {
+        (self == Self::Full).then(|| format!("Bearer {API_KEY}"))
+    }
+}
+
+/// The server configuration for `pipeline`, on Kafka at `kafka` or on
+/// the in-memory backend.
+pub fn acteon_config(pipeline: Pipeline, kafka: Option<&str>) -> Config {
+    let mut config = Config::default();
+    config.bus.kafka = kafka.map(KafkaConfig::with_bootstrap);
+    if pipeline == Pipeline::Full {
+        config.auth.enabled = true;
+        config.auth.keys = vec![ApiKeyConfig {
+            id: "bench".to_owned(),
+            key_sha256: hex::encode(Sha256::digest(API_KEY)),
+            grants: vec![Grant {
+                namespace: "*".to_owned(),
+                tenant: "*".to_owned(),
+                ops: vec![Op::Publish, Op::Subscribe, Op::Manage],
+            }],
+        }];
+        config.rules = rules();
+        config.quotas = vec![QuotaConfig {
+            tenant: topic().tenant().to_owned(),
+            namespace: None,
+            topic: None,
+            max_per_second: u32::MAX,
+            burst: None,
+        }];
+    }
+    config
+}
+
+/// Ten rules that all evaluate and none of which matches, so every publish
+/// pays for all ten conditions.
+fn rules() -> Vec<RuleConfig> {
+    (0..10)
+        .map(|i| RuleConfig {
+            name: format!("rule-{i}"),
+            priority: i,
+            condition: format!(
+                "tenant == \"other-{i}\" || (payload.amount > {} && headers[\"x-trace-id\"] == \"none\")",
+                1000 + i
+            ),
+            action: if i % 2 == 0 { "deny" } else { "suppress" }.to_owned(),
+            reason: None,
+        })
+        .collect()
+}
+
+/// A client of the server at `base_url` with the benchmark's key.
+pub fn client(base_url: &str) -> anyhow::Result<Client> {
+    Ok(Client::builder(base_url)
+        .api_key(API_KEY)
+        .request_timeout(Duration::from_secs(30))
+        .build()?)
+}
+
+/// Creates the benchmark's topic through the server's API.
+pub async fn create_topic(client: &Client) -> anyhow::Result<()> {
+    let topic = topic();
+    client
+        .create_bus_topic(&TopicSpec {
+            namespace: topic.namespace().to_owned(),
+            tenant: topic.tenant().to_owned(),
+            name: topic.name().to_owned(),
+            partitions: PARTITIONS,
+            replication_factor: 1,
+            retention_ms: None,
+        })
+        .await?;
+    Ok(())
+}

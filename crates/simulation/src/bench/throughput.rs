@@ -1,0 +1,211 @@
+//! Scenarios 2 and 3: HTTP publish throughput against its baselines, a
+//! bare axum handler (in-memory backend) and rdkafka producing directly
+//! (Kafka backend).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use acteon_bus::KafkaConfig;
+use acteon_core::OutgoingMessage;
+use anyhow::Context;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::Serialize;
+use tokio::time::Instant;
+
+use super::load::{HttpLoad, LoadRun, LoadShape, Tally, Window, drive_http, measure};
+use super::process::ServerProcess;
+use super::setup::{self, Pipeline};
+use super::stats::LatencySummary;
+
+/// The concurrencies and how long each is measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThroughputSize {
+    pub concurrency: Vec<usize>,
+    pub warm_up: Duration,
+    pub measure: Duration,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ThroughputReport {
+    pub baseline: String,
+    pub warm_up_ms: u128,
+    pub measure_ms: u128,
+    pub rows: Vec<ThroughputRow>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ThroughputRow {
+    pub target: String,
+    pub concurrency: usize,
+    pub per_second: f64,
+    /// Against the baseline at the same concurrency.
+    pub ratio: f64,
+    pub latency: LatencySummary,
+    pub failed: u64,
+    /// CPU the server process used, in cores (none for direct rdkafka,
+    /// which runs inside the generator).
+    pub server_cores: Option<f64>,
+    /// CPU the load generator used, in cores.
+    pub generator_cores: f64,
+}
+
+impl ThroughputReport {
+    fn new(baseline: &str, size: &ThroughputSize) -> Self {
+        Self {
+            baseline: baseline.to_owned(),
+            warm_up_ms: size.warm_up.as_millis(),
+            measure_ms: size.measure.as_millis(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, target: &str, concurrency: usize, run: &LoadRun) {
+        let per_second = run.per_second();
+        let baseline = self
+            .rows
+            .iter()
+            .find(|row| row.target == self.baseline && row.concurrency == concurrency)
+            .map_or(per_second, |row| row.per_second);
+        self.rows.push(ThroughputRow {
+            target: target.to_owned(),
+            concurrency,
+            per_second,
+            ratio: per_second / baseline,
+            latency: run.latencies.summary(),
+            failed: run.failed,
+            server_cores: run.server_cores,
+            generator_cores: run.generator_cores,
+        });
+    }
+
+    /// The row of `target` at `concurrency`.
+    pub fn row(&self, target: &str, concurrency: usize) -> Option<&ThroughputRow> {
+        self.rows
+            .iter()
+            .find(|row| row.target == target && row.concurrency == concurrency)
+    }
+}
+
+pub const BARE_HANDLER: &str = "bare axum handler";
+pub const DIRECT_RDKAFKA: &str = "rdkafka, direct";
+
+fn shape(size: &ThroughputSize, concurrency: usize) -> LoadShape {
+    LoadShape {
+        concurrency,
+        warm_up: size.warm_up,
+        measure: size.measure,
+    }
+}
+
+fn publish_load(server: &ServerProcess, pipeline: Option<Pipeline>) -> HttpLoad {
+    HttpLoad {
+        address: server.address,
+        path: "/v1/bus/publish",
+        bearer: pipeline.and_then(Pipeline::bearer),
+        bodies: setup::publish_bodies(64),
+    }
+}
+
+/// Scenario 2: the bare handler and Acteon on the in-memory backend, with
+/// its defaults and with the whole pipeline, at each concurrency in turn.
+pub async fn http_memory(size: &ThroughputSize) -> anyhow::Result<ThroughputReport> {
+    let bare = ServerProcess::bare().await?;
+    let mut acteons = Vec::new();
+    for pipeline in [Pipeline::Defaults, Pipeline::Full] {
+        let server = ServerProcess::acteon(setup::acteon_config(pipeline, None)).await?;
+        setup::create_topic(&setup::client(&server.base_url)?).await?;
+        acteons.push((pipeline, server));
+    }
+    let mut report = ThroughputReport::new(BARE_HANDLER, size);
+    for &concurrency in &size.concurrency {
+        let run = drive_http(&publish_load(&bare, None), shape(size, concurrency), &bare).await?;
+        report.push(BARE_HANDLER, concurrency, &run);
+        for (pipeline, server) in &acteons {
+            let load = publish_load(server, Some(*pipeline));
+            let run = drive_http(&load, shape(size, concurrency), server).await?;
+            report.push(pipeline.label(), concurrency, &run);
+        }
+    }
+    bare.stop().await?;
+    for (_, server) in acteons {
+        server.stop().await?;
+    }
+    Ok(report)
+}
+
+/// Scenario 3: rdkafka producing straight to the broker, and Acteon with
+/// the whole pipeline on the Kafka backend, with the same producer
+/// properties (acks, idempotence, linger) and concurrency.
+pub async fn http_kafka(
+    size: &ThroughputSize,
+    bootstrap: &str,
+) -> anyhow::Result<ThroughputReport> {
+    let acteon =
+        ServerProcess::acteon(setup::acteon_config(Pipeline::Full, Some(bootstrap))).await?;
+    setup::create_topic(&setup::client(&acteon.base_url)?).await?;
+    let producer: FutureProducer = KafkaConfig::with_bootstrap(bootstrap)
+        .producer()
+        .create()
+        .context("creating the direct producer")?;
+    let messages: Arc<[OutgoingMessage]> = (0..64).map(setup::message).collect();
+    let mut report = ThroughputReport::new(DIRECT_RDKAFKA, size);
+    for &concurrency in &size.concurrency {
+        let run = measure(shape(size, concurrency), None, |index, window| {
+            produce_directly(producer.clone(), Arc::clone(&messages), index, window)
+        })
+        .await?;
+        report.push(DIRECT_RDKAFKA, concurrency, &run);
+        let load = publish_load(&acteon, Some(Pipeline::Full));
+        let run = drive_http(&load, shape(size, concurrency), &acteon).await?;
+        report.push(Pipeline::Full.label(), concurrency, &run);
+    }
+    acteon.stop().await?;
+    Ok(report)
+}
+
+/// One producing task: the record Acteon's Kafka backend would produce for
+/// each message, awaiting each acknowledgement before the next.
+async fn produce_directly(
+    producer: FutureProducer,
+    messages: Arc<[OutgoingMessage]>,
+    index: usize,
+    window: Window,
+) -> anyhow::Result<Tally> {
+    let kafka_name = setup::topic().kafka_topic_name();
+    let mut tally = Tally::default();
+    let mut next = index;
+    loop {
+        let sent = Instant::now();
+        if sent >= window.end {
+            break;
+        }
+        let message = &messages[next % messages.len()];
+        next += 1;
+        let payload = message.payload.to_string();
+        let headers = message
+            .headers
+            .iter()
+            .fold(OwnedHeaders::new(), |headers, (key, value)| {
+                headers.insert(Header {
+                    key,
+                    value: Some(value),
+                })
+            });
+        let mut record = FutureRecord::to(&kafka_name)
+            .payload(&payload)
+            .headers(headers);
+        if let Some(key) = &message.key {
+            record = record.key(key);
+        }
+        let delivered = producer.send(record, Duration::from_secs(5)).await;
+        let done = Instant::now();
+        if delivered.is_err() {
+            tally.failed += 1;
+        } else if window.counts(sent, done) {
+            tally.completed += 1;
+            tally.latencies.record(done - sent);
+        }
+    }
+    Ok(tally)
+}
