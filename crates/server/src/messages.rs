@@ -34,7 +34,7 @@ impl MessageService {
         principal: Option<&str>,
     ) -> Result<Published, ServiceError> {
         check_client_headers(&message.headers)?;
-        self.topics.get(topic).await?;
+        self.topics.require_registered(topic)?;
         self.pipeline.publish(topic, message, principal).await
     }
 
@@ -45,7 +45,7 @@ impl MessageService {
         group: &GroupId,
         start: StartPosition,
     ) -> Result<EventStream, ServiceError> {
-        self.topics.get(topic).await?;
+        self.topics.require_registered(topic)?;
         Ok(self.bus.subscribe(topic, group, start).await?)
     }
 }

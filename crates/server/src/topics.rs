@@ -6,8 +6,15 @@
 //! failure there leaves an orphan topic in Kafka, which is harmless (a later
 //! create of the same topic adopts it), whereas a dangling row would block
 //! re-creation.
+//!
+//! The registry also keeps the registered topics in memory: every publish
+//! and subscribe checks its topic, and a state-store read there (a blocking
+//! pool hop and a lock shared with the audit writer) cost more than the rest
+//! of a publish. The server owns its state store, so every change to the
+//! stored topics passes through here and the copy cannot go stale.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use acteon_bus::{BusBackend, BusError};
 use acteon_core::{Topic, TopicName, TopicRecord};
@@ -41,11 +48,25 @@ impl TopicFilter {
 pub struct TopicRegistry {
     state: Arc<dyn StateStore>,
     bus: Arc<dyn BusBackend>,
+    /// The stored topics, filled by [`TopicRegistry::restore`].
+    known: Arc<RwLock<HashMap<TopicName, TopicRecord>>>,
 }
 
 impl TopicRegistry {
     pub fn new(state: Arc<dyn StateStore>, bus: Arc<dyn BusBackend>) -> Self {
-        Self { state, bus }
+        Self {
+            state,
+            bus,
+            known: Arc::default(),
+        }
+    }
+
+    fn known(&self) -> std::sync::RwLockReadGuard<'_, HashMap<TopicName, TopicRecord>> {
+        self.known.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn known_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<TopicName, TopicRecord>> {
+        self.known.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub async fn create(&self, topic: Topic) -> Result<TopicRecord, ServiceError> {
@@ -67,6 +88,8 @@ impl TopicRegistry {
             return Err(bus_error.into());
         }
         tracing::info!(topic = %kafka_name, partitions = record.topic.partitions(), "topic created");
+        self.known_mut()
+            .insert(record.topic.name().clone(), record.clone());
         Ok(record)
     }
 
@@ -90,6 +113,11 @@ impl TopicRegistry {
     /// Kafka keeps its topics, and publishes answer 503 until it is back.
     pub async fn restore(&self) -> Result<(), ServiceError> {
         let records = self.list(&TopicFilter::default()).await?;
+        self.known_mut().extend(
+            records
+                .iter()
+                .map(|record| (record.topic.name().clone(), record.clone())),
+        );
         for record in &records {
             match self.bus.create_topic(&record.topic).await {
                 Ok(()) => {}
@@ -114,6 +142,7 @@ impl TopicRegistry {
         if !self.state.delete(KeyKind::BusTopic, &kafka_name).await? {
             return Err(ServiceError::TopicNotFound { topic: kafka_name });
         }
+        self.known_mut().remove(name);
         match self.bus.delete_topic(name).await {
             Ok(()) => tracing::info!(topic = %kafka_name, "topic deleted"),
             Err(BusError::UnknownTopic { .. }) => {
@@ -129,12 +158,14 @@ impl TopicRegistry {
         Ok(())
     }
 
-    /// The stored topic, or [`ServiceError::TopicNotFound`].
-    pub async fn get(&self, name: &TopicName) -> Result<TopicRecord, ServiceError> {
-        let kafka_name = name.kafka_topic_name();
-        match self.state.get(KeyKind::BusTopic, &kafka_name).await? {
-            Some(row) => decode(&kafka_name, row),
-            None => Err(ServiceError::TopicNotFound { topic: kafka_name }),
+    /// Ok if the topic is registered, else [`ServiceError::TopicNotFound`].
+    pub fn require_registered(&self, name: &TopicName) -> Result<(), ServiceError> {
+        if self.known().contains_key(name) {
+            Ok(())
+        } else {
+            Err(ServiceError::TopicNotFound {
+                topic: name.kafka_topic_name(),
+            })
         }
     }
 
