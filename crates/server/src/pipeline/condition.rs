@@ -1,5 +1,6 @@
 //! CEL conditions and the variables a publish exposes to them.
 
+use std::cell::OnceCell;
 use std::sync::{Arc, LazyLock};
 
 use acteon_core::{Headers, TopicName};
@@ -50,7 +51,7 @@ impl Condition {
     /// non-boolean does not hold: a rule about `payload.amount` does not
     /// apply to messages without an amount.
     pub fn holds(&self, message: &MessageFacts<'_>) -> bool {
-        match self.program.execute(&message.context) {
+        match self.program.execute(message.context()) {
             Ok(cel::Value::Bool(holds)) => holds,
             Ok(other) => {
                 tracing::debug!(condition = %self.source_text, value = ?other, "condition is not boolean");
@@ -66,13 +67,19 @@ impl Condition {
 
 /// What conditions can see of a publish: `tenant`, `ns` (the namespace),
 /// `topic` (short name), `kafka_topic`, `key` ("" when absent), `headers`
-/// and `payload`. Built once per publish and shared by every condition.
+/// and `payload`. Made once per publish and shared by every condition.
 ///
 /// `namespace` is a reserved word in CEL, so no CEL parser accepts it as a
 /// variable; the namespace is `ns`.
 pub struct MessageFacts<'a> {
     pub topic: &'a TopicName,
-    context: cel::Context<'static, 'static>,
+    key: Option<&'a str>,
+    headers: &'a Headers,
+    payload: &'a serde_json::Value,
+    /// Built when a condition first needs it: converting the message into
+    /// CEL values costs more than the rest of a publish, and a server
+    /// without rules or silences never needs it.
+    context: OnceCell<cel::Context<'static, 'static>>,
 }
 
 impl std::fmt::Debug for MessageFacts<'_> {
@@ -87,26 +94,38 @@ impl<'a> MessageFacts<'a> {
     pub fn new(
         topic: &'a TopicName,
         key: Option<&'a str>,
-        headers: &Headers,
-        payload: &serde_json::Value,
+        headers: &'a Headers,
+        payload: &'a serde_json::Value,
     ) -> Self {
-        let mut context = cel::Context::with_env(Arc::clone(&STANDARD_ENV));
-        context.add_variable_from_value("tenant", topic.tenant().to_owned());
-        context.add_variable_from_value("ns", topic.namespace().to_owned());
-        context.add_variable_from_value("topic", topic.name().to_owned());
-        context.add_variable_from_value("kafka_topic", topic.kafka_topic_name());
-        context.add_variable_from_value("key", key.unwrap_or_default().to_owned());
-        // Strings, maps and JSON values always convert.
-        context
-            .add_variable("headers", headers.clone())
-            .expect("headers convert to CEL");
-        context
-            .add_variable(
-                "payload",
-                cel::to_value(payload).expect("JSON converts to CEL"),
-            )
-            .expect("payload converts to CEL");
-        Self { topic, context }
+        Self {
+            topic,
+            key,
+            headers,
+            payload,
+            context: OnceCell::new(),
+        }
+    }
+
+    fn context(&self) -> &cel::Context<'static, 'static> {
+        self.context.get_or_init(|| {
+            let topic = self.topic;
+            let mut context = cel::Context::with_env(Arc::clone(&STANDARD_ENV));
+            context.add_variable_from_value("tenant", topic.tenant().to_owned());
+            context.add_variable_from_value("ns", topic.namespace().to_owned());
+            context.add_variable_from_value("topic", topic.name().to_owned());
+            context.add_variable_from_value("kafka_topic", topic.kafka_topic_name());
+            context.add_variable_from_value("key", self.key.unwrap_or_default().to_owned());
+            context
+                .add_variable("headers", self.headers.clone())
+                .expect("headers convert to CEL");
+            context
+                .add_variable(
+                    "payload",
+                    cel::to_value(self.payload).expect("JSON converts to CEL"),
+                )
+                .expect("payload converts to CEL");
+            context
+        })
     }
 }
 
@@ -116,15 +135,15 @@ mod tests {
 
     use super::*;
 
-    fn facts<'a>(topic: &'a TopicName, payload: serde_json::Value) -> MessageFacts<'a> {
-        let headers = Headers::from([("x-env".to_owned(), "prod".to_owned())]);
-        MessageFacts::new(topic, Some("k-1"), &headers, &payload)
+    fn headers() -> Headers {
+        Headers::from([("x-env".to_owned(), "prod".to_owned())])
     }
 
     #[test]
     fn conditions_see_every_variable() {
         let topic = TopicName::new("agents", "demo", "inbox").unwrap();
-        let message = facts(&topic, json!({ "amount": 1500, "kind": "refund" }));
+        let (headers, payload) = (headers(), json!({ "amount": 1500, "kind": "refund" }));
+        let message = MessageFacts::new(&topic, Some("k-1"), &headers, &payload);
         for condition in [
             "tenant == \"demo\" && payload.amount > 1000",
             "ns == \"agents\" && topic == \"inbox\"",
@@ -147,7 +166,8 @@ mod tests {
     #[test]
     fn a_missing_field_or_a_non_boolean_does_not_hold() {
         let topic = TopicName::new("agents", "demo", "inbox").unwrap();
-        let message = facts(&topic, json!({ "kind": "note" }));
+        let (headers, payload) = (headers(), json!({ "kind": "note" }));
+        let message = MessageFacts::new(&topic, Some("k-1"), &headers, &payload);
         assert!(
             !Condition::compile("payload.amount > 1")
                 .unwrap()
