@@ -281,8 +281,11 @@ impl StateStore for SqliteStore {
         let cutoff = timestamp(cutoff);
         self.with_audit("prune", move |connection| {
             connection.execute("DELETE FROM audit WHERE at < ?1", params![cutoff])?;
+            // Ids are AUTOINCREMENT and only the oldest rows are ever
+            // deleted, so the newest `keep` are the ids above max - keep.
+            // (An OFFSET over the index would walk `keep` rows per prune.)
             connection.execute(
-                "DELETE FROM audit WHERE id <= (SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+                "DELETE FROM audit WHERE id <= (SELECT MAX(id) FROM audit) - ?1",
                 params![keep as i64],
             )?;
             Ok(())
