@@ -34,4 +34,10 @@ if [ -n "${ACTEON_KAFKA_BOOTSTRAP:-}" ]; then
   # non-zero if a record reached both agents, neither, or not the tail.
   cargo run --locked -p acteon-simulation --features bus --example bus_simulation
 fi
+# The benchmark harness, every scenario small, on the in-memory backend: it
+# exits non-zero if its report is not sane (failed requests, undelivered
+# events, impossible figures). The figures of this debug build mean nothing;
+# scripts/bench.sh makes the real ones.
+cargo run --locked -p acteon-simulation --bin bus-bench -- --quick \
+  --out target/bus-bench-quick.json --markdown target/bus-bench-quick.md
 echo "test: finished in $((SECONDS - started)) s" >&2

@@ -41,6 +41,8 @@ pub struct FanoutRow {
     /// Messages received, summed over subscribers.
     pub delivered: u64,
     pub expected: u64,
+    /// Messages received again, summed over subscribers.
+    pub duplicates: u64,
     pub subscribers_short: usize,
     /// Delivery latency of the paced messages.
     pub paced_latency: LatencySummary,
@@ -71,15 +73,22 @@ pub struct ServerMemory {
 pub async fn fanout(subscribers: usize, size: &FanoutSize) -> anyhow::Result<FanoutRow> {
     let server = ServerProcess::acteon(setup::acteon_config(Pipeline::Full, None)).await?;
     let client = setup::client(&server.base_url)?;
-    setup::create_topic(&client).await?;
+    let topic = setup::topic(&format!("fanout{subscribers}"));
+    setup::create_topic(&client, &topic).await?;
     tokio::time::sleep(SETTLE).await;
     let idle_bytes = server.rss_bytes()?;
 
     let subscriptions: Vec<_> = futures::stream::iter(0..subscribers)
         .map(|index| {
-            let client = client.clone();
+            let (client, topic) = (client.clone(), &topic);
             async move {
-                subscribe_assigned(&client, &format!("fanout-{index}"), ASSIGNMENT_TIMEOUT).await
+                subscribe_assigned(
+                    &client,
+                    topic,
+                    &format!("fanout-{index}"),
+                    ASSIGNMENT_TIMEOUT,
+                )
+                .await
             }
         })
         .buffer_unordered(CONNECTING_AT_ONCE)
@@ -95,7 +104,6 @@ pub async fn fanout(subscribers: usize, size: &FanoutSize) -> anyhow::Result<Fan
         .map(|subscription| Reader::spawn(subscription, sent.clone(), size.paced, stopped.clone()))
         .collect();
 
-    let topic = setup::topic();
     let mut ticks =
         tokio::time::interval(Duration::from_secs(1) / size.paced_per_second.max(1) as u32);
     for seq in 0..size.paced {
@@ -122,6 +130,7 @@ pub async fn fanout(subscribers: usize, size: &FanoutSize) -> anyhow::Result<Fan
 
     stop.send_replace(true);
     let mut delivered = 0;
+    let mut duplicates = 0;
     let mut paced = Latencies::default();
     let mut burst = Latencies::default();
     let mut last_arrival = burst_started;
@@ -131,6 +140,7 @@ pub async fn fanout(subscribers: usize, size: &FanoutSize) -> anyhow::Result<Fan
             anyhow::bail!("a subscriber failed: {error}");
         }
         delivered += delivery.received;
+        duplicates += delivery.duplicates;
         paced.merge(&delivery.latencies[0]);
         burst.merge(&delivery.latencies[1]);
         last_arrival = last_arrival.max(delivery.last_arrival.unwrap_or(last_arrival));
@@ -145,6 +155,7 @@ pub async fn fanout(subscribers: usize, size: &FanoutSize) -> anyhow::Result<Fan
         messages,
         delivered,
         expected: messages * subscribers as u64,
+        duplicates,
         subscribers_short,
         paced_latency: paced.summary(),
         burst_deliveries_per_second: (size.burst * subscribers as u64) as f64

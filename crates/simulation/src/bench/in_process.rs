@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use acteon_bus::{BusBackend, MemoryBackend};
-use acteon_core::{OutgoingMessage, Topic};
+use acteon_core::{OutgoingMessage, Topic, TopicName};
 use acteon_server::Server;
 use anyhow::{Context, ensure};
 use axum::Router;
@@ -50,7 +50,7 @@ struct InProcessServer {
 }
 
 impl InProcessServer {
-    async fn start(pipeline: Pipeline) -> anyhow::Result<Self> {
+    async fn start(pipeline: Pipeline, topic: &TopicName) -> anyhow::Result<Self> {
         let data_dir = tempfile::tempdir()?;
         let mut config = setup::acteon_config(pipeline, None);
         config.state.data_dir = data_dir.path().to_owned();
@@ -61,7 +61,6 @@ impl InProcessServer {
             _server: server,
             _data_dir: data_dir,
         };
-        let topic = setup::topic();
         let spec = serde_json::json!({
             "namespace": topic.namespace(),
             "tenant": topic.tenant(),
@@ -112,13 +111,13 @@ impl InProcessServer {
 
 async fn bare_round(
     bus: &MemoryBackend,
+    topic: &TopicName,
     messages: &[OutgoingMessage],
     count: u64,
 ) -> anyhow::Result<Duration> {
-    let topic = setup::topic();
     let started = Instant::now();
     for seq in 0..count {
-        bus.produce(&topic, messages[seq as usize % messages.len()].clone())
+        bus.produce(topic, messages[seq as usize % messages.len()].clone())
             .await?;
     }
     Ok(started.elapsed())
@@ -127,23 +126,24 @@ async fn bare_round(
 pub async fn run(size: InProcessSize) -> anyhow::Result<InProcessReport> {
     const DISTINCT: u64 = 64;
     let messages: Vec<_> = (0..DISTINCT).map(setup::message).collect();
-    let bodies = setup::publish_bodies(DISTINCT);
+    let topic = setup::topic("in-process");
+    let bodies = setup::publish_bodies(&topic, DISTINCT);
     let bare = MemoryBackend::default();
-    bare.create_topic(&Topic::new(setup::topic(), PARTITIONS, 1, None)?)
+    bare.create_topic(&Topic::new(topic.clone(), PARTITIONS, 1, None)?)
         .await?;
     let servers = [
-        InProcessServer::start(Pipeline::Defaults).await?,
-        InProcessServer::start(Pipeline::Full).await?,
+        InProcessServer::start(Pipeline::Defaults, &topic).await?,
+        InProcessServer::start(Pipeline::Full, &topic).await?,
     ];
     let count = size.publishes_per_round;
     // One round of each, not counted: allocations, caches, SQLite pages.
-    bare_round(&bare, &messages, count).await?;
+    bare_round(&bare, &topic, &messages, count).await?;
     for server in &servers {
         server.publish_round(&bodies, count).await?;
     }
     let mut rounds: [Vec<Duration>; 3] = Default::default();
     for _ in 0..size.rounds {
-        rounds[0].push(bare_round(&bare, &messages, count).await?);
+        rounds[0].push(bare_round(&bare, &topic, &messages, count).await?);
         for (server, times) in servers.iter().zip(&mut rounds[1..]) {
             times.push(server.publish_round(&bodies, count).await?);
         }

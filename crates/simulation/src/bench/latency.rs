@@ -21,6 +21,9 @@ const ASSIGNMENT_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct EndToEndRow {
     pub backend: String,
     pub messages: u64,
+    /// Distinct messages the subscriber received.
+    pub received: u64,
+    pub duplicates: u64,
     /// Publish request sent → SSE event decoded.
     pub end_to_end: LatencySummary,
     /// Publish request sent → receipt read.
@@ -32,12 +35,13 @@ pub struct EndToEndRow {
 pub async fn end_to_end(kafka: Option<&str>, count: u64) -> anyhow::Result<EndToEndRow> {
     let server = ServerProcess::acteon(setup::acteon_config(Pipeline::Full, kafka)).await?;
     let client = setup::client(&server.base_url)?;
-    setup::create_topic(&client).await?;
-    let subscription = subscribe_assigned(&client, "bench-latency", ASSIGNMENT_TIMEOUT).await?;
+    let topic = setup::topic("latency");
+    setup::create_topic(&client, &topic).await?;
+    let subscription =
+        subscribe_assigned(&client, &topic, "bench-latency", ASSIGNMENT_TIMEOUT).await?;
     let sent = SendTimes::new(count);
     let (stop, stopped) = watch::channel(false);
     let mut reader = Reader::spawn(subscription, sent.clone(), count, stopped);
-    let topic = setup::topic();
     let mut publish = Latencies::default();
     for seq in 0..count {
         let started = sent.mark(seq);
@@ -60,7 +64,9 @@ pub async fn end_to_end(kafka: Option<&str>, count: u64) -> anyhow::Result<EndTo
     let [end_to_end, _] = delivery.latencies;
     Ok(EndToEndRow {
         backend: if kafka.is_some() { "kafka" } else { "memory" }.to_owned(),
-        messages: delivery.received,
+        messages: count,
+        received: delivery.received,
+        duplicates: delivery.duplicates,
         end_to_end: end_to_end.summary(),
         publish: publish.summary(),
     })

@@ -136,6 +136,12 @@ impl Report {
         }
         for row in &self.end_to_end {
             let name = format!("end to end, {}", row.backend);
+            if row.received != row.messages {
+                problems.push(format!(
+                    "{name}: {} of {} messages received",
+                    row.received, row.messages
+                ));
+            }
             check_latency(&mut problems, &name, &row.end_to_end);
             check_latency(&mut problems, &name, &row.publish);
         }
@@ -200,15 +206,17 @@ impl Report {
 
         out.push_str(
             "\n### 4. Publish → SSE event, one message at a time\n\n\
-             | backend | messages | e2e p50 ms | e2e p99 ms | e2e max ms | publish p50 ms | publish p99 ms |\n\
-             |---|---:|---:|---:|---:|---:|---:|\n",
+             | backend | messages | received | duplicates | e2e p50 ms | e2e p99 ms | e2e max ms | publish p50 ms | publish p99 ms |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for row in &self.end_to_end {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 row.backend,
                 row.messages,
+                row.received,
+                row.duplicates,
                 millis(row.end_to_end.p50_us),
                 millis(row.end_to_end.p99_us),
                 millis(row.end_to_end.max_us),

@@ -1,7 +1,7 @@
 //! What every scenario shares: the topic, the messages, and the Acteon
 //! configurations under test.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use acteon_bus::KafkaConfig;
@@ -18,8 +18,15 @@ pub const API_KEY: &str = "bench-secret-not-for-production";
 
 pub const PARTITIONS: u32 = 4;
 
-pub fn topic() -> TopicName {
-    TopicName::new("bench", "demo", "orders").expect("a valid constant name")
+const TENANT: &str = "demo";
+
+/// Told apart per run: Kafka keeps topics after the servers that made them.
+static RUN: LazyLock<String> =
+    LazyLock::new(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_owned());
+
+/// The topic of one scenario of this run.
+pub fn topic(scenario: &str) -> TopicName {
+    TopicName::new("bench", TENANT, &format!("{scenario}-{}", *RUN)).expect("a valid name")
 }
 
 /// The `seq`-th message: a small order, one of 64 keys.
@@ -32,8 +39,7 @@ pub fn message(seq: u64) -> OutgoingMessage {
 }
 
 /// `count` publish request bodies, as the client library sends them.
-pub fn publish_bodies(count: u64) -> Arc<[Bytes]> {
-    let topic = topic();
+pub fn publish_bodies(topic: &TopicName, count: u64) -> Arc<[Bytes]> {
     (0..count)
         .map(|seq| {
             let message = message(seq);
@@ -89,7 +95,7 @@ pub fn acteon_config(pipeline: Pipeline, kafka: Option<&str>) -> Config {
         }];
         config.rules = rules();
         config.quotas = vec![QuotaConfig {
-            tenant: topic().tenant().to_owned(),
+            tenant: TENANT.to_owned(),
             namespace: None,
             topic: None,
             max_per_second: u32::MAX,
@@ -124,9 +130,8 @@ pub fn client(base_url: &str) -> anyhow::Result<Client> {
         .build()?)
 }
 
-/// Creates the benchmark's topic through the server's API.
-pub async fn create_topic(client: &Client) -> anyhow::Result<()> {
-    let topic = topic();
+/// Creates `topic` through the server's API.
+pub async fn create_topic(client: &Client, topic: &TopicName) -> anyhow::Result<()> {
     client
         .create_bus_topic(&TopicSpec {
             namespace: topic.namespace().to_owned(),

@@ -6,14 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use acteon_client::{Client, Subscription};
-use acteon_core::{StartPosition, SubscriptionEvent};
+use acteon_core::{StartPosition, SubscriptionEvent, TopicName};
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::setup;
 use super::stats::Latencies;
 
 const NOT_SENT: u64 = u64::MAX;
@@ -42,6 +41,10 @@ impl SendTimes {
         now
     }
 
+    fn len(&self) -> usize {
+        self.nanos.len()
+    }
+
     fn since_sent(&self, seq: u64, arrived: Instant) -> Option<Duration> {
         let sent = self
             .nanos
@@ -56,11 +59,12 @@ impl SendTimes {
 /// which every message published reaches it.
 pub async fn subscribe_assigned(
     client: &Client,
+    topic: &TopicName,
     subscription_id: &str,
     timeout: Duration,
 ) -> anyhow::Result<Subscription> {
     let mut subscription = client
-        .subscribe(subscription_id, &setup::topic(), StartPosition::Latest)
+        .subscribe(subscription_id, topic, StartPosition::Latest)
         .await
         .with_context(|| format!("subscribing {subscription_id}"))?;
     let assigned = async {
@@ -80,7 +84,10 @@ pub async fn subscribe_assigned(
 /// What one subscriber received.
 #[derive(Debug, Default)]
 pub struct Delivery {
+    /// Distinct messages received.
     pub received: u64,
+    /// Messages received again (Kafka delivers at least once).
+    pub duplicates: u64,
     /// Latencies of messages with `seq` below the split, and of the rest.
     pub latencies: [Latencies; 2],
     pub last_arrival: Option<Instant>,
@@ -106,6 +113,7 @@ impl Reader {
         let (progress, watched) = watch::channel(0);
         let task = tokio::spawn(async move {
             let mut delivery = Delivery::default();
+            let mut seen = vec![false; sent.len()];
             loop {
                 let event = tokio::select! {
                     event = subscription.next() => event,
@@ -119,6 +127,11 @@ impl Reader {
                             delivery.error = Some(format!("a message nobody sent: {seq}"));
                             break;
                         };
+                        // since_sent found seq, so it indexes `seen`.
+                        if std::mem::replace(&mut seen[seq as usize], true) {
+                            delivery.duplicates += 1;
+                            continue;
+                        }
                         delivery.latencies[usize::from(seq >= split)].record(latency);
                         delivery.received += 1;
                         delivery.last_arrival = Some(arrived);

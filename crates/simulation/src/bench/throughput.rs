@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use acteon_bus::KafkaConfig;
-use acteon_core::OutgoingMessage;
+use acteon_core::{OutgoingMessage, TopicName};
 use anyhow::Context;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -98,31 +98,37 @@ fn shape(size: &ThroughputSize, concurrency: usize) -> LoadShape {
     }
 }
 
-fn publish_load(server: &ServerProcess, pipeline: Option<Pipeline>) -> HttpLoad {
+fn publish_load(server: &ServerProcess, pipeline: Option<Pipeline>, topic: &TopicName) -> HttpLoad {
     HttpLoad {
         address: server.address,
         path: "/v1/bus/publish",
         bearer: pipeline.and_then(Pipeline::bearer),
-        bodies: setup::publish_bodies(64),
+        bodies: setup::publish_bodies(topic, 64),
     }
 }
 
 /// Scenario 2: the bare handler and Acteon on the in-memory backend, with
 /// its defaults and with the whole pipeline, at each concurrency in turn.
 pub async fn http_memory(size: &ThroughputSize) -> anyhow::Result<ThroughputReport> {
+    let topic = setup::topic("http");
     let bare = ServerProcess::bare().await?;
     let mut acteons = Vec::new();
     for pipeline in [Pipeline::Defaults, Pipeline::Full] {
         let server = ServerProcess::acteon(setup::acteon_config(pipeline, None)).await?;
-        setup::create_topic(&setup::client(&server.base_url)?).await?;
+        setup::create_topic(&setup::client(&server.base_url)?, &topic).await?;
         acteons.push((pipeline, server));
     }
     let mut report = ThroughputReport::new(BARE_HANDLER, size);
     for &concurrency in &size.concurrency {
-        let run = drive_http(&publish_load(&bare, None), shape(size, concurrency), &bare).await?;
+        let run = drive_http(
+            &publish_load(&bare, None, &topic),
+            shape(size, concurrency),
+            &bare,
+        )
+        .await?;
         report.push(BARE_HANDLER, concurrency, &run);
         for (pipeline, server) in &acteons {
-            let load = publish_load(server, Some(*pipeline));
+            let load = publish_load(server, Some(*pipeline), &topic);
             let run = drive_http(&load, shape(size, concurrency), server).await?;
             report.push(pipeline.label(), concurrency, &run);
         }
@@ -141,22 +147,30 @@ pub async fn http_kafka(
     size: &ThroughputSize,
     bootstrap: &str,
 ) -> anyhow::Result<ThroughputReport> {
+    let topic = setup::topic("kafka");
     let acteon =
         ServerProcess::acteon(setup::acteon_config(Pipeline::Full, Some(bootstrap))).await?;
-    setup::create_topic(&setup::client(&acteon.base_url)?).await?;
+    setup::create_topic(&setup::client(&acteon.base_url)?, &topic).await?;
     let producer: FutureProducer = KafkaConfig::with_bootstrap(bootstrap)
         .producer()
         .create()
         .context("creating the direct producer")?;
     let messages: Arc<[OutgoingMessage]> = (0..64).map(setup::message).collect();
+    let kafka_name: Arc<str> = topic.kafka_topic_name().into();
     let mut report = ThroughputReport::new(DIRECT_RDKAFKA, size);
     for &concurrency in &size.concurrency {
         let run = measure(shape(size, concurrency), None, |index, window| {
-            produce_directly(producer.clone(), Arc::clone(&messages), index, window)
+            produce_directly(
+                producer.clone(),
+                Arc::clone(&kafka_name),
+                Arc::clone(&messages),
+                index,
+                window,
+            )
         })
         .await?;
         report.push(DIRECT_RDKAFKA, concurrency, &run);
-        let load = publish_load(&acteon, Some(Pipeline::Full));
+        let load = publish_load(&acteon, Some(Pipeline::Full), &topic);
         let run = drive_http(&load, shape(size, concurrency), &acteon).await?;
         report.push(Pipeline::Full.label(), concurrency, &run);
     }
@@ -168,11 +182,11 @@ pub async fn http_kafka(
 /// each message, awaiting each acknowledgement before the next.
 async fn produce_directly(
     producer: FutureProducer,
+    kafka_name: Arc<str>,
     messages: Arc<[OutgoingMessage]>,
     index: usize,
     window: Window,
 ) -> anyhow::Result<Tally> {
-    let kafka_name = setup::topic().kafka_topic_name();
     let mut tally = Tally::default();
     let mut next = index;
     loop {
