@@ -7,13 +7,17 @@
 //! create of the same topic adopts it), whereas a dangling row would block
 //! re-creation.
 //!
-//! The registry also keeps the registered topics in memory: every publish
-//! and subscribe checks its topic, and a state-store read there (a blocking
-//! pool hop and a lock shared with the audit writer) cost more than the rest
-//! of a publish. The server owns its state store, so every change to the
-//! stored topics passes through here and the copy cannot go stale.
+//! The registry also keeps the names of the registered topics in memory:
+//! every publish and subscribe checks its topic, and a state-store read
+//! there (a blocking pool hop and a lock shared with the audit writer) cost
+//! more than the rest of a publish. The server owns its state store, so
+//! every change to the stored topics passes through here; creates, deletes
+//! and the start-up restore take turns, so that a delete cannot slip in
+//! between a create's state write and its entry in memory. (A create whose
+//! rollback failed leaves a row that is not in memory: the topic is listed,
+//! refuses publishes, and is restored at the next start.)
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use acteon_bus::{BusBackend, BusError};
@@ -48,8 +52,11 @@ impl TopicFilter {
 pub struct TopicRegistry {
     state: Arc<dyn StateStore>,
     bus: Arc<dyn BusBackend>,
-    /// The stored topics, filled by [`TopicRegistry::restore`].
-    known: Arc<RwLock<HashMap<TopicName, TopicRecord>>>,
+    /// The stored topics: filled by [`TopicRegistry::restore`], then kept
+    /// by create and delete.
+    known: Arc<RwLock<HashSet<TopicName>>>,
+    /// Held by create, delete and restore while they change topics.
+    changing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl TopicRegistry {
@@ -58,14 +65,15 @@ impl TopicRegistry {
             state,
             bus,
             known: Arc::default(),
+            changing: Arc::default(),
         }
     }
 
-    fn known(&self) -> std::sync::RwLockReadGuard<'_, HashMap<TopicName, TopicRecord>> {
+    fn known(&self) -> std::sync::RwLockReadGuard<'_, HashSet<TopicName>> {
         self.known.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn known_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<TopicName, TopicRecord>> {
+    fn known_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashSet<TopicName>> {
         self.known.write().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -76,6 +84,7 @@ impl TopicRegistry {
             created_at: Utc::now(),
         };
         let row = serde_json::to_value(&record).expect("topic records serialise");
+        let _changing = self.changing.lock().await;
         if !self
             .state
             .insert_new(KeyKind::BusTopic, &kafka_name, &row)
@@ -88,8 +97,7 @@ impl TopicRegistry {
             return Err(bus_error.into());
         }
         tracing::info!(topic = %kafka_name, partitions = record.topic.partitions(), "topic created");
-        self.known_mut()
-            .insert(record.topic.name().clone(), record.clone());
+        self.known_mut().insert(record.topic.name().clone());
         Ok(record)
     }
 
@@ -112,12 +120,10 @@ impl TopicRegistry {
     /// create is idempotent. Stops at the first sign the broker is down:
     /// Kafka keeps its topics, and publishes answer 503 until it is back.
     pub async fn restore(&self) -> Result<(), ServiceError> {
+        let _changing = self.changing.lock().await;
         let records = self.list(&TopicFilter::default()).await?;
-        self.known_mut().extend(
-            records
-                .iter()
-                .map(|record| (record.topic.name().clone(), record.clone())),
-        );
+        self.known_mut()
+            .extend(records.iter().map(|record| record.topic.name().clone()));
         for record in &records {
             match self.bus.create_topic(&record.topic).await {
                 Ok(()) => {}
@@ -139,6 +145,7 @@ impl TopicRegistry {
     /// Deletes the topic; unknown topics are [`ServiceError::TopicNotFound`].
     pub async fn delete(&self, name: &TopicName) -> Result<(), ServiceError> {
         let kafka_name = name.kafka_topic_name();
+        let _changing = self.changing.lock().await;
         if !self.state.delete(KeyKind::BusTopic, &kafka_name).await? {
             return Err(ServiceError::TopicNotFound { topic: kafka_name });
         }
@@ -160,7 +167,7 @@ impl TopicRegistry {
 
     /// Ok if the topic is registered, else [`ServiceError::TopicNotFound`].
     pub fn require_registered(&self, name: &TopicName) -> Result<(), ServiceError> {
-        if self.known().contains_key(name) {
+        if self.known().contains(name) {
             Ok(())
         } else {
             Err(ServiceError::TopicNotFound {
