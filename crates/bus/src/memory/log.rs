@@ -16,6 +16,24 @@ use crate::GroupId;
 /// that many tiny records still count against the byte bound.
 const RECORD_OVERHEAD_BYTES: usize = 64;
 
+/// The length of `payload` as JSON text, counted without building the text.
+fn serialized_len(payload: &serde_json::Value) -> usize {
+    struct Counter(usize);
+    impl std::io::Write for Counter {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len();
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut counter = Counter(0);
+    // Writing a Value to a writer that never fails cannot fail.
+    let _ = serde_json::to_writer(&mut counter, payload);
+    counter.0
+}
+
 #[derive(Debug)]
 struct StoredRecord {
     message: BusMessage,
@@ -101,7 +119,7 @@ impl TopicLog {
         let now = Utc::now();
         let size = RECORD_OVERHEAD_BYTES
             + message.key.as_ref().map_or(0, String::len)
-            + message.payload.to_string().len()
+            + serialized_len(&message.payload)
             + message
                 .headers
                 .iter()
@@ -202,5 +220,16 @@ impl TopicLog {
 
     pub(super) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serialized_len_is_the_length_of_the_json_text() {
+        let payload = serde_json::json!({ "text": "naïve \"quoted\"\n", "n": [1, 2.5, null] });
+        assert_eq!(serialized_len(&payload), payload.to_string().len());
     }
 }

@@ -281,9 +281,11 @@ impl StateStore for SqliteStore {
         let cutoff = timestamp(cutoff);
         self.with_audit("prune", move |connection| {
             connection.execute("DELETE FROM audit WHERE at < ?1", params![cutoff])?;
-            // Ids are AUTOINCREMENT and only the oldest rows are ever
-            // deleted, so the newest `keep` are the ids above max - keep.
-            // (An OFFSET over the index would walk `keep` rows per prune.)
+            // Ids are AUTOINCREMENT: the newest `keep` records are those
+            // above MAX(id) - keep, found with one index lookup (an OFFSET
+            // would walk `keep` entries). Where the age prune above left
+            // gaps among them (records are timed when published, numbered
+            // when written), fewer than `keep` remain, never more.
             connection.execute(
                 "DELETE FROM audit WHERE id <= (SELECT MAX(id) FROM audit) - ?1",
                 params![keep as i64],
