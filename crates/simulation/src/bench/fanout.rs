@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::process::{ServerProcess, cores_used, own_cpu_time};
+use super::process::{CpuReading, ServerProcess};
 use super::setup::{self, Pipeline};
 use super::stats::{Latencies, LatencySummary};
 use super::subscriber::{Reader, SendTimes, subscribe_assigned};
@@ -106,12 +106,14 @@ pub async fn fanout(subscribers: usize, size: &FanoutSize) -> anyhow::Result<Fan
 
     let mut ticks =
         tokio::time::interval(Duration::from_secs(1) / size.paced_per_second.max(1) as u32);
+    // A late publish delays the next ones rather than bunching them up.
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     for seq in 0..size.paced {
         ticks.tick().await;
         sent.mark(seq);
         client.publish_message(&topic, &setup::message(seq)).await?;
     }
-    let cpu_before = (own_cpu_time()?, server.cpu_time()?);
+    let cpu_before = CpuReading::now(Some(&server))?;
     let burst_started = Instant::now();
     for seq in size.paced..messages {
         sent.mark(seq);
@@ -124,8 +126,7 @@ pub async fn fanout(subscribers: usize, size: &FanoutSize) -> anyhow::Result<Fan
             subscribers_short += 1;
         }
     }
-    let burst_wall = burst_started.elapsed();
-    let cpu_after = (own_cpu_time()?, server.cpu_time()?);
+    let cores = CpuReading::now(Some(&server))?.cores_since(&cpu_before);
     let delivered_bytes = server.rss_bytes()?;
 
     stop.send_replace(true);
@@ -161,8 +162,8 @@ pub async fn fanout(subscribers: usize, size: &FanoutSize) -> anyhow::Result<Fan
         burst_deliveries_per_second: (size.burst * subscribers as u64) as f64
             / burst_span.as_secs_f64().max(f64::EPSILON),
         burst_latency: burst.summary(),
-        server_cores_burst: cores_used(cpu_after.1.saturating_sub(cpu_before.1), burst_wall),
-        generator_cores_burst: cores_used(cpu_after.0.saturating_sub(cpu_before.0), burst_wall),
+        server_cores_burst: cores.server.unwrap_or_default(),
+        generator_cores_burst: cores.generator,
         memory: ServerMemory {
             idle_bytes,
             subscribed_bytes,

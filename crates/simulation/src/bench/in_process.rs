@@ -36,7 +36,7 @@ pub struct InProcessReport {
 pub struct InProcessCase {
     pub label: String,
     pub ns_per_publish: f64,
-    /// Against the bare produce.
+    /// Time per publish ÷ the bare produce's (higher is slower).
     pub ratio: f64,
 }
 
@@ -61,19 +61,9 @@ impl InProcessServer {
             _server: server,
             _data_dir: data_dir,
         };
-        let spec = serde_json::json!({
-            "namespace": topic.namespace(),
-            "tenant": topic.tenant(),
-            "name": topic.name(),
-            "partitions": PARTITIONS,
-            "replication_factor": 1,
-        });
+        let spec = serde_json::to_string(&setup::topic_spec(topic))?;
         started
-            .call(
-                "/v1/bus/topics",
-                Bytes::from(spec.to_string()),
-                StatusCode::CREATED,
-            )
+            .call("/v1/bus/topics", Bytes::from(spec), StatusCode::CREATED)
             .await
             .context("creating the topic")?;
         Ok(started)
@@ -124,6 +114,10 @@ async fn bare_round(
 }
 
 pub async fn run(size: InProcessSize) -> anyhow::Result<InProcessReport> {
+    anyhow::ensure!(
+        size.rounds > 0 && size.publishes_per_round > 0,
+        "the in-process scenario needs at least one round of one publish"
+    );
     const DISTINCT: u64 = 64;
     let messages: Vec<_> = (0..DISTINCT).map(setup::message).collect();
     let topic = setup::topic("in-process");

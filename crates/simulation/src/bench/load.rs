@@ -16,8 +16,12 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::process::{ServerProcess, cores_used, own_cpu_time};
+use super::process::{CpuReading, ServerProcess};
 use super::stats::Latencies;
+
+/// How long past the window a request may take before the server counts as
+/// stalled and the run fails.
+const STALLED: Duration = Duration::from_secs(30);
 
 /// What to send: `POST path` with one of `bodies`, round robin.
 #[derive(Debug, Clone)]
@@ -111,15 +115,9 @@ where
         .map(|index| tokio::spawn(task(index, window)))
         .collect();
     tokio::time::sleep_until(window.start).await;
-    let cpu_at_start = (
-        own_cpu_time()?,
-        server.map(ServerProcess::cpu_time).transpose()?,
-    );
+    let at_start = CpuReading::now(server)?;
     tokio::time::sleep_until(window.end).await;
-    let cpu_at_end = (
-        own_cpu_time()?,
-        server.map(ServerProcess::cpu_time).transpose()?,
-    );
+    let cores = CpuReading::now(server)?.cores_since(&at_start);
     let mut total = Tally::default();
     for task in tasks {
         total.add(task.await.context("load task panicked")??);
@@ -129,11 +127,8 @@ where
         failed: total.failed,
         latencies: total.latencies,
         measured: shape.measure,
-        server_cores: cpu_at_start
-            .1
-            .zip(cpu_at_end.1)
-            .map(|(start, end)| cores_used(end.saturating_sub(start), shape.measure)),
-        generator_cores: cores_used(cpu_at_end.0.saturating_sub(cpu_at_start.0), shape.measure),
+        server_cores: cores.server,
+        generator_cores: cores.generator,
     })
 }
 
@@ -172,10 +167,17 @@ async fn connection(load: HttpLoad, index: usize, window: Window) -> anyhow::Res
         }
         let body = load.bodies[next % load.bodies.len()].clone();
         next += 1;
-        sender.ready().await?;
-        let response = sender.send_request(request.body(Full::new(body))?).await?;
-        let ok = response.status() == hyper::StatusCode::OK;
-        response.into_body().collect().await?;
+        let request = request.body(Full::new(body))?;
+        let exchange = async {
+            sender.ready().await?;
+            let response = sender.send_request(request).await?;
+            let ok = response.status() == hyper::StatusCode::OK;
+            response.into_body().collect().await?;
+            anyhow::Ok(ok)
+        };
+        let ok = tokio::time::timeout_at(window.end + STALLED, exchange)
+            .await
+            .with_context(|| format!("no answer from {} within {STALLED:?}", load.address))??;
         let done = Instant::now();
         if !ok {
             tally.failed += 1;

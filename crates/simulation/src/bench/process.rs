@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use acteon_server::Config;
 use anyhow::{Context, bail};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
 
 /// The environment variable that carries an Acteon server's configuration,
 /// as JSON, to the `serve-acteon` role.
@@ -21,10 +21,13 @@ const CLOCK_TICKS_PER_SECOND: u64 = 100;
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A server started by the benchmark; killed when dropped.
+/// A server started by the benchmark; killed when dropped, and gone when
+/// the benchmark is, however it ends (see [`exit_with_parent`]).
 #[derive(Debug)]
 pub struct ServerProcess {
     child: Child,
+    /// Its end of the pipe the server watches for the benchmark's exit.
+    _lifeline: ChildStdin,
     pid: u32,
     pub address: SocketAddr,
     pub base_url: String,
@@ -66,7 +69,7 @@ impl ServerProcess {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
             )
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
@@ -74,6 +77,7 @@ impl ServerProcess {
             .spawn()
             .with_context(|| format!("starting {role}"))?;
         let pid = child.id().context("the server exited at once")?;
+        let lifeline = child.stdin.take().context("no stdin")?;
         let stdout = child.stdout.take().context("no stdout")?;
         let mut lines = BufReader::new(stdout).lines();
         let announced = tokio::time::timeout(START_TIMEOUT, lines.next_line())
@@ -84,6 +88,8 @@ impl ServerProcess {
         let Some(line) = announced else {
             bail!("{role} exited before listening");
         };
+        // Read on, so that a later line never finds the pipe closed.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         let address: SocketAddr = line
             .rsplit_once("http://")
             .map(|(_, address)| address.trim())
@@ -92,15 +98,12 @@ impl ServerProcess {
             .with_context(|| format!("{role} announced {line:?}"))?;
         Ok(Self {
             child,
+            _lifeline: lifeline,
             pid,
             address,
             base_url: format!("http://{address}"),
             _data_dir: data_dir,
         })
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.pid
     }
 
     /// Resident memory now, in bytes.
@@ -129,8 +132,20 @@ impl ServerProcess {
     }
 }
 
+/// Ends this process (a server role) when its standard input closes: the
+/// benchmark holds the other end, so a benchmark killed without a chance to
+/// stop its servers does not leave them running.
+pub fn exit_with_parent() {
+    tokio::spawn(async {
+        let mut stdin = tokio::io::stdin();
+        let mut buffer = [0u8; 64];
+        while let Ok(1..) = stdin.read(&mut buffer).await {}
+        std::process::exit(0);
+    });
+}
+
 /// CPU time this process (the load generator) has used so far.
-pub fn own_cpu_time() -> anyhow::Result<Duration> {
+fn own_cpu_time() -> anyhow::Result<Duration> {
     cpu_time_of("self")
 }
 
@@ -152,9 +167,43 @@ fn parse_cpu_time(stat: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_millis(total * 1000 / CLOCK_TICKS_PER_SECOND))
 }
 
-/// CPU time used over a span of wall time, in cores (1.0 = one core busy).
-pub fn cores_used(cpu: Duration, wall: Duration) -> f64 {
-    cpu.as_secs_f64() / wall.as_secs_f64().max(f64::EPSILON)
+/// CPU time of this process and a server, read at one instant.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuReading {
+    at: tokio::time::Instant,
+    generator: Duration,
+    server: Option<Duration>,
+}
+
+/// CPU used between two readings, in cores (1.0 = one core busy).
+#[derive(Debug, Clone, Copy)]
+pub struct CoresUsed {
+    pub generator: f64,
+    pub server: Option<f64>,
+}
+
+impl CpuReading {
+    pub fn now(server: Option<&ServerProcess>) -> anyhow::Result<Self> {
+        Ok(Self {
+            at: tokio::time::Instant::now(),
+            generator: own_cpu_time()?,
+            server: server.map(ServerProcess::cpu_time).transpose()?,
+        })
+    }
+
+    /// Over the wall time between the readings, not the planned span: a
+    /// timer can wake late on a busy machine.
+    pub fn cores_since(&self, earlier: &Self) -> CoresUsed {
+        let wall = (self.at - earlier.at).as_secs_f64().max(f64::EPSILON);
+        let cores = |now: Duration, then: Duration| now.saturating_sub(then).as_secs_f64() / wall;
+        CoresUsed {
+            generator: cores(self.generator, earlier.generator),
+            server: self
+                .server
+                .zip(earlier.server)
+                .map(|(now, then)| cores(now, then)),
+        }
+    }
 }
 
 #[cfg(test)]

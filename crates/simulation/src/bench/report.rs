@@ -185,7 +185,7 @@ impl Report {
         let _ = writeln!(
             out,
             "\n### 1. Publish in process\n\n{} rounds of {} publishes per case, alternating; median round.\n\n\
-             | case | ns per publish | ratio |\n|---|---:|---:|",
+             | case | ns per publish | × bare produce |\n|---|---:|---:|",
             self.in_process.rounds, self.in_process.publishes_per_round
         );
         for case in &self.in_process.cases {

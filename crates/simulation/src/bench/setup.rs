@@ -132,15 +132,18 @@ pub fn client(base_url: &str) -> anyhow::Result<Client> {
 
 /// Creates `topic` through the server's API.
 pub async fn create_topic(client: &Client, topic: &TopicName) -> anyhow::Result<()> {
-    client
-        .create_bus_topic(&TopicSpec {
-            namespace: topic.namespace().to_owned(),
-            tenant: topic.tenant().to_owned(),
-            name: topic.name().to_owned(),
-            partitions: PARTITIONS,
-            replication_factor: 1,
-            retention_ms: None,
-        })
-        .await?;
+    client.create_bus_topic(&topic_spec(topic)).await?;
     Ok(())
+}
+
+/// How every benchmark topic is created.
+pub fn topic_spec(topic: &TopicName) -> TopicSpec {
+    TopicSpec {
+        namespace: topic.namespace().to_owned(),
+        tenant: topic.tenant().to_owned(),
+        name: topic.name().to_owned(),
+        partitions: PARTITIONS,
+        replication_factor: 1,
+        retention_ms: None,
+    }
 }

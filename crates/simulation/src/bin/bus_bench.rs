@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 use acteon_server::Config;
 use acteon_server::app::{init_logging, run};
-use acteon_simulation::bench::{self, Plan, bare, process::CONFIG_ENV};
+use acteon_simulation::bench::process::{CONFIG_ENV, exit_with_parent};
+use acteon_simulation::bench::{self, Plan, bare};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
@@ -45,6 +46,9 @@ enum Role {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if cli.role.is_some() {
+        exit_with_parent();
+    }
     match cli.role {
         Some(Role::ServeActeon) => {
             init_logging();
