@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::state::StateStore;
@@ -170,6 +171,9 @@ impl AuditWriter {
     }
 }
 
+/// How often a gathering writer looks at the queue.
+const GATHER_TICK: Duration = Duration::from_millis(5);
+
 async fn write(
     state: Arc<dyn StateStore>,
     config: AuditConfig,
@@ -193,17 +197,23 @@ async fn write(
             }
         }
         // Gather more for a fuller write, unless the queue is already done.
+        // The queue's length is looked at every few milliseconds instead of
+        // waited on: a waiting receiver is woken by every send, which cost
+        // each publish a wake-up of this task.
         if batch.len() < batch_size && !receiver.is_closed() {
-            let deadline = tokio::time::sleep(flush_interval);
-            tokio::pin!(deadline);
-            while batch.len() < batch_size {
-                let room = batch_size - batch.len();
-                tokio::select! {
-                    received = receiver.recv_many(&mut batch, room) => {
-                        if received == 0 { break; }
-                    }
-                    () = &mut deadline => break,
+            let deadline = Instant::now() + flush_interval;
+            while batch.len() + receiver.len() < batch_size && !stop.is_cancelled() {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
                 }
+                tokio::time::sleep(GATHER_TICK.min(deadline - now)).await;
+            }
+            while batch.len() < batch_size {
+                let Ok(record) = receiver.try_recv() else {
+                    break;
+                };
+                batch.push(record);
             }
         }
         since_prune += batch.len();
