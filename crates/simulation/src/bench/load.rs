@@ -60,6 +60,21 @@ impl LoadRun {
     pub fn per_second(&self) -> f64 {
         self.completed as f64 / self.measured.as_secs_f64()
     }
+
+    /// Adds a later run of the same target and concurrency.
+    pub fn merge(&mut self, other: Self) {
+        let (mine, theirs) = (self.measured.as_secs_f64(), other.measured.as_secs_f64());
+        let weighted = |a: f64, b: f64| (a * mine + b * theirs) / (mine + theirs).max(f64::EPSILON);
+        self.server_cores = self
+            .server_cores
+            .zip(other.server_cores)
+            .map(|(a, b)| weighted(a, b));
+        self.generator_cores = weighted(self.generator_cores, other.generator_cores);
+        self.completed += other.completed;
+        self.failed += other.failed;
+        self.latencies.merge(&other.latencies);
+        self.measured += other.measured;
+    }
 }
 
 /// The instants a run starts counting and stops.

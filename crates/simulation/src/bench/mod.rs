@@ -33,6 +33,8 @@ pub struct Plan {
     pub in_process: InProcessSize,
     pub throughput: ThroughputSize,
     pub latency_messages: u64,
+    /// Fewer: each takes about Tansu's fetch wait (`docs/broker.md`).
+    pub kafka_latency_messages: u64,
     pub fanout: FanoutSize,
 }
 
@@ -47,10 +49,12 @@ impl Plan {
             },
             throughput: ThroughputSize {
                 concurrency: vec![1, 16, 64],
+                rounds: 3,
                 warm_up: Duration::from_secs(1),
-                measure: Duration::from_secs(5),
+                measure: Duration::from_secs(3),
             },
             latency_messages: 2_000,
+            kafka_latency_messages: 500,
             fanout: FanoutSize {
                 subscribers: vec![100, 1_000],
                 paced: 50,
@@ -71,10 +75,12 @@ impl Plan {
             },
             throughput: ThroughputSize {
                 concurrency: vec![1, 16, 64],
+                rounds: 1,
                 warm_up: Duration::from_millis(200),
                 measure: Duration::from_millis(800),
             },
             latency_messages: 100,
+            kafka_latency_messages: 50,
             fanout: FanoutSize {
                 subscribers: vec![20, 100],
                 paced: 10,
@@ -102,7 +108,7 @@ pub async fn run(plan: &Plan, kafka: Option<&str>) -> anyhow::Result<Report> {
     eprintln!("4/5 publish → SSE latency");
     let mut end_to_end = vec![latency::end_to_end(None, plan.latency_messages).await?];
     if let Some(bootstrap) = kafka {
-        end_to_end.push(latency::end_to_end(Some(bootstrap), plan.latency_messages).await?);
+        end_to_end.push(latency::end_to_end(Some(bootstrap), plan.kafka_latency_messages).await?);
     }
     let mut fanout = Vec::new();
     for &subscribers in &plan.fanout.subscribers {

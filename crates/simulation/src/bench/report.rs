@@ -277,11 +277,12 @@ fn check_latency(problems: &mut Vec<String>, name: &str, latency: &LatencySummar
 fn throughput_table(out: &mut String, report: &ThroughputReport, unit: &str) {
     let _ = writeln!(
         out,
-        "Closed loop, C keep-alive connections (or producing tasks); {} ms warm-up, {} ms measured per row. \
+        "Closed loop, C keep-alive connections (or producing tasks). At each C the targets take turns, \
+         {} rounds of {} ms warm-up and {} ms measured; a row sums its rounds. \
          Ratio against `{}` at the same C.\n\n\
          | target | C | {unit} | ratio | p50 ms | p99 ms | server cores | generator cores |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|",
-        report.warm_up_ms, report.measure_ms, report.baseline
+        report.rounds, report.warm_up_ms, report.measure_ms, report.baseline
     );
     for row in &report.rows {
         let server = row

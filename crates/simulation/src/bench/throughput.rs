@@ -18,10 +18,13 @@ use super::process::ServerProcess;
 use super::setup::{self, Pipeline};
 use super::stats::LatencySummary;
 
-/// The concurrencies and how long each is measured.
+/// The concurrencies, how long each is measured, and in how many rounds:
+/// at each concurrency the targets take turns, `rounds` times, and a row
+/// sums a target's rounds.
 #[derive(Debug, Clone, Serialize)]
 pub struct ThroughputSize {
     pub concurrency: Vec<usize>,
+    pub rounds: usize,
     pub warm_up: Duration,
     pub measure: Duration,
 }
@@ -29,7 +32,9 @@ pub struct ThroughputSize {
 #[derive(Debug, Clone, Serialize)]
 pub struct ThroughputReport {
     pub baseline: String,
+    pub rounds: usize,
     pub warm_up_ms: u128,
+    /// Per round.
     pub measure_ms: u128,
     pub rows: Vec<ThroughputRow>,
 }
@@ -51,32 +56,37 @@ pub struct ThroughputRow {
 }
 
 impl ThroughputReport {
-    fn new(baseline: &str, size: &ThroughputSize) -> Self {
+    /// The rows of `runs` (target, concurrency, run), each against the
+    /// baseline's run at its concurrency.
+    fn new(baseline: &str, size: &ThroughputSize, runs: Vec<(&str, usize, LoadRun)>) -> Self {
+        let baseline_rate = |concurrency: usize| {
+            runs.iter()
+                .find(|(target, at, _)| *target == baseline && *at == concurrency)
+                .map(|(_, _, run)| run.per_second())
+        };
+        let rows = runs
+            .iter()
+            .map(|(target, concurrency, run)| {
+                let per_second = run.per_second();
+                ThroughputRow {
+                    target: (*target).to_owned(),
+                    concurrency: *concurrency,
+                    per_second,
+                    ratio: per_second / baseline_rate(*concurrency).unwrap_or(per_second),
+                    latency: run.latencies.summary(),
+                    failed: run.failed,
+                    server_cores: run.server_cores,
+                    generator_cores: run.generator_cores,
+                }
+            })
+            .collect();
         Self {
             baseline: baseline.to_owned(),
+            rounds: size.rounds,
             warm_up_ms: size.warm_up.as_millis(),
             measure_ms: size.measure.as_millis(),
-            rows: Vec::new(),
+            rows,
         }
-    }
-
-    fn push(&mut self, target: &str, concurrency: usize, run: &LoadRun) {
-        let per_second = run.per_second();
-        let baseline = self
-            .rows
-            .iter()
-            .find(|row| row.target == self.baseline && row.concurrency == concurrency)
-            .map_or(per_second, |row| row.per_second);
-        self.rows.push(ThroughputRow {
-            target: target.to_owned(),
-            concurrency,
-            per_second,
-            ratio: per_second / baseline,
-            latency: run.latencies.summary(),
-            failed: run.failed,
-            server_cores: run.server_cores,
-            generator_cores: run.generator_cores,
-        });
     }
 
     /// The row of `target` at `concurrency`.
@@ -84,6 +94,22 @@ impl ThroughputReport {
         self.rows
             .iter()
             .find(|row| row.target == target && row.concurrency == concurrency)
+    }
+}
+
+/// Adds `run` to the runs of `target` at `concurrency`.
+fn add_run<'a>(
+    runs: &mut Vec<(&'a str, usize, LoadRun)>,
+    target: &'a str,
+    concurrency: usize,
+    run: LoadRun,
+) {
+    match runs
+        .iter_mut()
+        .find(|(name, at, _)| *name == target && *at == concurrency)
+    {
+        Some((_, _, earlier)) => earlier.merge(run),
+        None => runs.push((target, concurrency, run)),
     }
 }
 
@@ -118,21 +144,20 @@ pub async fn http_memory(size: &ThroughputSize) -> anyhow::Result<ThroughputRepo
         setup::create_topic(&setup::client(&server.base_url)?, &topic).await?;
         acteons.push((pipeline, server));
     }
-    let mut report = ThroughputReport::new(BARE_HANDLER, size);
+    let mut runs = Vec::new();
     for &concurrency in &size.concurrency {
-        let run = drive_http(
-            &publish_load(&bare, None, &topic),
-            shape(size, concurrency),
-            &bare,
-        )
-        .await?;
-        report.push(BARE_HANDLER, concurrency, &run);
-        for (pipeline, server) in &acteons {
-            let load = publish_load(server, Some(*pipeline), &topic);
-            let run = drive_http(&load, shape(size, concurrency), server).await?;
-            report.push(pipeline.label(), concurrency, &run);
+        for _ in 0..size.rounds {
+            let load = publish_load(&bare, None, &topic);
+            let run = drive_http(&load, shape(size, concurrency), &bare).await?;
+            add_run(&mut runs, BARE_HANDLER, concurrency, run);
+            for (pipeline, server) in &acteons {
+                let load = publish_load(server, Some(*pipeline), &topic);
+                let run = drive_http(&load, shape(size, concurrency), server).await?;
+                add_run(&mut runs, pipeline.label(), concurrency, run);
+            }
         }
     }
+    let report = ThroughputReport::new(BARE_HANDLER, size, runs);
     bare.stop().await?;
     for (_, server) in acteons {
         server.stop().await?;
@@ -157,23 +182,26 @@ pub async fn http_kafka(
         .context("creating the direct producer")?;
     let messages: Arc<[OutgoingMessage]> = (0..64).map(setup::message).collect();
     let kafka_name: Arc<str> = topic.kafka_topic_name().into();
-    let mut report = ThroughputReport::new(DIRECT_RDKAFKA, size);
+    let mut runs = Vec::new();
     for &concurrency in &size.concurrency {
-        let run = measure(shape(size, concurrency), None, |index, window| {
-            produce_directly(
-                producer.clone(),
-                Arc::clone(&kafka_name),
-                Arc::clone(&messages),
-                index,
-                window,
-            )
-        })
-        .await?;
-        report.push(DIRECT_RDKAFKA, concurrency, &run);
-        let load = publish_load(&acteon, Some(Pipeline::Full), &topic);
-        let run = drive_http(&load, shape(size, concurrency), &acteon).await?;
-        report.push(Pipeline::Full.label(), concurrency, &run);
+        for _ in 0..size.rounds {
+            let run = measure(shape(size, concurrency), None, |index, window| {
+                produce_directly(
+                    producer.clone(),
+                    Arc::clone(&kafka_name),
+                    Arc::clone(&messages),
+                    index,
+                    window,
+                )
+            })
+            .await?;
+            add_run(&mut runs, DIRECT_RDKAFKA, concurrency, run);
+            let load = publish_load(&acteon, Some(Pipeline::Full), &topic);
+            let run = drive_http(&load, shape(size, concurrency), &acteon).await?;
+            add_run(&mut runs, Pipeline::Full.label(), concurrency, run);
+        }
     }
+    let report = ThroughputReport::new(DIRECT_RDKAFKA, size, runs);
     acteon.stop().await?;
     Ok(report)
 }
