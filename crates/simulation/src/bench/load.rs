@@ -205,3 +205,43 @@ async fn connection(load: HttpLoad, index: usize, window: Window) -> anyhow::Res
     driver.await?.context("HTTP connection")?;
     Ok(tally)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(completed: u64, seconds: u64, generator_cores: f64) -> LoadRun {
+        LoadRun {
+            completed,
+            failed: 0,
+            latencies: Latencies::default(),
+            measured: Duration::from_secs(seconds),
+            server_cores: Some(generator_cores * 2.0),
+            generator_cores,
+        }
+    }
+
+    #[test]
+    fn merged_rounds_sum_their_counts_and_weigh_their_cores_by_time() {
+        let mut first = run(1_000, 1, 0.5);
+        first.merge(run(9_000, 3, 0.9));
+        assert_eq!(first.completed, 10_000);
+        assert_eq!(first.measured, Duration::from_secs(4));
+        assert!((first.per_second() - 2_500.0).abs() < 1e-9);
+        assert!((first.generator_cores - 0.8).abs() < 1e-9);
+        assert!((first.server_cores.unwrap() - 1.6).abs() < 1e-9);
+    }
+
+    #[test]
+    fn only_requests_inside_the_window_count() {
+        let start = Instant::now();
+        let window = Window {
+            start,
+            end: start + Duration::from_secs(1),
+        };
+        let inside = start + Duration::from_millis(10);
+        assert!(window.counts(inside, inside + Duration::from_millis(5)));
+        assert!(!window.counts(start - Duration::from_millis(1), inside));
+        assert!(!window.counts(inside, window.end + Duration::from_millis(1)));
+    }
+}

@@ -301,3 +301,134 @@ fn throughput_table(out: &mut String, report: &ThroughputReport, unit: &str) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::fanout::ServerMemory;
+    use crate::bench::in_process::InProcessCase;
+    use crate::bench::throughput::{BARE_HANDLER, ThroughputRow};
+
+    fn latency(p50_us: u64) -> LatencySummary {
+        LatencySummary {
+            count: 100,
+            p50_us,
+            p99_us: p50_us * 2,
+            max_us: p50_us * 3,
+        }
+    }
+
+    fn throughput_row(target: &str, per_second: f64, ratio: f64) -> ThroughputRow {
+        ThroughputRow {
+            target: target.to_owned(),
+            concurrency: 64,
+            per_second,
+            ratio,
+            latency: latency(1_000),
+            failed: 0,
+            server_cores: Some(1.0),
+            generator_cores: 0.5,
+        }
+    }
+
+    /// A sane report in which every goal is met.
+    fn report() -> Report {
+        let mut report = Report {
+            date: "2026-11-23T00:00:00Z".to_owned(),
+            cores: 2,
+            mode: "quick".to_owned(),
+            build: "debug".to_owned(),
+            kafka_bootstrap: None,
+            in_process: InProcessReport {
+                rounds: 1,
+                publishes_per_round: 10,
+                cases: vec![InProcessCase {
+                    label: "bare".to_owned(),
+                    ns_per_publish: 1_000.0,
+                    ratio: 1.0,
+                }],
+            },
+            http_memory: ThroughputReport {
+                baseline: BARE_HANDLER.to_owned(),
+                rounds: 1,
+                warm_up_ms: 1,
+                measure_ms: 1,
+                rows: vec![
+                    throughput_row(BARE_HANDLER, 1_000.0, 1.0),
+                    throughput_row(Pipeline::Defaults.label(), 900.0, 0.9),
+                    throughput_row(Pipeline::Full.label(), 800.0, 0.8),
+                ],
+            },
+            http_kafka: None,
+            end_to_end: vec![EndToEndRow {
+                backend: "memory".to_owned(),
+                messages: 100,
+                received: 100,
+                duplicates: 0,
+                end_to_end: latency(200),
+                publish: latency(100),
+            }],
+            fanout: vec![FanoutRow {
+                subscribers: 10,
+                messages: 5,
+                delivered: 50,
+                expected: 50,
+                duplicates: 0,
+                subscribers_short: 0,
+                paced_latency: latency(300),
+                burst_deliveries_per_second: 1_000.0,
+                burst_latency: latency(400),
+                server_cores_burst: 1.0,
+                generator_cores_burst: 0.5,
+                memory: ServerMemory {
+                    idle_bytes: 10 << 20,
+                    subscribed_bytes: 11 << 20,
+                    delivered_bytes: 11 << 20,
+                    closed_bytes: 11 << 20,
+                },
+                rss_per_subscriber_bytes: 100 * KIB,
+            }],
+            goals: Vec::new(),
+        };
+        report.judge_goals();
+        report
+    }
+
+    #[test]
+    fn a_sane_report_has_no_problems_and_meets_its_goals() {
+        let report = report();
+        assert_eq!(report.problems(), Vec::<String>::new());
+        assert_eq!(report.goals.len(), 4, "{:?}", report.goals);
+        assert!(
+            report.goals.iter().all(|goal| goal.met),
+            "{:?}",
+            report.goals
+        );
+        assert!(report.markdown().contains("| fan-out to 10 |"));
+    }
+
+    #[test]
+    fn undelivered_events_and_failed_requests_are_problems() {
+        let mut report = report();
+        report.fanout[0].delivered = 49;
+        report.http_memory.rows[1].failed = 3;
+        report.end_to_end[0].received = 99;
+        let problems = report.problems();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].contains("3 requests failed"), "{problems:?}");
+        assert!(problems[1].contains("99 of 100 messages"), "{problems:?}");
+        assert!(problems[2].contains("49 of 50 events"), "{problems:?}");
+    }
+
+    #[test]
+    fn a_slow_acteon_misses_its_goal_without_making_the_report_insane() {
+        let mut report = report();
+        report.http_memory.rows[2].ratio = 0.5;
+        report.fanout[0].rss_per_subscriber_bytes = 300 * KIB;
+        report.judge_goals();
+        assert!(report.problems().is_empty());
+        let missed: Vec<_> = report.goals.iter().filter(|goal| !goal.met).collect();
+        assert_eq!(missed.len(), 2, "{missed:?}");
+        assert!(report.markdown().contains("| **no** |"));
+    }
+}
