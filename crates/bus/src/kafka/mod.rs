@@ -25,6 +25,32 @@ use self::error::classify;
 use self::subscription::Subscriptions;
 use crate::{BusBackend, BusError, EventStream, GroupId, Operation};
 
+/// The record the Kafka backend produces for `message` to `kafka_topic`:
+/// its key, its headers, and `payload`, the message's payload as JSON text,
+/// which the record borrows.
+pub fn kafka_record<'a>(
+    kafka_topic: &'a str,
+    message: &'a OutgoingMessage,
+    payload: &'a str,
+) -> FutureRecord<'a, str, str> {
+    let headers = message.headers.iter().fold(
+        OwnedHeaders::new_with_capacity(message.headers.len()),
+        |headers, (key, value)| {
+            headers.insert(Header {
+                key,
+                value: Some(value),
+            })
+        },
+    );
+    let record = FutureRecord::to(kafka_topic)
+        .payload(payload)
+        .headers(headers);
+    match &message.key {
+        Some(key) => record.key(key.as_str()),
+        None => record,
+    }
+}
+
 /// Longest a readiness check waits for the broker.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -169,21 +195,7 @@ impl BusBackend for KafkaBackend {
     ) -> Result<DeliveryReceipt, BusError> {
         let kafka_name = topic.kafka_topic_name();
         let payload = message.payload.to_string();
-        let headers = message.headers.iter().fold(
-            OwnedHeaders::new_with_capacity(message.headers.len()),
-            |headers, (key, value)| {
-                headers.insert(Header {
-                    key,
-                    value: Some(value),
-                })
-            },
-        );
-        let mut record = FutureRecord::to(&kafka_name)
-            .payload(&payload)
-            .headers(headers);
-        if let Some(key) = &message.key {
-            record = record.key(key);
-        }
+        let record = kafka_record(&kafka_name, &message, &payload);
         let delivery = self
             .producer
             .send(record, self.config.produce_timeout())

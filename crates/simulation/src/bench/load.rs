@@ -159,6 +159,51 @@ pub async fn drive_http(
     .await
 }
 
+/// One closed-loop client's bookkeeping: request n = `index`, `index + 1`,
+/// ... is sent when the previous one was answered, until the window ends;
+/// successes inside the window count, with their latencies.
+#[derive(Debug)]
+pub struct ClosedLoop {
+    window: Window,
+    next: usize,
+    tally: Tally,
+}
+
+impl ClosedLoop {
+    pub fn new(index: usize, window: Window) -> Self {
+        Self {
+            window,
+            next: index,
+            tally: Tally::default(),
+        }
+    }
+
+    /// The number of the next request and when it is sent, or `None` once
+    /// the window has ended.
+    pub fn send(&mut self) -> Option<(usize, Instant)> {
+        let sent = Instant::now();
+        (sent < self.window.end).then(|| {
+            self.next += 1;
+            (self.next - 1, sent)
+        })
+    }
+
+    /// Notes the answer to the request sent at `sent`.
+    pub fn answered(&mut self, sent: Instant, ok: bool) {
+        let done = Instant::now();
+        if !ok {
+            self.tally.failed += 1;
+        } else if self.window.counts(sent, done) {
+            self.tally.completed += 1;
+            self.tally.latencies.record(done - sent);
+        }
+    }
+
+    pub fn tally(self) -> Tally {
+        self.tally
+    }
+}
+
 async fn connection(load: HttpLoad, index: usize, window: Window) -> anyhow::Result<Tally> {
     let stream = TcpStream::connect(load.address)
         .await
@@ -167,13 +212,8 @@ async fn connection(load: HttpLoad, index: usize, window: Window) -> anyhow::Res
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream)).await?;
     let driver = tokio::spawn(connection);
-    let mut tally = Tally::default();
-    let mut next = index;
-    loop {
-        let sent = Instant::now();
-        if sent >= window.end {
-            break;
-        }
+    let mut requests = ClosedLoop::new(index, window);
+    while let Some((next, sent)) = requests.send() {
         let mut request = Request::post(load.path)
             .header(HOST, "bench")
             .header(CONTENT_TYPE, "application/json");
@@ -181,7 +221,6 @@ async fn connection(load: HttpLoad, index: usize, window: Window) -> anyhow::Res
             request = request.header(AUTHORIZATION, bearer);
         }
         let body = load.bodies[next % load.bodies.len()].clone();
-        next += 1;
         let request = request.body(Full::new(body))?;
         let exchange = async {
             sender.ready().await?;
@@ -193,17 +232,11 @@ async fn connection(load: HttpLoad, index: usize, window: Window) -> anyhow::Res
         let ok = tokio::time::timeout_at(window.end + STALLED, exchange)
             .await
             .with_context(|| format!("no answer from {} within {STALLED:?}", load.address))??;
-        let done = Instant::now();
-        if !ok {
-            tally.failed += 1;
-        } else if window.counts(sent, done) {
-            tally.completed += 1;
-            tally.latencies.record(done - sent);
-        }
+        requests.answered(sent, ok);
     }
     drop(sender);
     driver.await?.context("HTTP connection")?;
-    Ok(tally)
+    Ok(requests.tally())
 }
 
 #[cfg(test)]

@@ -5,15 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use acteon_bus::KafkaConfig;
+use acteon_bus::{KafkaConfig, kafka_record};
 use acteon_core::{OutgoingMessage, TopicName};
 use anyhow::Context;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureProducer;
 use serde::Serialize;
-use tokio::time::Instant;
 
-use super::load::{HttpLoad, LoadRun, LoadShape, Tally, Window, drive_http, measure};
+use super::load::{ClosedLoop, HttpLoad, LoadRun, LoadShape, Tally, Window, drive_http, measure};
 use super::process::ServerProcess;
 use super::setup::{self, Pipeline};
 use super::stats::LatencySummary;
@@ -215,39 +213,13 @@ async fn produce_directly(
     index: usize,
     window: Window,
 ) -> anyhow::Result<Tally> {
-    let mut tally = Tally::default();
-    let mut next = index;
-    loop {
-        let sent = Instant::now();
-        if sent >= window.end {
-            break;
-        }
+    let mut produces = ClosedLoop::new(index, window);
+    while let Some((next, sent)) = produces.send() {
         let message = &messages[next % messages.len()];
-        next += 1;
         let payload = message.payload.to_string();
-        let headers = message
-            .headers
-            .iter()
-            .fold(OwnedHeaders::new(), |headers, (key, value)| {
-                headers.insert(Header {
-                    key,
-                    value: Some(value),
-                })
-            });
-        let mut record = FutureRecord::to(&kafka_name)
-            .payload(&payload)
-            .headers(headers);
-        if let Some(key) = &message.key {
-            record = record.key(key);
-        }
+        let record = kafka_record(&kafka_name, message, &payload);
         let delivered = producer.send(record, Duration::from_secs(5)).await;
-        let done = Instant::now();
-        if delivered.is_err() {
-            tally.failed += 1;
-        } else if window.counts(sent, done) {
-            tally.completed += 1;
-            tally.latencies.record(done - sent);
-        }
+        produces.answered(sent, delivered.is_ok());
     }
-    Ok(tally)
+    Ok(produces.tally())
 }
