@@ -15,14 +15,13 @@ use futures::StreamExt;
 use tokio::time::{Instant, timeout};
 
 use crate::{
-    BusBackend, BusError, EventStream, GroupId, KafkaBackend, KafkaConfig, SubscriptionEvent,
+    BusBackend, BusError, EventStream, GroupId, KAFKA_BOOTSTRAP_ENV, KafkaBackend, KafkaConfig,
+    SubscriptionEvent,
 };
 
 /// Longest wait for any one condition (group formation, a rebalance, delivery).
 pub const DEADLINE: Duration = Duration::from_secs(45);
 
-/// Environment variable naming the broker for Kafka tests.
-pub const KAFKA_BOOTSTRAP_ENV: &str = "ACTEON_KAFKA_BOOTSTRAP";
 /// Set by the project's test command: a missing broker then fails the tests
 /// instead of skipping them.
 pub const REQUIRE_KAFKA_ENV: &str = "ACTEON_REQUIRE_KAFKA";

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use acteon_bus::{KafkaConfig, MemoryConfig};
+use acteon_bus::{KAFKA_BOOTSTRAP_ENV, KafkaConfig, MemoryConfig};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
@@ -20,8 +20,6 @@ use crate::pipeline::{AuditConfig, QuotaConfig, RuleConfig};
 /// `[[auth.keys]]`: secrets' hashes can come from the environment.
 pub const AUTH_KEYS_ENV: &str = "ACTEON_AUTH_KEYS";
 
-/// Overrides `bus.kafka.bootstrap_servers`, and selects the Kafka backend.
-pub const KAFKA_BOOTSTRAP_ENV: &str = "ACTEON_KAFKA_BOOTSTRAP";
 const ENV_PREFIX: &str = "ACTEON";
 const ENV_LEVEL_SEPARATOR: &str = "__";
 

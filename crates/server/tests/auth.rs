@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use acteon_bus::KAFKA_BOOTSTRAP_ENV;
 use common::{Backend, TestServer};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -362,7 +363,7 @@ fn without_auth_a_non_loopback_address_is_refused() {
     let refused = std::process::Command::new(env!("CARGO_BIN_EXE_acteon-server"))
         .args(["--listen", "0.0.0.0:0", "--data-dir"])
         .arg(dir.path())
-        .env_remove("ACTEON_KAFKA_BOOTSTRAP")
+        .env_remove(KAFKA_BOOTSTRAP_ENV)
         .output()
         .unwrap();
     assert!(!refused.status.success());

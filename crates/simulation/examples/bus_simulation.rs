@@ -16,10 +16,11 @@
 use std::collections::BTreeSet;
 use std::process::ExitCode;
 
+use acteon_bus::KAFKA_BOOTSTRAP_ENV;
 use acteon_bus::conformance::{Reader, collect, wait_for_settled_group};
 use acteon_client::Client;
 use acteon_core::{Headers, OutgoingMessage, StartPosition, TopicSpec};
-use acteon_server::config::{KAFKA_BOOTSTRAP_ENV, StateEngine};
+use acteon_server::config::StateEngine;
 use acteon_server::{Cli, Config, Server};
 use anyhow::{Context, bail};
 use clap::Parser;

@@ -6,6 +6,10 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use serde::{Deserialize, Serialize};
 
+/// The environment variable that names the Kafka bootstrap servers, for the
+/// server's configuration and for the Kafka tests alike.
+pub const KAFKA_BOOTSTRAP_ENV: &str = "ACTEON_KAFKA_BOOTSTRAP";
+
 /// The `[bus.kafka]` section.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -20,7 +20,7 @@ use rdkafka::metadata::Metadata;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
-pub use self::config::KafkaConfig;
+pub use self::config::{KAFKA_BOOTSTRAP_ENV, KafkaConfig};
 use self::error::classify;
 use self::subscription::Subscriptions;
 use crate::{BusBackend, BusError, EventStream, GroupId, Operation};

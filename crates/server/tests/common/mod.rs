@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use acteon_bus::KAFKA_BOOTSTRAP_ENV;
 use acteon_bus::conformance::{Reader, test_kafka_config};
 use serde_json::{Value, json};
 
@@ -35,7 +36,7 @@ impl Backend {
             Self::Kafka { bootstrap } => {
                 let kafka = test_kafka_config(bootstrap);
                 vec![
-                    ("ACTEON_KAFKA_BOOTSTRAP".into(), bootstrap.clone()),
+                    (KAFKA_BOOTSTRAP_ENV.into(), bootstrap.clone()),
                     (
                         "ACTEON_BUS__KAFKA__SESSION_TIMEOUT_MS".into(),
                         kafka.session_timeout_ms.to_string(),
@@ -111,7 +112,7 @@ impl TestServer {
         command
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
-            .env_remove("ACTEON_KAFKA_BOOTSTRAP")
+            .env_remove(KAFKA_BOOTSTRAP_ENV)
             // ACTEON_TEST_SERVER_LOG sets the servers' log filter when debugging.
             .env(
                 "RUST_LOG",
