@@ -167,6 +167,9 @@ pub fn init_logging() {
         .init();
 }
 
+/// The start of the line `run` prints on stdout, followed by the base URL.
+pub const LISTENING: &str = "acteon-server listening on ";
+
 /// Builds the server, binds it, announces the bound address on stdout, and
 /// serves until SIGINT or SIGTERM.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -174,10 +177,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let listener = server.bind().await?;
     // One line on stdout with the bound address, for scripts, tests and
     // benchmarks that start the server on port 0.
-    println!(
-        "acteon-server listening on http://{}",
-        listener.local_addr()?
-    );
+    println!("{LISTENING}http://{}", listener.local_addr()?);
     tokio::spawn(cancel_on_signal(server.shutdown_token()));
     server.serve(listener).await
 }

@@ -144,7 +144,7 @@ impl TestServer {
             .expect("read the server's address");
         let base_url = line
             .trim()
-            .strip_prefix("acteon-server listening on ")
+            .strip_prefix(acteon_server::app::LISTENING)
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .to_owned();
         Self {
