@@ -265,6 +265,9 @@ async fn a_suppressed_publish_says_by_which_rule() {
             condition: "payload.kind == \"heartbeat\"".into(),
             action: "suppress".into(),
             reason: None,
+            tenant: None,
+            namespace: None,
+            topic: None,
         }],
         ..Config::default()
     };

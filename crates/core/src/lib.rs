@@ -6,6 +6,7 @@
 
 mod message;
 mod name;
+mod scope;
 mod topic;
 
 pub use message::{
@@ -13,4 +14,5 @@ pub use message::{
     StartPosition, StartPositionError, SubscriptionEvent, check_client_headers,
 };
 pub use name::{Fragment, FragmentKind, NameError, TopicName};
+pub use scope::{DisjointScopes, Pattern, Scope, WILDCARD};
 pub use topic::{MAX_PARTITIONS, MAX_RETENTION_MS, Topic, TopicError, TopicRecord, TopicSpec};

@@ -9,15 +9,16 @@ use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 use tracing_subscriber::EnvFilter;
 
-use crate::api;
+use crate::api::{self, Readiness};
 use crate::auth::KeyStore;
 use crate::config::{Config, StateEngine};
+use crate::limits::Connections;
+use crate::listener::SendTimeoutListener;
 use crate::messages::MessageService;
 use crate::pipeline::{AuditLog, AuditWriter, Pipeline, Quotas, RuleSet, Silences};
 use crate::state::{MemoryStore, SqliteStore, StateStore};
@@ -37,8 +38,9 @@ pub struct AppState {
     pub(crate) shutdown: CancellationToken,
     pub(crate) sse_keep_alive: Duration,
     pub(crate) keys: Arc<KeyStore>,
-    /// One permit per open subscription.
-    pub(crate) subscriptions: Arc<Semaphore>,
+    /// Open subscriptions, server-wide, per tenant and per key.
+    pub(crate) connections: Arc<Connections>,
+    pub(crate) readiness: Arc<Readiness>,
 }
 
 /// A built server, ready to serve on a bound listener.
@@ -75,7 +77,7 @@ impl Server {
             }
             None => Arc::new(MemoryBackend::new(config.bus.memory.clone())),
         };
-        let silences = Silences::load(Arc::clone(&state))
+        let silences = Silences::load(Arc::clone(&state), config.limits.clone())
             .await
             .context("loading silences")?;
         let (audit, audit_writer) = AuditLog::start(Arc::clone(&state), config.audit.clone());
@@ -86,8 +88,17 @@ impl Server {
             audit,
             bus: Arc::clone(&bus),
         });
-        let topics = TopicRegistry::new(Arc::clone(&state), Arc::clone(&bus));
-        let messages = MessageService::new(topics.clone(), Arc::clone(&bus), Arc::clone(&pipeline));
+        let topics = TopicRegistry::new(
+            Arc::clone(&state),
+            Arc::clone(&bus),
+            config.limits.max_topics_per_tenant,
+        );
+        let messages = MessageService::new(
+            topics.clone(),
+            Arc::clone(&bus),
+            Arc::clone(&pipeline),
+            Arc::new(config.limits.clone()),
+        );
         let app = AppState {
             state,
             bus,
@@ -96,7 +107,11 @@ impl Server {
             pipeline,
             shutdown: CancellationToken::new(),
             sse_keep_alive: Duration::from_secs(config.server.sse_keep_alive_secs.max(1)),
-            subscriptions: Arc::new(Semaphore::new(config.server.max_subscriptions)),
+            connections: Arc::new(Connections::new(
+                config.server.max_subscriptions,
+                &config.limits,
+            )),
+            readiness: Arc::default(),
             keys,
         };
         app.topics
@@ -138,8 +153,12 @@ impl Server {
         let address = listener.local_addr()?;
         tracing::info!(%address, backend = self.app.bus.kind(), "acteon-server listening");
         let shutdown = self.app.shutdown.clone();
-        let serving = axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let send_timeout = Duration::from_millis(self.config.server.send_timeout_ms.max(1));
+        let serving = axum::serve(
+            SendTimeoutListener::new(listener, send_timeout),
+            self.router(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let grace = Duration::from_millis(self.config.server.shutdown_grace_ms);
         tokio::select! {
             served = serving => served.context("serving HTTP")?,

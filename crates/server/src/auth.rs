@@ -17,6 +17,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use thiserror::Error;
 
+use acteon_core::{FragmentKind, Pattern, Scope};
+
 use crate::app::AppState;
 use crate::error::{ApiError, ServiceError};
 
@@ -57,19 +59,26 @@ pub struct Grant {
     pub ops: Vec<Op>,
 }
 
-const ANY: &str = "*";
+impl Op {
+    /// Whether a grant of `self` allows `op`.
+    fn allows(self, op: Op) -> bool {
+        self == op || self == Op::Admin
+    }
+}
 
-impl Grant {
-    /// Whether the grant allows `op` on `namespace`/`tenant`; `None` means
-    /// "every namespace" (or tenant), which only a `"*"` grant covers.
-    fn allows(&self, op: Op, namespace: Option<&str>, tenant: Option<&str>) -> bool {
-        let covers = |granted: &str, asked: Option<&str>| granted == ANY || asked == Some(granted);
-        covers(&self.namespace, namespace)
-            && covers(&self.tenant, tenant)
-            && self
-                .ops
-                .iter()
-                .any(|granted| *granted == op || *granted == Op::Admin)
+/// The scheme of the Authorization header, and the space after it.
+const BEARER: &[u8] = b"Bearer ";
+
+/// A grant, checked: its namespace and tenant as a [`Scope`].
+#[derive(Debug)]
+pub struct GrantScope {
+    scope: Scope,
+    ops: Vec<Op>,
+}
+
+impl GrantScope {
+    fn allows(&self, op: Op, asked: &Scope) -> bool {
+        self.ops.iter().any(|granted| granted.allows(op)) && self.scope.contains(asked)
     }
 }
 
@@ -108,13 +117,15 @@ pub enum AuthError {
     DuplicateId(String),
     #[error("auth key {id:?}: a grant's namespace and tenant must be \"*\" or a name")]
     BadGrant { id: String },
+    #[error("auth keys {0:?} and {1:?} have the same key_sha256")]
+    DuplicateHash(String, String),
 }
 
 #[derive(Debug)]
 struct Key {
     id: Arc<str>,
     hash: [u8; 32],
-    grants: Arc<[Grant]>,
+    grants: Arc<[GrantScope]>,
 }
 
 /// The configured keys.
@@ -134,22 +145,37 @@ impl KeyStore {
             let mut hash = [0u8; 32];
             hex::decode_to_slice(key.key_sha256.trim(), &mut hash)
                 .map_err(|_| AuthError::BadHash { id: key.id.clone() })?;
-            let valid = |value: &str| {
-                value == ANY
-                    || acteon_core::Fragment::parse(acteon_core::FragmentKind::Tenant, value)
-                        .is_ok()
-            };
-            if !key
+            // Two keys with one secret: whichever matched, the other's
+            // grants would be silently unreachable.
+            if let Some(twin) = keys.iter().find(|k| k.hash == hash) {
+                return Err(AuthError::DuplicateHash(
+                    twin.id.to_string(),
+                    key.id.clone(),
+                ));
+            }
+            let grants = key
                 .grants
                 .iter()
-                .all(|g| valid(&g.namespace) && valid(&g.tenant))
-            {
-                return Err(AuthError::BadGrant { id: key.id.clone() });
-            }
+                .map(|grant| {
+                    let scope = Scope {
+                        namespace: Pattern::parse_wildcard(
+                            FragmentKind::Namespace,
+                            &grant.namespace,
+                        )?,
+                        tenant: Pattern::parse_wildcard(FragmentKind::Tenant, &grant.tenant)?,
+                        name: Pattern::Any,
+                    };
+                    Ok(GrantScope {
+                        scope,
+                        ops: grant.ops.clone(),
+                    })
+                })
+                .collect::<Result<Arc<[_]>, acteon_core::NameError>>()
+                .map_err(|_| AuthError::BadGrant { id: key.id.clone() })?;
             keys.push(Key {
                 id: key.id.as_str().into(),
                 hash,
-                grants: key.grants.clone().into(),
+                grants,
             });
         }
         Ok(Self {
@@ -167,8 +193,10 @@ impl KeyStore {
             .ok_or(ServiceError::Unauthorized(
                 "an API key is required (Authorization: Bearer <key>)",
             ))?
-            .strip_prefix(b"Bearer ")
-            .filter(|secret| !secret.is_empty())
+            .split_at_checked(BEARER.len())
+            // The scheme is case-insensitive (RFC 7235).
+            .filter(|(scheme, secret)| scheme.eq_ignore_ascii_case(BEARER) && !secret.is_empty())
+            .map(|(_, secret)| secret)
             .ok_or(ServiceError::Unauthorized(
                 "the Authorization header must be \"Bearer <key>\"",
             ))?;
@@ -195,7 +223,7 @@ pub enum Caller {
     Unrestricted,
     Key {
         id: Arc<str>,
-        grants: Arc<[Grant]>,
+        grants: Arc<[GrantScope]>,
     },
 }
 
@@ -208,46 +236,39 @@ impl Caller {
         }
     }
 
-    /// Whether the caller may do `op` on `namespace`/`tenant` (`None`: all).
-    pub fn may(&self, op: Op, namespace: Option<&str>, tenant: Option<&str>) -> bool {
+    /// Whether the caller may do `op` on every topic in `scope`.
+    pub fn may(&self, op: Op, scope: &Scope) -> bool {
         match self {
             Self::Unrestricted => true,
-            Self::Key { grants, .. } => grants.iter().any(|g| g.allows(op, namespace, tenant)),
+            Self::Key { grants, .. } => grants.iter().any(|g| g.allows(op, scope)),
         }
     }
 
     /// [`Caller::may`], as an error to return.
-    pub fn require(
-        &self,
-        op: Op,
-        namespace: Option<&str>,
-        tenant: Option<&str>,
-    ) -> Result<(), ServiceError> {
-        if self.may(op, namespace, tenant) {
+    pub fn require(&self, op: Op, scope: &Scope) -> Result<(), ServiceError> {
+        if self.may(op, scope) {
             Ok(())
         } else {
             Err(ServiceError::Forbidden(op))
         }
     }
 
-    /// Whether any grant covers `namespace`/`tenant`, for any operation:
-    /// what listings show.
-    pub fn sees(&self, namespace: &str, tenant: &str) -> bool {
-        [Op::Publish, Op::Subscribe, Op::Manage, Op::Audit]
-            .into_iter()
-            .any(|op| self.may(op, Some(namespace), Some(tenant)))
-    }
-
     /// Whether some grant allows `op` somewhere.
     pub fn may_anywhere(&self, op: Op) -> bool {
         match self {
             Self::Unrestricted => true,
-            Self::Key { grants, .. } => grants.iter().any(|g| {
-                g.ops
-                    .iter()
-                    .any(|granted| *granted == op || *granted == Op::Admin)
-            }),
+            Self::Key { grants, .. } => grants
+                .iter()
+                .any(|g| g.ops.iter().any(|granted| granted.allows(op))),
         }
+    }
+
+    /// Whether any grant covers `scope`, for any operation: what listings
+    /// show.
+    pub fn sees(&self, scope: &Scope) -> bool {
+        [Op::Publish, Op::Subscribe, Op::Manage, Op::Audit]
+            .into_iter()
+            .any(|op| self.may(op, scope))
     }
 }
 
@@ -296,21 +317,32 @@ mod tests {
     fn a_known_secret_identifies_its_key() {
         let caller = store().identify(Some(b"Bearer s3cret")).unwrap();
         assert_eq!(caller.principal(), Some("planner"));
-        assert!(caller.may(Op::Publish, Some("agents"), Some("demo")));
-        assert!(!caller.may(Op::Subscribe, Some("agents"), Some("demo")));
-        assert!(!caller.may(Op::Publish, Some("other"), Some("demo")));
+        let scope = |ns, tenant| Scope::new(ns, tenant, None).unwrap();
+        assert!(caller.may(Op::Publish, &scope(Some("agents"), Some("demo"))));
+        assert!(!caller.may(Op::Subscribe, &scope(Some("agents"), Some("demo"))));
+        assert!(!caller.may(Op::Publish, &scope(Some("other"), Some("demo"))));
         assert!(
-            caller.may(Op::Subscribe, Some("any"), Some("acme")),
+            caller.may(Op::Subscribe, &scope(Some("any"), Some("acme"))),
             "admin allows all ops"
         );
         assert!(
-            caller.may(Op::Admin, None, Some("acme")),
+            caller.may(Op::Admin, &scope(None, Some("acme"))),
             "* covers every namespace"
         );
         assert!(
-            !caller.may(Op::Publish, Some("agents"), None),
+            !caller.may(Op::Publish, &scope(Some("agents"), None)),
             "a named tenant is not all tenants"
         );
+        let topic = acteon_core::TopicName::new("agents", "demo", "inbox").unwrap();
+        assert!(caller.may(Op::Publish, &Scope::topic(&topic)));
+    }
+
+    #[test]
+    fn the_scheme_is_case_insensitive() {
+        for header in [&b"bearer s3cret"[..], b"BEARER s3cret", b"Bearer s3cret"] {
+            let caller = store().identify(Some(header)).unwrap();
+            assert_eq!(caller.principal(), Some("planner"));
+        }
     }
 
     #[test]
@@ -322,6 +354,7 @@ mod tests {
             Some(b"Basic s3cret"),
             Some(b"Bearer "),
             Some(b"Bearer nope"),
+            Some(b"Bearers3cret"),
         ] {
             assert!(
                 matches!(store.identify(header), Err(ServiceError::Unauthorized(_))),
@@ -353,6 +386,14 @@ mod tests {
         assert!(matches!(
             KeyStore::new(&twice),
             Err(AuthError::DuplicateId(_))
+        ));
+        let same_secret = AuthConfig {
+            keys: vec![key("a", &hash), key("b", &hash)],
+            ..AuthConfig::default()
+        };
+        assert!(matches!(
+            KeyStore::new(&same_secret),
+            Err(AuthError::DuplicateHash(..))
         ));
     }
 }

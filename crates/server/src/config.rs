@@ -14,6 +14,7 @@ use clap::Parser;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{ApiKeyConfig, AuthConfig};
+use crate::limits::LimitsConfig;
 use crate::pipeline::{AuditConfig, QuotaConfig, RuleConfig};
 
 /// API keys as a JSON array of `{id, key_sha256, grants}`, added to
@@ -54,6 +55,7 @@ pub struct Config {
     pub quotas: Vec<QuotaConfig>,
     pub audit: AuditConfig,
     pub auth: AuthConfig,
+    pub limits: LimitsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -72,6 +74,10 @@ pub struct ServerConfig {
     /// Open SSE subscriptions at most; more are refused with 503. Each one
     /// is a Kafka consumer with its own buffers on the Kafka backend.
     pub max_subscriptions: usize,
+    /// A connection whose peer has not taken any of the bytes written to it
+    /// for this long is closed: an SSE reader that stopped reading gives
+    /// back its consumer and its place.
+    pub send_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -83,6 +89,7 @@ impl Default for ServerConfig {
             shutdown_flush_timeout_ms: 5_000,
             shutdown_grace_ms: 10_000,
             max_subscriptions: 10_000,
+            send_timeout_ms: 30_000,
         }
     }
 }

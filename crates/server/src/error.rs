@@ -3,7 +3,7 @@
 //! Every error response is JSON: `{"error": "<reason>"}`.
 
 use acteon_bus::{BusError, GroupIdError};
-use acteon_core::{HeaderError, NameError, StartPositionError, TopicError};
+use acteon_core::{DisjointScopes, HeaderError, NameError, StartPositionError, TopicError};
 use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -48,6 +48,23 @@ pub enum ServiceError {
     Forbidden(crate::auth::Op),
     #[error("too many open subscriptions; try again later")]
     TooManySubscriptions,
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// A per-tenant or per-key connection limit.
+    #[error("{0}; close one or try again later")]
+    TooManyConnections(String),
+    /// A per-tenant limit on stored things (topics, silences).
+    #[error("{0}")]
+    LimitReached(String),
+    /// A message over a size limit.
+    #[error("{0}")]
+    InvalidMessage(String),
+    #[error(transparent)]
+    DisjointScopes(#[from] DisjointScopes),
+    #[error(
+        "topic {topic} collides with an existing topic: Kafka treats '.' and '_' alike in topic names"
+    )]
+    TopicCollides { topic: String },
     #[error(transparent)]
     Bus(#[from] BusError),
     #[error(transparent)]
@@ -72,6 +89,29 @@ impl ApiError {
         }
     }
 
+    /// What the caller is told. Server errors carry internal detail (broker
+    /// and storage messages, names of other tenants' topics), which goes to
+    /// the log instead.
+    fn public_message(&self, status: StatusCode) -> String {
+        use ServiceError::*;
+        if !status.is_server_error() {
+            return self.to_string();
+        }
+        match self {
+            Self::Service(Bus(BusError::Unavailable { operation, .. })) => {
+                format!("broker unavailable: {operation} failed; retry later")
+            }
+            Self::Service(Bus(BusError::Broker { operation, .. })) => {
+                format!("broker error: {operation} failed")
+            }
+            Self::Service(State(StateError::Storage { .. } | StateError::Audit { .. })) => {
+                "state store unavailable; retry later".to_owned()
+            }
+            Self::Service(TooManySubscriptions | ShuttingDown) => self.to_string(),
+            _ => "internal error".to_owned(),
+        }
+    }
+
     fn status(&self) -> StatusCode {
         use ServiceError::*;
         match self {
@@ -82,16 +122,21 @@ impl ApiError {
                 | InvalidHeader(_)
                 | InvalidSubscription(_)
                 | InvalidStart(_)
-                | InvalidSilence(_) => StatusCode::BAD_REQUEST,
-                Denied { .. } | Forbidden(_) => StatusCode::FORBIDDEN,
+                | InvalidSilence(_)
+                | InvalidMessage(_)
+                | DisjointScopes(_) => StatusCode::BAD_REQUEST,
+                Denied { .. } | Forbidden(_) | LimitReached(_) => StatusCode::FORBIDDEN,
                 Unauthorized(_) => StatusCode::UNAUTHORIZED,
-                Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+                Throttled(_) | TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
                 SilenceNotFound { .. } => StatusCode::NOT_FOUND,
-                TopicExists { .. } | Bus(BusError::TopicConflict { .. }) => StatusCode::CONFLICT,
+                TopicExists { .. } | TopicCollides { .. } | Bus(BusError::TopicConflict { .. }) => {
+                    StatusCode::CONFLICT
+                }
                 TopicNotFound { .. } | Bus(BusError::UnknownTopic { .. }) => StatusCode::NOT_FOUND,
                 Bus(BusError::Unavailable { .. })
                 | State(StateError::Storage { .. } | StateError::Audit { .. })
-                | TooManySubscriptions => StatusCode::SERVICE_UNAVAILABLE,
+                | TooManySubscriptions
+                | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
                 State(StateError::Corrupt { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
                 Bus(BusError::Rejected { .. }) => StatusCode::BAD_REQUEST,
                 Bus(BusError::Broker { .. }) => StatusCode::BAD_GATEWAY,
@@ -103,12 +148,13 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let message = self.to_string();
         if status.is_server_error() {
-            tracing::warn!(%status, error = %message, "request failed");
+            tracing::warn!(%status, error = %self, "request failed");
         }
-        let mut body = json!({ "error": message });
-        let mut retry_after_secs = (status == StatusCode::SERVICE_UNAVAILABLE).then_some(1);
+        let mut body = json!({ "error": self.public_message(status) });
+        let mut retry_after_secs = (status == StatusCode::SERVICE_UNAVAILABLE
+            || matches!(self, Self::Service(ServiceError::TooManyConnections(_))))
+        .then_some(1);
         match &self {
             Self::Service(ServiceError::Denied { rule, reason }) => {
                 body["rule"] = json!(rule);

@@ -7,6 +7,8 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod limits;
+mod listener;
 pub mod messages;
 pub mod pipeline;
 pub mod state;

@@ -6,6 +6,7 @@ use acteon_bus::{BusBackend, EventStream, GroupId};
 use acteon_core::{OutgoingMessage, StartPosition, TopicName, check_client_headers};
 
 use crate::error::ServiceError;
+use crate::limits::LimitsConfig;
 use crate::pipeline::{Pipeline, Published};
 use crate::topics::TopicRegistry;
 
@@ -14,15 +15,54 @@ pub struct MessageService {
     topics: TopicRegistry,
     bus: Arc<dyn BusBackend>,
     pipeline: Arc<Pipeline>,
+    limits: Arc<LimitsConfig>,
 }
 
 impl MessageService {
-    pub fn new(topics: TopicRegistry, bus: Arc<dyn BusBackend>, pipeline: Arc<Pipeline>) -> Self {
+    pub fn new(
+        topics: TopicRegistry,
+        bus: Arc<dyn BusBackend>,
+        pipeline: Arc<Pipeline>,
+        limits: Arc<LimitsConfig>,
+    ) -> Self {
         Self {
             topics,
             bus,
             pipeline,
+            limits,
         }
+    }
+
+    /// The key and headers within `[limits]`.
+    fn check_sizes(&self, message: &OutgoingMessage) -> Result<(), ServiceError> {
+        let limits = &self.limits;
+        let too_big = |what: String| Err(ServiceError::InvalidMessage(what));
+        if let Some(key) = message
+            .key
+            .as_deref()
+            .filter(|key| key.len() > limits.max_key_bytes)
+        {
+            return too_big(format!(
+                "key is {} bytes; at most max_key_bytes ({}) are allowed",
+                key.len(),
+                limits.max_key_bytes
+            ));
+        }
+        if message.headers.len() > limits.max_headers {
+            return too_big(format!(
+                "{} headers; at most max_headers ({}) are allowed",
+                message.headers.len(),
+                limits.max_headers
+            ));
+        }
+        let header_bytes: usize = message.headers.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if header_bytes > limits.max_header_bytes {
+            return too_big(format!(
+                "headers are {header_bytes} bytes; at most max_header_bytes ({}) are allowed",
+                limits.max_header_bytes
+            ));
+        }
+        Ok(())
     }
 
     /// Checks `message`, passes it through the pipeline, and produces it to
@@ -34,6 +74,7 @@ impl MessageService {
         principal: Option<&str>,
     ) -> Result<Published, ServiceError> {
         check_client_headers(&message.headers)?;
+        self.check_sizes(&message)?;
         self.topics.require_registered(topic)?;
         self.pipeline.publish(topic, message, principal).await
     }

@@ -16,12 +16,16 @@
 //! between a create's state write and its entry in memory. (A create whose
 //! rollback failed leaves a row that is not in memory: the topic is listed,
 //! refuses publishes, and is restored at the next start.)
+//!
+//! Kafka refuses a topic whose name equals another's once '.' and '_' are
+//! swapped (`ns.t.a_b` and `ns.t_a.b`), so the registry refuses such a
+//! create itself, before either system is written.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use acteon_bus::{BusBackend, BusError};
-use acteon_core::{Topic, TopicName, TopicRecord};
+use acteon_core::{NameError, Scope, Topic, TopicName, TopicRecord};
 use chrono::Utc;
 use serde::Deserialize;
 
@@ -37,44 +41,77 @@ pub struct TopicFilter {
 }
 
 impl TopicFilter {
-    fn matches(&self, name: &TopicName) -> bool {
-        self.namespace
-            .as_deref()
-            .is_none_or(|ns| ns == name.namespace())
-            && self
-                .tenant
-                .as_deref()
-                .is_none_or(|tenant| tenant == name.tenant())
+    pub fn scope(&self) -> Result<Scope, NameError> {
+        Scope::new(self.namespace.as_deref(), self.tenant.as_deref(), None)
     }
+}
+
+/// The name Kafka compares topic names by: '.' and '_' alike.
+fn collision_key(name: &TopicName) -> String {
+    name.kafka_topic_name().replace('.', "_")
 }
 
 #[derive(Debug, Clone)]
 pub struct TopicRegistry {
     state: Arc<dyn StateStore>,
     bus: Arc<dyn BusBackend>,
-    /// The stored topics: filled by [`TopicRegistry::restore`], then kept
-    /// by create and delete.
-    known: Arc<RwLock<HashSet<TopicName>>>,
+    max_per_tenant: usize,
+    /// The stored topics, by [`collision_key`]: filled by
+    /// [`TopicRegistry::restore`], then kept by create and delete.
+    known: Arc<RwLock<HashMap<String, TopicName>>>,
     /// Held by create, delete and restore while they change topics.
     changing: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl TopicRegistry {
-    pub fn new(state: Arc<dyn StateStore>, bus: Arc<dyn BusBackend>) -> Self {
+    pub fn new(
+        state: Arc<dyn StateStore>,
+        bus: Arc<dyn BusBackend>,
+        max_per_tenant: usize,
+    ) -> Self {
         Self {
             state,
             bus,
+            max_per_tenant,
             known: Arc::default(),
             changing: Arc::default(),
         }
     }
 
-    fn known(&self) -> std::sync::RwLockReadGuard<'_, HashSet<TopicName>> {
+    fn known(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, TopicName>> {
         self.known.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn known_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashSet<TopicName>> {
+    fn known_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, TopicName>> {
         self.known.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Refuses a create that Kafka would refuse as a collision, or that
+    /// would take the tenant over its limit.
+    fn check_room(&self, name: &TopicName) -> Result<(), ServiceError> {
+        let known = self.known();
+        if let Some(existing) = known.get(&collision_key(name)) {
+            return Err(if existing == name {
+                ServiceError::TopicExists {
+                    topic: name.kafka_topic_name(),
+                }
+            } else {
+                ServiceError::TopicCollides {
+                    topic: name.kafka_topic_name(),
+                }
+            });
+        }
+        let held = known
+            .values()
+            .filter(|t| t.tenant() == name.tenant())
+            .count();
+        if held >= self.max_per_tenant {
+            return Err(ServiceError::LimitReached(format!(
+                "tenant {} has {held} topics, the most max_topics_per_tenant allows",
+                name.tenant()
+            )));
+        }
+        Ok(())
     }
 
     pub async fn create(&self, topic: Topic) -> Result<TopicRecord, ServiceError> {
@@ -85,6 +122,7 @@ impl TopicRegistry {
         };
         let row = serde_json::to_value(&record).expect("topic records serialise");
         let _changing = self.changing.lock().await;
+        self.check_room(record.topic.name())?;
         if !self
             .state
             .insert_new(KeyKind::BusTopic, &kafka_name, &row)
@@ -97,7 +135,8 @@ impl TopicRegistry {
             return Err(bus_error.into());
         }
         tracing::info!(topic = %kafka_name, partitions = record.topic.partitions(), "topic created");
-        self.known_mut().insert(record.topic.name().clone());
+        let name = record.topic.name();
+        self.known_mut().insert(collision_key(name), name.clone());
         Ok(record)
     }
 
@@ -121,9 +160,13 @@ impl TopicRegistry {
     /// Kafka keeps its topics, and publishes answer 503 until it is back.
     pub async fn restore(&self) -> Result<(), ServiceError> {
         let _changing = self.changing.lock().await;
-        let records = self.list(&TopicFilter::default()).await?;
-        self.known_mut()
-            .extend(records.iter().map(|record| record.topic.name().clone()));
+        let records = self.list(&Scope::all()).await?;
+        self.known_mut().extend(records.iter().map(|record| {
+            (
+                collision_key(record.topic.name()),
+                record.topic.name().clone(),
+            )
+        }));
         for record in &records {
             match self.bus.create_topic(&record.topic).await {
                 Ok(()) => {}
@@ -149,7 +192,7 @@ impl TopicRegistry {
         if !self.state.delete(KeyKind::BusTopic, &kafka_name).await? {
             return Err(ServiceError::TopicNotFound { topic: kafka_name });
         }
-        self.known_mut().remove(name);
+        self.known_mut().remove(&collision_key(name));
         match self.bus.delete_topic(name).await {
             Ok(()) => tracing::info!(topic = %kafka_name, "topic deleted"),
             Err(BusError::UnknownTopic { .. }) => {
@@ -167,7 +210,7 @@ impl TopicRegistry {
 
     /// Ok if the topic is registered, else [`ServiceError::TopicNotFound`].
     pub fn require_registered(&self, name: &TopicName) -> Result<(), ServiceError> {
-        if self.known().contains(name) {
+        if self.known().get(&collision_key(name)) == Some(name) {
             Ok(())
         } else {
             Err(ServiceError::TopicNotFound {
@@ -176,26 +219,25 @@ impl TopicRegistry {
         }
     }
 
-    /// Topics matching `filter`, in Kafka-name order.
-    pub async fn list(&self, filter: &TopicFilter) -> Result<Vec<TopicRecord>, ServiceError> {
+    /// Topics in `scope`, in Kafka-name order. A row that cannot be read is
+    /// logged and skipped, so one corrupt row does not hide the others or
+    /// stop the server from starting.
+    pub async fn list(&self, scope: &Scope) -> Result<Vec<TopicRecord>, ServiceError> {
         let mut topics = Vec::new();
         for row in self.state.list(KeyKind::BusTopic).await? {
-            let record = decode("*", row)?;
-            if filter.matches(record.topic.name()) {
-                topics.push(record);
+            match serde_json::from_value::<TopicRecord>(row) {
+                Ok(record) if scope.covers_topic(record.topic.name()) => topics.push(record),
+                Ok(_) => {}
+                Err(source) => {
+                    let error = StateError::Corrupt {
+                        kind: KeyKind::BusTopic,
+                        id: "?".to_owned(),
+                        source,
+                    };
+                    tracing::error!(%error, "a stored topic could not be read; skipped");
+                }
             }
         }
         Ok(topics)
     }
-}
-
-fn decode(kafka_name: &str, row: serde_json::Value) -> Result<TopicRecord, ServiceError> {
-    serde_json::from_value(row).map_err(|source| {
-        StateError::Corrupt {
-            kind: KeyKind::BusTopic,
-            id: kafka_name.to_owned(),
-            source,
-        }
-        .into()
-    })
 }

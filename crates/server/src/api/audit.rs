@@ -29,18 +29,16 @@ async fn query(
     Query(query): Query<AuditQuery>,
 ) -> Result<axum::Json<AuditPage>, ApiError> {
     // A query without a tenant (or namespace) reads every tenant's (or
-    // namespace's) records, which only a "*" grant covers.
-    caller.require(
-        Op::Audit,
-        query.namespace.as_deref(),
-        query.tenant.as_deref(),
-    )?;
+    // namespace's) records, which only a "*" grant covers; a topic names
+    // its namespace and tenant.
+    let filter = query.filter()?;
+    caller.require(Op::Audit, &filter.scope)?;
     let records = app
         .state
-        .query_audit(&query)
+        .query_audit(&filter)
         .await
         .map_err(ServiceError::from)?;
-    let next_before = (records.len() == query.page_size())
+    let next_before = (records.len() == filter.limit)
         .then(|| records.last().map(|record| record.id))
         .flatten();
     Ok(axum::Json(AuditPage {

@@ -20,6 +20,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+pub(crate) use self::health::Readiness;
 use crate::app::AppState;
 use crate::error::ApiError;
 

@@ -1,6 +1,6 @@
 //! `POST /v1/bus/publish`.
 
-use acteon_core::{Headers, OutgoingMessage, TopicName};
+use acteon_core::{Headers, OutgoingMessage, Scope, TopicName};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -61,7 +61,7 @@ async fn publish(
     Json(request): Json<PublishRequest>,
 ) -> Result<Response, ApiError> {
     let topic = topic_name(&request.topic)?;
-    caller.require(Op::Publish, Some(topic.namespace()), Some(topic.tenant()))?;
+    caller.require(Op::Publish, &Scope::topic(&topic))?;
     let message = OutgoingMessage {
         key: request.key,
         payload: request.payload,

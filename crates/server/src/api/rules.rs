@@ -13,7 +13,9 @@ pub(super) fn routes() -> Router<AppState> {
     Router::new().route("/v1/rules", get(list))
 }
 
-/// Rules concern every tenant: any `admin` grant may read them.
+/// The rules whose scope the caller administers: a rule without a tenant
+/// concerns every tenant, so only a `"*"` admin sees it. A key with no
+/// `admin` grant at all is refused.
 async fn list(
     State(app): State<AppState>,
     caller: Caller,
@@ -22,6 +24,11 @@ async fn list(
         return Err(ServiceError::Forbidden(Op::Admin).into());
     }
     Ok(axum::Json(
-        app.pipeline.rules.list().into_iter().cloned().collect(),
+        app.pipeline
+            .rules
+            .list(|scope| caller.may(Op::Admin, scope))
+            .into_iter()
+            .cloned()
+            .collect(),
     ))
 }

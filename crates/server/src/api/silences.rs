@@ -1,5 +1,6 @@
 //! `POST|GET /v1/silences`, `DELETE /v1/silences/{id}`.
 
+use acteon_core::Scope;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -30,11 +31,13 @@ async fn create(
     caller: Caller,
     Json(request): Json<SilenceRequest>,
 ) -> Result<(StatusCode, axum::Json<Silence>), ApiError> {
-    caller.require(
-        Op::Admin,
+    let scope = Scope::new(
         request.namespace.as_deref(),
         Some(&request.tenant),
-    )?;
+        request.topic.as_deref(),
+    )
+    .map_err(ServiceError::from)?;
+    caller.require(Op::Admin, &scope)?;
     let silence = app.pipeline.silences.create(request).await?;
     Ok((StatusCode::CREATED, axum::Json(silence)))
 }
@@ -45,9 +48,11 @@ async fn list(
     caller: Caller,
     Query(query): Query<ListQuery>,
 ) -> axum::Json<Vec<Silence>> {
-    let mut silences = app.pipeline.silences.list(query.all);
-    silences.retain(|s| caller.may(Op::Admin, s.namespace.as_deref(), Some(&s.tenant)));
-    axum::Json(silences)
+    axum::Json(
+        app.pipeline
+            .silences
+            .list(query.all, |scope| caller.may(Op::Admin, scope)),
+    )
 }
 
 /// Another tenant's silence is answered as a missing one.
@@ -56,14 +61,9 @@ async fn end(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let administered = app
-        .pipeline
+    app.pipeline
         .silences
-        .get(&id)
-        .is_some_and(|s| caller.may(Op::Admin, s.namespace.as_deref(), Some(&s.tenant)));
-    if !administered {
-        return Err(ServiceError::SilenceNotFound { id }.into());
-    }
-    app.pipeline.silences.end(&id).await?;
+        .end(&id, |scope| caller.may(Op::Admin, scope))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

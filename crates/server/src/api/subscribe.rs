@@ -10,10 +10,9 @@
 //! retention removed records before this subscriber read them.
 
 use std::convert::Infallible;
-use std::sync::Arc;
 
 use acteon_bus::{BusError, GroupId, SubscriptionEvent};
-use acteon_core::{StartPosition, TopicName};
+use acteon_core::{Scope, StartPosition, TopicName};
 use axum::Router;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -45,15 +44,13 @@ async fn subscribe(
     Query(query): Query<SubscribeQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let topic: TopicName = query.topic.parse().map_err(ServiceError::from)?;
-    caller.require(Op::Subscribe, Some(topic.namespace()), Some(topic.tenant()))?;
+    caller.require(Op::Subscribe, &Scope::topic(&topic))?;
     let start: StartPosition = match query.from.as_deref() {
         Some(from) => from.parse().map_err(ServiceError::from)?,
         None => StartPosition::default(),
     };
     let group = GroupId::parse(&subscription_id).map_err(ServiceError::from)?;
-    let permit = Arc::clone(&app.subscriptions)
-        .try_acquire_owned()
-        .map_err(|_| ServiceError::TooManySubscriptions)?;
+    let permit = app.connections.open(topic.tenant(), caller.principal())?;
     let events = app.messages.subscribe(&topic, &group, start).await?;
     let events = events
         .take_until(app.shutdown.clone().cancelled_owned())

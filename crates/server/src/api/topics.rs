@@ -1,6 +1,6 @@
 //! Topic CRUD: `POST|GET /v1/bus/topics`, `DELETE /v1/bus/topics/{kafka_name}`.
 
-use acteon_core::{Topic, TopicName, TopicRecord, TopicSpec};
+use acteon_core::{Scope, Topic, TopicName, TopicRecord, TopicSpec};
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -25,7 +25,7 @@ async fn create(
 ) -> Result<(StatusCode, axum::Json<TopicRecord>), ApiError> {
     let topic = Topic::try_from(spec).map_err(ServiceError::from)?;
     let name = topic.name();
-    caller.require(Op::Manage, Some(name.namespace()), Some(name.tenant()))?;
+    caller.require(Op::Manage, &Scope::topic(name))?;
     let record = app.topics.create(topic).await?;
     Ok((StatusCode::CREATED, axum::Json(record)))
 }
@@ -36,13 +36,9 @@ async fn list(
     caller: Caller,
     Query(filter): Query<TopicFilter>,
 ) -> Result<axum::Json<Vec<TopicRecord>>, ApiError> {
-    let mut topics = app.topics.list(&filter).await?;
-    topics.retain(|record| {
-        caller.sees(
-            record.topic.name().namespace(),
-            record.topic.name().tenant(),
-        )
-    });
+    let scope = filter.scope().map_err(ServiceError::from)?;
+    let mut topics = app.topics.list(&scope).await?;
+    topics.retain(|record| caller.sees(&Scope::topic(record.topic.name())));
     Ok(axum::Json(topics))
 }
 
@@ -52,7 +48,7 @@ async fn remove(
     Path(kafka_name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let name: TopicName = kafka_name.parse().map_err(ServiceError::from)?;
-    caller.require(Op::Manage, Some(name.namespace()), Some(name.tenant()))?;
+    caller.require(Op::Manage, &Scope::topic(&name))?;
     app.topics.delete(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }

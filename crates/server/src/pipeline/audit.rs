@@ -2,20 +2,31 @@
 //!
 //! Publishes hand records to a bounded queue; one writer task stores them in
 //! batches, so a publish never waits for its own storage write, only for
-//! room in the queue when storage falls behind. The writer prunes by count
-//! and age, and drains the queue at shutdown. A crash loses what is queued
-//! (at most `queue_capacity` records, normally one flush interval's worth).
+//! room in the queue when storage falls behind. Each tenant has a share of
+//! the queue (`tenant_queue_capacity`): a tenant that floods the trail waits
+//! for its own records to be written, not the others. A failed write is
+//! retried with backoff; a batch that still cannot be stored is counted as
+//! dropped, and the failing writer shows in `/readyz`. The writer prunes by
+//! age, by count per tenant (so one tenant's flood cannot evict the others'
+//! history) and by total count, and drains the queue at shutdown. A crash
+//! loses what is queued (at most `queue_capacity` records, normally one
+//! flush interval's worth).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use acteon_core::{Scope, TopicName};
 use chrono::{DateTime, Utc};
+use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::error::ServiceError;
 use crate::state::StateStore;
 
 /// What happened to a publish.
@@ -69,7 +80,8 @@ pub struct AuditRecord {
     pub error: Option<String>,
 }
 
-/// `GET /v1/audit` filters: newest first, ids below `before`.
+/// `GET /v1/audit` as asked: `topic` is a Kafka name, which names its
+/// namespace and tenant too.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
@@ -85,23 +97,67 @@ impl AuditQuery {
     pub const DEFAULT_LIMIT: usize = 100;
     pub const MAX_LIMIT: usize = 1000;
 
-    /// The page size asked for, within bounds.
-    pub fn page_size(&self) -> usize {
-        self.limit
-            .unwrap_or(Self::DEFAULT_LIMIT)
-            .clamp(1, Self::MAX_LIMIT)
+    /// The records asked for: a topic and the tenant or namespace filters
+    /// must agree.
+    pub fn filter(&self) -> Result<AuditFilter, ServiceError> {
+        let mut scope = Scope::new(self.namespace.as_deref(), self.tenant.as_deref(), None)?;
+        if let Some(topic) = &self.topic {
+            let topic: TopicName = topic.parse()?;
+            scope = scope.intersect(&Scope::topic(&topic))?;
+        }
+        Ok(AuditFilter {
+            scope,
+            outcome: self.outcome,
+            before: self.before,
+            limit: self
+                .limit
+                .unwrap_or(Self::DEFAULT_LIMIT)
+                .clamp(1, Self::MAX_LIMIT),
+        })
     }
+}
 
+/// Which audit records a query reads: newest first, ids below `before`, at
+/// most `limit`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditFilter {
+    pub scope: Scope,
+    pub outcome: Option<Outcome>,
+    pub before: Option<u64>,
+    pub limit: usize,
+}
+
+impl Default for AuditFilter {
+    /// The newest page of every record.
+    fn default() -> Self {
+        Self {
+            scope: Scope::all(),
+            outcome: None,
+            before: None,
+            limit: AuditQuery::DEFAULT_LIMIT,
+        }
+    }
+}
+
+impl AuditFilter {
     pub fn matches(&self, record: &AuditRecord) -> bool {
-        self.tenant.as_ref().is_none_or(|t| *t == record.tenant)
-            && self
-                .namespace
-                .as_ref()
-                .is_none_or(|n| *n == record.namespace)
-            && self.topic.as_ref().is_none_or(|t| *t == record.topic)
+        let name = record.topic.rsplit('.').next().unwrap_or_default();
+        self.scope.covers(&record.namespace, &record.tenant, name)
             && self.outcome.is_none_or(|o| o == record.outcome)
             && self.before.is_none_or(|before| record.id < before)
     }
+}
+
+/// What a prune keeps: records newer than `cutoff`, at most `keep_per_tenant`
+/// of each tenant and `keep` in all, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Retention {
+    pub cutoff: DateTime<Utc>,
+    pub keep: usize,
+    pub keep_per_tenant: usize,
+    /// Tenants that may be over `keep_per_tenant`: those written since the
+    /// last prune. Engines that can count cheaply may look at all.
+    pub tenants: Vec<String>,
 }
 
 /// The `[audit]` section.
@@ -110,10 +166,16 @@ impl AuditQuery {
 pub struct AuditConfig {
     /// Records kept at most; older ones are pruned.
     pub max_records: usize,
+    /// Records kept at most of each tenant, so that one tenant's flood
+    /// cannot evict the others' history.
+    pub max_records_per_tenant: usize,
     /// Records older than this are pruned.
     pub max_age_secs: u64,
     /// Records waiting to be stored; publishes wait when it is full.
     pub queue_capacity: usize,
+    /// Records of one tenant waiting to be stored; that tenant's publishes
+    /// wait when its share is full, the others' do not.
+    pub tenant_queue_capacity: usize,
     /// Records stored per write.
     pub batch_size: usize,
     /// Longest a record waits in the queue before a write.
@@ -124,18 +186,58 @@ impl Default for AuditConfig {
     fn default() -> Self {
         Self {
             max_records: 1_000_000,
+            max_records_per_tenant: 100_000,
             max_age_secs: 7 * 24 * 3600,
             queue_capacity: 10_000,
+            tenant_queue_capacity: 1_000,
             batch_size: 500,
             flush_interval_ms: 100,
         }
     }
 }
 
+/// How the writer is doing, for `/readyz`.
+#[derive(Debug, Default)]
+pub struct AuditHealth {
+    /// Records given up on after every retry.
+    dropped: AtomicU64,
+    /// Whether the last write failed.
+    failing: AtomicBool,
+}
+
+impl AuditHealth {
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Ok while writes succeed; the reason when the last one failed.
+    pub fn check(&self) -> Result<(), String> {
+        if self.failing.load(Ordering::Relaxed) {
+            Err(format!(
+                "audit records cannot be stored ({} dropped so far)",
+                self.dropped()
+            ))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A queued record, holding its place in its tenant's share of the queue.
+#[derive(Debug)]
+struct Queued {
+    record: AuditRecord,
+    _share: OwnedSemaphorePermit,
+}
+
 /// Where publishes hand their records. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
-    queue: mpsc::Sender<AuditRecord>,
+    queue: mpsc::Sender<Queued>,
+    /// Each tenant's share of the queue, created at its first record.
+    shares: Arc<DashMap<String, Arc<Semaphore>>>,
+    tenant_capacity: usize,
+    health: Arc<AuditHealth>,
 }
 
 /// The writer task; [`AuditWriter::stop`] drains the queue and ends it.
@@ -149,13 +251,43 @@ impl AuditLog {
     pub fn start(state: Arc<dyn StateStore>, config: AuditConfig) -> (Self, AuditWriter) {
         let (queue, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let stop = CancellationToken::new();
-        let task = tokio::spawn(write(state, config, receiver, stop.clone()));
-        (Self { queue }, AuditWriter { stop, task })
+        let health = Arc::new(AuditHealth::default());
+        let log = Self {
+            queue,
+            shares: Arc::default(),
+            tenant_capacity: config.tenant_queue_capacity.max(1),
+            health: Arc::clone(&health),
+        };
+        let task = tokio::spawn(write(state, config, receiver, stop.clone(), health));
+        (log, AuditWriter { stop, task })
     }
 
-    /// Queues a record, waiting for room if storage has fallen behind.
+    pub fn health(&self) -> &AuditHealth {
+        &self.health
+    }
+
+    /// Queues a record, waiting for room in its tenant's share and in the
+    /// queue if storage has fallen behind.
     pub async fn record(&self, record: AuditRecord) {
-        if self.queue.send(record).await.is_err() {
+        let share = match self.shares.get(&record.tenant) {
+            Some(share) => Arc::clone(&share),
+            None => Arc::clone(
+                &self
+                    .shares
+                    .entry(record.tenant.clone())
+                    .or_insert_with(|| Arc::new(Semaphore::new(self.tenant_capacity))),
+            ),
+        };
+        let share = share
+            .acquire_owned()
+            .await
+            .expect("shares are never closed");
+        let queued = Queued {
+            record,
+            _share: share,
+        };
+        if self.queue.send(queued).await.is_err() {
+            self.health.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::error!("audit writer stopped; a record was not kept");
         }
     }
@@ -173,20 +305,26 @@ impl AuditWriter {
 
 /// How often a gathering writer looks at the queue.
 const GATHER_TICK: Duration = Duration::from_millis(5);
+/// Tries of one batch write, and the wait before the first retry (doubled
+/// after each).
+const WRITE_TRIES: u32 = 5;
+const FIRST_RETRY: Duration = Duration::from_millis(100);
 
 async fn write(
     state: Arc<dyn StateStore>,
     config: AuditConfig,
-    mut receiver: mpsc::Receiver<AuditRecord>,
+    mut receiver: mpsc::Receiver<Queued>,
     stop: CancellationToken,
+    health: Arc<AuditHealth>,
 ) {
     let batch_size = config.batch_size.max(1);
     let flush_interval = Duration::from_millis(config.flush_interval_ms.max(1));
-    let mut batch = Vec::with_capacity(batch_size);
+    let mut queued = Vec::with_capacity(batch_size);
     let mut since_prune = 0usize;
+    let mut written_tenants = BTreeSet::new();
     loop {
         tokio::select! {
-            received = receiver.recv_many(&mut batch, batch_size) => {
+            received = receiver.recv_many(&mut queued, batch_size) => {
                 if received == 0 {
                     break; // closed and drained
                 }
@@ -200,38 +338,78 @@ async fn write(
         // The queue's length is looked at every few milliseconds instead of
         // waited on: a waiting receiver is woken by every send, which cost
         // each publish a wake-up of this task.
-        if batch.len() < batch_size && !receiver.is_closed() {
+        if queued.len() < batch_size && !receiver.is_closed() {
             let deadline = Instant::now() + flush_interval;
-            while batch.len() + receiver.len() < batch_size && !stop.is_cancelled() {
+            while queued.len() + receiver.len() < batch_size && !stop.is_cancelled() {
                 let now = Instant::now();
                 if now >= deadline {
                     break;
                 }
                 tokio::time::sleep(GATHER_TICK.min(deadline - now)).await;
             }
-            while batch.len() < batch_size {
+            while queued.len() < batch_size {
                 let Ok(record) = receiver.try_recv() else {
                     break;
                 };
-                batch.push(record);
+                queued.push(record);
             }
         }
+        // Taking the records frees their places in the tenants' shares.
+        let batch: Vec<AuditRecord> = queued.drain(..).map(|q| q.record).collect();
         since_prune += batch.len();
-        if let Err(error) = state.append_audit(&batch).await {
-            tracing::error!(%error, records = batch.len(), "audit records could not be stored");
-        }
-        batch.clear();
+        written_tenants.extend(batch.iter().map(|record| record.tenant.clone()));
+        append_with_retries(&*state, &batch, &health).await;
         if since_prune >= batch_size * 20 {
             since_prune = 0;
-            prune(&*state, &config).await;
+            prune(&*state, &config, std::mem::take(&mut written_tenants)).await;
         }
     }
-    prune(&*state, &config).await;
+    prune(&*state, &config, written_tenants).await;
 }
 
-async fn prune(state: &dyn StateStore, config: &AuditConfig) {
-    let cutoff = Utc::now() - chrono::TimeDelta::seconds(config.max_age_secs as i64);
-    if let Err(error) = state.prune_audit(config.max_records, cutoff).await {
+/// Stores `batch`, retrying with backoff; a batch that cannot be stored at
+/// all is counted as dropped.
+async fn append_with_retries(state: &dyn StateStore, batch: &[AuditRecord], health: &AuditHealth) {
+    let mut wait = FIRST_RETRY;
+    for attempt in 1..=WRITE_TRIES {
+        match state.append_audit(batch).await {
+            Ok(()) => {
+                health.failing.store(false, Ordering::Relaxed);
+                return;
+            }
+            Err(error) => {
+                health.failing.store(true, Ordering::Relaxed);
+                tracing::error!(%error, records = batch.len(), attempt, "audit records could not be stored");
+            }
+        }
+        if attempt < WRITE_TRIES {
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+        }
+    }
+    let dropped = health
+        .dropped
+        .fetch_add(batch.len() as u64, Ordering::Relaxed)
+        + batch.len() as u64;
+    tracing::error!(
+        records = batch.len(),
+        dropped_in_all = dropped,
+        "audit records dropped"
+    );
+}
+
+async fn prune(state: &dyn StateStore, config: &AuditConfig, tenants: BTreeSet<String>) {
+    let retention = Retention {
+        cutoff: Utc::now()
+            - i64::try_from(config.max_age_secs)
+                .ok()
+                .and_then(chrono::TimeDelta::try_seconds)
+                .unwrap_or(chrono::TimeDelta::MAX),
+        keep: config.max_records,
+        keep_per_tenant: config.max_records_per_tenant,
+        tenants: tenants.into_iter().collect(),
+    };
+    if let Err(error) = state.prune_audit(&retention).await {
         tracing::error!(%error, "audit records could not be pruned");
     }
 }

@@ -1,21 +1,171 @@
 //! CEL conditions and the variables a publish exposes to them.
 
 use std::cell::OnceCell;
-use std::sync::{Arc, LazyLock};
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use acteon_core::{Headers, TopicName};
+use cel::common::ast::{EntryExpr, Expr, IdedExpr};
+use cel::common::types::{CelBool, CelString};
 use thiserror::Error;
 
-/// CEL's standard functions and macros, built once: building them takes
-/// tens of microseconds, far more than evaluating a condition.
-static STANDARD_ENV: LazyLock<Arc<cel::Env>> = LazyLock::new(|| Arc::new(cel::Env::stdlib()));
+use crate::limits::LimitsConfig;
 
-/// A CEL expression that did not parse.
+/// CEL's standard functions and macros, built once: building them takes
+/// tens of microseconds, far more than evaluating a condition. `matches`
+/// is Acteon's own, which compiles each pattern once ([`regex`]).
+static STANDARD_ENV: LazyLock<Arc<cel::Env>> = LazyLock::new(|| {
+    let mut env = cel::Env::stdlib();
+    cel::add_overload!(env, fn matches: (CelString, CelString) -> Result<CelBool>, id = "matches")
+        .expect("matches is declared once");
+    cel::add_member_overload!(env, fn matches: (CelString, CelString) -> Result<CelBool>)
+        .expect("string.matches is declared once");
+    Arc::new(env)
+});
+
+/// Compiled patterns of `matches`, by pattern. CEL's own `matches` compiles
+/// its pattern on every call; a condition evaluated on every publish would
+/// pay that each time. Bounded: it is emptied when full.
+static REGEXES: LazyLock<Mutex<HashMap<String, Arc<regex::Regex>>>> = LazyLock::new(Mutex::default);
+const MAX_CACHED_REGEXES: usize = 1_024;
+/// Largest compiled pattern: bounds the time and memory one pattern costs.
+const MAX_REGEX_BYTES: usize = 1 << 20;
+
+fn regex(pattern: &str) -> Result<Arc<regex::Regex>, regex::Error> {
+    let cached = REGEXES
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(pattern)
+        .cloned();
+    if let Some(regex) = cached {
+        return Ok(regex);
+    }
+    let regex = Arc::new(
+        regex::RegexBuilder::new(pattern)
+            .size_limit(MAX_REGEX_BYTES)
+            .build()?,
+    );
+    let mut cache = REGEXES.lock().unwrap_or_else(PoisonError::into_inner);
+    if cache.len() >= MAX_CACHED_REGEXES {
+        cache.clear();
+    }
+    cache.insert(pattern.to_owned(), Arc::clone(&regex));
+    Ok(regex)
+}
+
+/// CEL's `matches`: whether `pattern` matches somewhere in `text`. The
+/// `regex` crate matches in time linear in the text.
+fn matches(text: &CelString<'_>, pattern: &CelString<'_>) -> Result<CelBool, cel::ExecutionError> {
+    let regex = regex(pattern.inner())
+        .map_err(|error| cel::ExecutionError::function_error("matches", error))?;
+    Ok(CelBool::from(regex.is_match(text.inner())))
+}
+
+/// A CEL expression that did not parse, or is over a bound.
 #[derive(Debug, Error)]
-#[error("condition {source_text:?} does not parse: {message}")]
+#[error("condition {source_text:?} {message}")]
 pub struct ConditionError {
     pub source_text: String,
     pub message: String,
+}
+
+/// Bounds on a condition a caller supplies, so that its evaluation on
+/// every publish stays cheap: its length, its nesting, and at most one
+/// comprehension (`all`, `exists`, `map`, ...) on any path, which keeps the
+/// cost linear in the size of the message.
+#[derive(Debug, Clone, Copy)]
+pub struct ConditionBounds {
+    pub max_bytes: usize,
+    pub max_depth: usize,
+}
+
+impl From<&LimitsConfig> for ConditionBounds {
+    fn from(limits: &LimitsConfig) -> Self {
+        Self {
+            max_bytes: limits.max_condition_bytes,
+            max_depth: limits.max_condition_depth,
+        }
+    }
+}
+
+/// The deepest bracket nesting of `text`, counted before parsing so that a
+/// deeply nested text cannot exhaust the parser's stack.
+fn bracket_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for byte in text.bytes() {
+        match byte {
+            b'(' | b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// Why `expression` is over `bounds`, if it is. `depth` counts the calls,
+/// selections and literals above it; `in_comprehension` whether one of them
+/// is a comprehension.
+fn over_bounds(
+    expression: &IdedExpr,
+    bounds: &ConditionBounds,
+    depth: usize,
+    in_comprehension: bool,
+) -> Option<String> {
+    // Macros expand into several nodes per level: allow for them.
+    if depth > bounds.max_depth * 4 {
+        return Some(format!("nests deeper than {} levels", bounds.max_depth));
+    }
+    let within = |child: &IdedExpr, in_comprehension| {
+        over_bounds(child, bounds, depth + 1, in_comprehension)
+    };
+    match &expression.expr {
+        Expr::Call(call) => call
+            .target
+            .iter()
+            .map(|target| target.as_ref())
+            .chain(&call.args)
+            .find_map(|child| within(child, in_comprehension)),
+        Expr::Comprehension(comprehension) => {
+            if in_comprehension {
+                return Some(
+                    "nests a comprehension (all, exists, exists_one, map, filter) in another"
+                        .to_owned(),
+                );
+            }
+            within(&comprehension.iter_range, false).or_else(|| {
+                [
+                    &comprehension.accu_init,
+                    &comprehension.loop_cond,
+                    &comprehension.loop_step,
+                    &comprehension.result,
+                ]
+                .into_iter()
+                .find_map(|child| within(child, true))
+            })
+        }
+        Expr::List(list) => list
+            .elements
+            .iter()
+            .find_map(|child| within(child, in_comprehension)),
+        Expr::Map(map) => map.entries.iter().find_map(|entry| match &entry.expr {
+            EntryExpr::MapEntry(entry) => within(&entry.key, in_comprehension)
+                .or_else(|| within(&entry.value, in_comprehension)),
+            EntryExpr::StructField(field) => within(&field.value, in_comprehension),
+        }),
+        Expr::Struct(structure) => structure
+            .entries
+            .iter()
+            .find_map(|entry| match &entry.expr {
+                EntryExpr::MapEntry(entry) => within(&entry.key, in_comprehension)
+                    .or_else(|| within(&entry.value, in_comprehension)),
+                EntryExpr::StructField(field) => within(&field.value, in_comprehension),
+            }),
+        Expr::Select(select) => within(&select.operand, in_comprehension),
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => None,
+    }
 }
 
 /// A compiled CEL condition.
@@ -31,15 +181,47 @@ impl std::fmt::Debug for Condition {
 }
 
 impl Condition {
+    /// Compiles a condition from the configuration file.
     pub fn compile(source_text: &str) -> Result<Self, ConditionError> {
-        let program = cel::Program::compile(source_text).map_err(|error| ConditionError {
-            source_text: source_text.to_owned(),
-            message: error.to_string(),
-        })?;
+        let program = STANDARD_ENV
+            .compile(source_text)
+            .map_err(|error| ConditionError {
+                source_text: source_text.to_owned(),
+                message: format!("does not parse: {error}"),
+            })?;
         Ok(Self {
             source_text: source_text.to_owned(),
             program,
         })
+    }
+
+    /// Compiles a condition a caller supplied, within `bounds`.
+    pub fn compile_bounded(
+        source_text: &str,
+        bounds: &ConditionBounds,
+    ) -> Result<Self, ConditionError> {
+        let refuse = |message: String| ConditionError {
+            source_text: source_text.chars().take(80).collect(),
+            message,
+        };
+        if source_text.len() > bounds.max_bytes {
+            return Err(refuse(format!(
+                "is {} bytes long; at most max_condition_bytes ({}) are allowed",
+                source_text.len(),
+                bounds.max_bytes
+            )));
+        }
+        if bracket_depth(source_text) > bounds.max_depth {
+            return Err(refuse(format!(
+                "nests brackets deeper than max_condition_depth ({})",
+                bounds.max_depth
+            )));
+        }
+        let condition = Self::compile(source_text)?;
+        if let Some(reason) = over_bounds(condition.program.expression(), bounds, 0, false) {
+            return Err(refuse(reason));
+        }
+        Ok(condition)
     }
 
     pub fn source_text(&self) -> &str {
@@ -174,6 +356,55 @@ mod tests {
                 .holds(&message)
         );
         assert!(!Condition::compile("tenant").unwrap().holds(&message));
+    }
+
+    #[test]
+    fn matches_uses_each_pattern_compiled_once() {
+        let topic = TopicName::new("agents", "demo", "inbox").unwrap();
+        let (headers, payload) = (headers(), json!({ "kind": "refund-42" }));
+        let message = MessageFacts::new(&topic, None, &headers, &payload);
+        let condition = Condition::compile("payload.kind.matches('^refund-[0-9]+$')").unwrap();
+        assert!(condition.holds(&message));
+        let first = regex("^refund-[0-9]+$").unwrap();
+        assert!(condition.holds(&message));
+        assert!(Arc::ptr_eq(&first, &regex("^refund-[0-9]+$").unwrap()));
+        assert!(
+            Condition::compile("matches(tenant, 'de')")
+                .unwrap()
+                .holds(&message)
+        );
+        assert!(
+            !Condition::compile("tenant.matches('(')")
+                .unwrap()
+                .holds(&message)
+        );
+    }
+
+    #[test]
+    fn caller_conditions_are_bounded() {
+        let bounds = ConditionBounds::from(&LimitsConfig::default());
+        let refused = |text: &str| {
+            Condition::compile_bounded(text, &bounds)
+                .unwrap_err()
+                .to_string()
+        };
+        let long = format!("tenant == '{}'", "x".repeat(bounds.max_bytes));
+        assert!(refused(&long).contains("max_condition_bytes"));
+        let deep = format!("{}true{}", "(".repeat(100), ")".repeat(100));
+        assert!(refused(&deep).contains("max_condition_depth"));
+        let nested = "payload.items.all(x, payload.items.exists(y, x == y))";
+        assert!(
+            refused(nested).contains("comprehension"),
+            "{}",
+            refused(nested)
+        );
+        for fine in [
+            "payload.items.all(x, x > 1)",
+            "payload.items.exists(x, x > 1) && payload.tags.all(t, t != 'a')",
+            "tenant == 'demo' && headers['x-env'].matches('^prod')",
+        ] {
+            Condition::compile_bounded(fine, &bounds).unwrap();
+        }
     }
 
     #[test]

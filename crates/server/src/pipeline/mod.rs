@@ -14,8 +14,11 @@ use acteon_bus::BusBackend;
 use acteon_core::{DeliveryReceipt, OutgoingMessage, TopicName};
 use chrono::Utc;
 
-pub use self::audit::{AuditConfig, AuditLog, AuditQuery, AuditRecord, AuditWriter, Outcome};
-pub use self::condition::{Condition, ConditionError, MessageFacts};
+pub use self::audit::{
+    AuditConfig, AuditFilter, AuditHealth, AuditLog, AuditQuery, AuditRecord, AuditWriter, Outcome,
+    Retention,
+};
+pub use self::condition::{Condition, ConditionBounds, ConditionError, MessageFacts};
 pub use self::quotas::{QuotaConfig, QuotaError, Quotas, Throttled};
 pub use self::rules::{Rule, RuleAction, RuleConfig, RuleError, RuleSet};
 pub use self::silences::{Silence, SilenceRequest, Silences};
@@ -79,8 +82,26 @@ impl Pipeline {
             );
             self.decide(topic, &facts, &mut record)
         };
-        let result = match decision {
-            Ok(()) => match self.bus.produce(topic, message).await {
+        match decision {
+            Ok(()) => self.produce(topic, message, record).await,
+            Err(stopped) => {
+                self.audit.record(record).await;
+                stopped
+            }
+        }
+    }
+
+    /// Produces and audits on a task of its own: a publish whose caller
+    /// went away while the broker was answering still leaves its record.
+    async fn produce(
+        &self,
+        topic: &TopicName,
+        message: OutgoingMessage,
+        mut record: AuditRecord,
+    ) -> Result<Published, ServiceError> {
+        let (bus, audit, topic) = (Arc::clone(&self.bus), self.audit.clone(), topic.clone());
+        let producing = tokio::spawn(async move {
+            let result = match bus.produce(&topic, message).await {
                 Ok(receipt) => {
                     record.partition = Some(receipt.partition);
                     record.offset = Some(receipt.offset);
@@ -91,11 +112,17 @@ impl Pipeline {
                     record.error = Some(error.to_string());
                     Err(error.into())
                 }
+            };
+            audit.record(record).await;
+            result
+        });
+        match producing.await {
+            Ok(result) => result,
+            Err(error) => match error.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => Err(ServiceError::ShuttingDown),
             },
-            Err(stopped) => stopped,
-        };
-        self.audit.record(record).await;
-        result
+        }
     }
 
     /// Silences, rules and quotas; `Err` carries the publish's answer when a

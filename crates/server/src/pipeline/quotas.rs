@@ -3,7 +3,7 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use acteon_core::TopicName;
+use acteon_core::{Scope, TopicName};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota as Gcra, RateLimiter};
 use serde::{Deserialize, Serialize};
@@ -36,24 +36,25 @@ impl QuotaConfig {
         label
     }
 
-    fn covers(&self, topic: &TopicName) -> bool {
-        self.tenant == topic.tenant()
-            && self
-                .namespace
-                .as_deref()
-                .is_none_or(|ns| ns == topic.namespace())
-            && self
-                .topic
-                .as_deref()
-                .is_none_or(|name| name == topic.name())
+    fn scope(&self) -> Result<Scope, QuotaError> {
+        Scope::new(
+            self.namespace.as_deref(),
+            Some(&self.tenant),
+            self.topic.as_deref(),
+        )
+        .map_err(|error| QuotaError {
+            label: self.label(),
+            reason: error.to_string(),
+        })
     }
 }
 
 /// A quota that cannot be loaded.
 #[derive(Debug, Error)]
-#[error("quota {label}: max_per_second and burst must be at least 1")]
+#[error("quota {label}: {reason}")]
 pub struct QuotaError {
     label: String,
+    reason: String,
 }
 
 /// Over quota: which one, and how long until a message is allowed.
@@ -66,6 +67,7 @@ pub struct Throttled {
 #[derive(Debug)]
 struct Limiter {
     config: QuotaConfig,
+    scope: Scope,
     limiter: DefaultDirectRateLimiter,
 }
 
@@ -82,11 +84,13 @@ impl Quotas {
             .map(|config| {
                 let invalid = || QuotaError {
                     label: config.label(),
+                    reason: "max_per_second and burst must be at least 1".to_owned(),
                 };
                 let rate = NonZeroU32::new(config.max_per_second).ok_or_else(invalid)?;
                 let burst = NonZeroU32::new(config.burst.unwrap_or(config.max_per_second))
                     .ok_or_else(invalid)?;
                 Ok(Limiter {
+                    scope: config.scope()?,
                     config: config.clone(),
                     limiter: RateLimiter::direct(Gcra::per_second(rate).allow_burst(burst)),
                 })
@@ -103,7 +107,7 @@ impl Quotas {
     /// (topic, then namespace, then tenant), so a message refused by a narrow
     /// quota uses none of the broader ones; the first with none left answers.
     pub fn take(&self, topic: &TopicName) -> Result<(), Throttled> {
-        for limiter in self.limiters.iter().filter(|l| l.config.covers(topic)) {
+        for limiter in self.limiters.iter().filter(|l| l.scope.covers_topic(topic)) {
             if let Err(not_until) = limiter.limiter.check() {
                 return Err(Throttled {
                     quota: limiter.config.label(),

@@ -1,5 +1,6 @@
 //! Rules: ordered CEL conditions with an action; the first that holds decides.
 
+use acteon_core::Scope;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -39,6 +40,15 @@ pub struct RuleConfig {
     pub action: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The tenant whose publishes the rule concerns; none: every tenant's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// Narrows the rule to a namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Narrows the rule to a topic (short name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
 }
 
 /// A rule set that cannot be loaded.
@@ -53,6 +63,11 @@ pub enum RuleError {
     UnknownAction { name: String, action: String },
     #[error("rule name {0:?} is used twice")]
     DuplicateName(String),
+    #[error("rule {name:?}: {source}")]
+    Scope {
+        name: String,
+        source: acteon_core::NameError,
+    },
 }
 
 /// A loaded rule.
@@ -60,6 +75,8 @@ pub enum RuleError {
 pub struct Rule {
     pub config: RuleConfig,
     pub action: RuleAction,
+    /// The publishes it concerns.
+    pub scope: Scope,
     condition: Condition,
 }
 
@@ -89,9 +106,19 @@ impl RuleSet {
                     name: config.name.clone(),
                     action: config.action.clone(),
                 })?;
+            let scope = Scope::new(
+                config.namespace.as_deref(),
+                config.tenant.as_deref(),
+                config.topic.as_deref(),
+            )
+            .map_err(|source| RuleError::Scope {
+                name: config.name.clone(),
+                source,
+            })?;
             rules.push(Rule {
                 config: config.clone(),
                 action,
+                scope,
                 condition,
             });
         }
@@ -100,14 +127,20 @@ impl RuleSet {
         Ok(Self { rules })
     }
 
-    /// The first rule whose condition holds.
+    /// The first rule concerning `message` whose condition holds.
     pub fn decide(&self, message: &MessageFacts<'_>) -> Option<&Rule> {
-        self.rules.iter().find(|rule| rule.condition.holds(message))
+        self.rules
+            .iter()
+            .find(|rule| rule.scope.covers_topic(message.topic) && rule.condition.holds(message))
     }
 
-    /// The rules in evaluation order.
-    pub fn list(&self) -> Vec<&RuleConfig> {
-        self.rules.iter().map(|rule| &rule.config).collect()
+    /// The rules whose scope `visible` accepts, in evaluation order.
+    pub fn list(&self, visible: impl Fn(&Scope) -> bool) -> Vec<&RuleConfig> {
+        self.rules
+            .iter()
+            .filter(|rule| visible(&rule.scope))
+            .map(|rule| &rule.config)
+            .collect()
     }
 }
 
@@ -125,6 +158,9 @@ mod tests {
             condition: condition.into(),
             action: action.into(),
             reason: None,
+            tenant: None,
+            namespace: None,
+            topic: None,
         }
     }
 
@@ -136,7 +172,11 @@ mod tests {
             rule("tie", 20, "true", "suppress"),
         ])
         .unwrap();
-        let names: Vec<_> = rules.list().iter().map(|r| r.name.clone()).collect();
+        let names: Vec<_> = rules
+            .list(|_| true)
+            .iter()
+            .map(|r| r.name.clone())
+            .collect();
         assert_eq!(names, ["big", "late", "tie"]);
         let topic = TopicName::new("a", "b", "c").unwrap();
         let headers = Headers::new();
@@ -149,6 +189,28 @@ mod tests {
         };
         assert_eq!(decide(&big).as_deref(), Some("big"));
         assert_eq!(decide(&small).as_deref(), Some("late"));
+    }
+
+    #[test]
+    fn a_scoped_rule_concerns_only_its_tenant() {
+        let mut scoped = rule("demo-only", 1, "true", "deny");
+        scoped.tenant = Some("demo".into());
+        let rules = RuleSet::compile(&[scoped]).unwrap();
+        let (headers, payload) = (Headers::new(), json!({}));
+        let demo = TopicName::new("a", "demo", "c").unwrap();
+        let other = TopicName::new("a", "other", "c").unwrap();
+        assert!(
+            rules
+                .decide(&MessageFacts::new(&demo, None, &headers, &payload))
+                .is_some()
+        );
+        assert!(
+            rules
+                .decide(&MessageFacts::new(&other, None, &headers, &payload))
+                .is_none()
+        );
+        let other_scope = Scope::new(None, Some("other"), None).unwrap();
+        assert!(rules.list(|scope| other_scope.contains(scope)).is_empty());
     }
 
     #[test]

@@ -5,18 +5,22 @@
 //! [`KEEP_ENDED`] ago are dropped whenever one is created, so the set stays
 //! bounded by how many are created in that time.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use acteon_core::{Fragment, FragmentKind};
+use acteon_core::Scope;
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::condition::{Condition, MessageFacts};
+use super::condition::{Condition, ConditionBounds, MessageFacts};
 use crate::error::ServiceError;
+use crate::limits::LimitsConfig;
 use crate::state::{KeyKind, StateError, StateStore};
 
 /// How long an ended silence stays listed under `?all=true`.
 const KEEP_ENDED: TimeDelta = TimeDelta::days(7);
+
+/// Longest comment on a silence, in bytes.
+const MAX_COMMENT_BYTES: usize = 4 * 1024;
 
 /// `POST /v1/silences`: exactly one of `ends_at` and `duration_ms`.
 #[derive(Debug, Clone, Deserialize)]
@@ -52,35 +56,46 @@ impl Silence {
     fn is_active(&self, now: DateTime<Utc>) -> bool {
         self.starts_at <= now && now < self.ends_at
     }
+
+    /// Whether it ended more than [`KEEP_ENDED`] before `now`. A silence
+    /// whose end is too far away to add to is not old.
+    fn is_old(&self, now: DateTime<Utc>) -> bool {
+        self.ends_at
+            .checked_add_signed(KEEP_ENDED)
+            .is_some_and(|kept_until| kept_until < now)
+    }
 }
 
 #[derive(Debug)]
 struct Compiled {
     silence: Silence,
+    scope: Scope,
     condition: Option<Condition>,
 }
 
 impl Compiled {
-    fn new(silence: Silence) -> Result<Self, ServiceError> {
+    fn new(silence: Silence, bounds: &ConditionBounds) -> Result<Self, ServiceError> {
+        let scope = Scope::new(
+            silence.namespace.as_deref(),
+            Some(&silence.tenant),
+            silence.topic.as_deref(),
+        )?;
         let condition = silence
             .condition
             .as_deref()
-            .map(Condition::compile)
+            .map(|text| Condition::compile_bounded(text, bounds))
             .transpose()
             .map_err(|error| ServiceError::InvalidSilence(error.to_string()))?;
-        Ok(Self { silence, condition })
+        Ok(Self {
+            silence,
+            scope,
+            condition,
+        })
     }
 
     fn silences(&self, message: &MessageFacts<'_>, now: DateTime<Utc>) -> bool {
-        let s = &self.silence;
-        s.is_active(now)
-            && s.tenant == message.topic.tenant()
-            && s.namespace
-                .as_deref()
-                .is_none_or(|ns| ns == message.topic.namespace())
-            && s.topic
-                .as_deref()
-                .is_none_or(|name| name == message.topic.name())
+        self.silence.is_active(now)
+            && self.scope.covers_topic(message.topic)
             && self.condition.as_ref().is_none_or(|c| c.holds(message))
     }
 }
@@ -89,17 +104,23 @@ impl Compiled {
 #[derive(Debug)]
 pub struct Silences {
     state: Arc<dyn StateStore>,
+    limits: LimitsConfig,
     all: RwLock<Vec<Arc<Compiled>>>,
 }
 
 impl Silences {
-    /// Loads the stored silences.
-    pub async fn load(state: Arc<dyn StateStore>) -> Result<Self, StateError> {
+    /// Loads the stored silences; one that cannot be read is logged and
+    /// skipped.
+    pub async fn load(
+        state: Arc<dyn StateStore>,
+        limits: LimitsConfig,
+    ) -> Result<Self, StateError> {
+        let bounds = ConditionBounds::from(&limits);
         let mut all = Vec::new();
         for row in state.list(KeyKind::Silence).await? {
             match serde_json::from_value(row)
                 .map_err(|e| e.to_string())
-                .and_then(|silence| Compiled::new(silence).map_err(|e| e.to_string()))
+                .and_then(|silence| Compiled::new(silence, &bounds).map_err(|e| e.to_string()))
             {
                 Ok(compiled) => all.push(Arc::new(compiled)),
                 Err(error) => tracing::error!(%error, "a stored silence could not be loaded"),
@@ -107,27 +128,47 @@ impl Silences {
         }
         Ok(Self {
             state,
+            limits,
             all: RwLock::new(all),
         })
     }
 
+    // Every section under these locks is plain bookkeeping; a panic in one
+    // request must not poison the silences for every other publish.
+    fn read(&self) -> RwLockReadGuard<'_, Vec<Arc<Compiled>>> {
+        self.all.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Vec<Arc<Compiled>>> {
+        self.all.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub async fn create(&self, request: SilenceRequest) -> Result<Silence, ServiceError> {
         let invalid = |message: String| ServiceError::InvalidSilence(message);
-        Fragment::parse(FragmentKind::Tenant, &request.tenant)?;
-        if let Some(namespace) = &request.namespace {
-            Fragment::parse(FragmentKind::Namespace, namespace)?;
-        }
-        if let Some(topic) = &request.topic {
-            Fragment::parse(FragmentKind::Name, topic)?;
+        if request.comment.len() > MAX_COMMENT_BYTES {
+            return Err(invalid(format!(
+                "comment is {} bytes; at most {MAX_COMMENT_BYTES} are allowed",
+                request.comment.len()
+            )));
         }
         let now = Utc::now();
+        let longest = i64::try_from(self.limits.max_silence_secs)
+            .ok()
+            .and_then(TimeDelta::try_seconds)
+            .unwrap_or(TimeDelta::MAX);
+        let too_long = || {
+            invalid(format!(
+                "a silence may last at most max_silence_secs ({} s)",
+                self.limits.max_silence_secs
+            ))
+        };
         let ends_at = match (request.ends_at, request.duration_ms) {
             (Some(ends_at), None) => ends_at,
             (None, Some(ms)) => i64::try_from(ms)
                 .ok()
                 .and_then(TimeDelta::try_milliseconds)
                 .and_then(|duration| now.checked_add_signed(duration))
-                .ok_or_else(|| invalid(format!("duration_ms {ms} is too long")))?,
+                .ok_or_else(too_long)?,
             _ => {
                 return Err(invalid(
                     "give exactly one of ends_at and duration_ms".into(),
@@ -136,6 +177,9 @@ impl Silences {
         };
         if ends_at <= now {
             return Err(invalid(format!("ends_at {ends_at} is not in the future")));
+        }
+        if ends_at.signed_duration_since(now) > longest {
+            return Err(too_long());
         }
         let silence = Silence {
             id: uuid::Uuid::new_v4().to_string(),
@@ -147,23 +191,33 @@ impl Silences {
             ends_at,
             comment: request.comment,
         };
-        let compiled = Compiled::new(silence.clone())?;
-        self.store(&silence).await?;
-        self.all
-            .write()
-            .expect("silence lock poisoned")
-            .push(Arc::new(compiled));
+        let compiled = Arc::new(Compiled::new(
+            silence.clone(),
+            &ConditionBounds::from(&self.limits),
+        )?);
         self.forget_ended(now).await;
+        let held = self
+            .read()
+            .iter()
+            .filter(|c| c.silence.tenant == silence.tenant)
+            .count();
+        if held >= self.limits.max_silences_per_tenant {
+            return Err(ServiceError::LimitReached(format!(
+                "tenant {} has {held} silences, the most max_silences_per_tenant allows \
+                 (ended ones count until they are a week old)",
+                silence.tenant
+            )));
+        }
+        self.store(&silence).await?;
+        self.write().push(compiled);
         Ok(silence)
     }
 
     /// Drops silences that ended more than [`KEEP_ENDED`] before `now`.
     async fn forget_ended(&self, now: DateTime<Utc>) {
         let old: Vec<String> = {
-            let mut all = self.all.write().expect("silence lock poisoned");
-            let (old, kept): (Vec<_>, Vec<_>) = all
-                .drain(..)
-                .partition(|c| c.silence.ends_at + KEEP_ENDED < now);
+            let mut all = self.write();
+            let (old, kept): (Vec<_>, Vec<_>) = all.drain(..).partition(|c| c.silence.is_old(now));
             *all = kept;
             old.into_iter().map(|c| c.silence.id.clone()).collect()
         };
@@ -179,48 +233,43 @@ impl Silences {
         Ok(self.state.put(KeyKind::Silence, &silence.id, &row).await?)
     }
 
-    /// Active silences, or all with `all`, newest first.
-    pub fn list(&self, all: bool) -> Vec<Silence> {
+    /// Active silences, or all with `all`, whose scope `visible` accepts,
+    /// newest first.
+    pub fn list(&self, all: bool, visible: impl Fn(&Scope) -> bool) -> Vec<Silence> {
         let now = Utc::now();
         let mut silences: Vec<Silence> = self
-            .all
             .read()
-            .expect("silence lock poisoned")
             .iter()
-            .filter(|c| all || c.silence.is_active(now))
+            .filter(|c| (all || c.silence.is_active(now)) && visible(&c.scope))
             .map(|c| c.silence.clone())
             .collect();
         silences.sort_by_key(|silence| std::cmp::Reverse(silence.starts_at));
         silences
     }
 
-    /// The silence with `id`, ended or not.
-    pub fn get(&self, id: &str) -> Option<Silence> {
-        self.all
-            .read()
-            .expect("silence lock poisoned")
-            .iter()
-            .find(|c| c.silence.id == id)
-            .map(|c| c.silence.clone())
-    }
-
-    /// Ends a silence now; it stays listed under `?all=true`.
-    pub async fn end(&self, id: &str) -> Result<(), ServiceError> {
+    /// Ends a silence now, if `visible` accepts its scope; it stays listed
+    /// under `?all=true`. Another scope's silence is answered as missing.
+    pub async fn end(
+        &self,
+        id: &str,
+        visible: impl Fn(&Scope) -> bool,
+    ) -> Result<(), ServiceError> {
         let now = Utc::now();
         let found = self
-            .all
             .read()
-            .expect("silence lock poisoned")
             .iter()
-            .find(|c| c.silence.id == id && c.silence.ends_at > now)
+            .find(|c| c.silence.id == id && c.silence.ends_at > now && visible(&c.scope))
             .map(|c| c.silence.clone());
         let Some(mut silence) = found else {
             return Err(ServiceError::SilenceNotFound { id: id.to_owned() });
         };
         silence.ends_at = now;
         self.store(&silence).await?;
-        let compiled = Arc::new(Compiled::new(silence)?);
-        let mut all = self.all.write().expect("silence lock poisoned");
+        let compiled = Arc::new(Compiled::new(
+            silence,
+            &ConditionBounds::from(&self.limits),
+        )?);
+        let mut all = self.write();
         if let Some(slot) = all.iter_mut().find(|c| c.silence.id == id) {
             *slot = compiled;
         }
@@ -230,9 +279,7 @@ impl Silences {
     /// The id of an active silence covering `message`.
     pub fn matching(&self, message: &MessageFacts<'_>) -> Option<String> {
         let now = Utc::now();
-        self.all
-            .read()
-            .expect("silence lock poisoned")
+        self.read()
             .iter()
             .find(|c| c.silences(message, now))
             .map(|c| c.silence.id.clone())
@@ -260,8 +307,10 @@ mod tests {
         };
         let row = serde_json::to_value(&old).unwrap();
         state.put(KeyKind::Silence, "old", &row).await.unwrap();
-        let silences = Silences::load(Arc::clone(&state)).await.unwrap();
-        assert_eq!(silences.list(true).len(), 1);
+        let silences = Silences::load(Arc::clone(&state), LimitsConfig::default())
+            .await
+            .unwrap();
+        assert_eq!(silences.list(true, |_| true).len(), 1);
 
         let request = SilenceRequest {
             tenant: "t".into(),
@@ -273,7 +322,11 @@ mod tests {
             comment: "now".into(),
         };
         let new = silences.create(request).await.unwrap();
-        let ids: Vec<_> = silences.list(true).into_iter().map(|s| s.id).collect();
+        let ids: Vec<_> = silences
+            .list(true, |_| true)
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
         assert_eq!(ids, [new.id]);
         assert_eq!(state.get(KeyKind::Silence, "old").await.unwrap(), None);
     }

@@ -1,13 +1,12 @@
 //! A state store in process memory, for tests and throw-away runs.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Mutex, PoisonError};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 
 use super::{KeyKind, StateError, StateStore};
-use crate::pipeline::{AuditQuery, AuditRecord};
+use crate::pipeline::{AuditFilter, AuditRecord, Retention};
 
 #[derive(Debug, Default)]
 pub struct MemoryStore {
@@ -18,7 +17,11 @@ pub struct MemoryStore {
 
 impl MemoryStore {
     fn records(&self) -> std::sync::MutexGuard<'_, BTreeMap<(KeyKind, String), serde_json::Value>> {
-        self.records.lock().expect("state lock poisoned")
+        self.records.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn audit(&self) -> std::sync::MutexGuard<'_, (u64, VecDeque<AuditRecord>)> {
+        self.audit.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -71,7 +74,7 @@ impl StateStore for MemoryStore {
     }
 
     async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StateError> {
-        let mut audit = self.audit.lock().expect("audit lock poisoned");
+        let mut audit = self.audit();
         let (next_id, log) = &mut *audit;
         for record in records {
             *next_id += 1;
@@ -83,24 +86,39 @@ impl StateStore for MemoryStore {
         Ok(())
     }
 
-    async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StateError> {
-        let audit = self.audit.lock().expect("audit lock poisoned");
+    async fn query_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StateError> {
+        let audit = self.audit();
         Ok(audit
             .1
             .iter()
             .rev()
-            .filter(|record| query.matches(record))
-            .take(query.page_size())
+            .filter(|record| filter.matches(record))
+            .take(filter.limit)
             .cloned()
             .collect())
     }
 
-    async fn prune_audit(&self, keep: usize, cutoff: DateTime<Utc>) -> Result<(), StateError> {
-        let mut audit = self.audit.lock().expect("audit lock poisoned");
+    async fn prune_audit(&self, retention: &Retention) -> Result<(), StateError> {
+        let mut audit = self.audit();
         let log = &mut audit.1;
-        while log.len() > keep || log.front().is_some_and(|record| record.at < cutoff) {
-            log.pop_front();
-        }
+        // Newest first: which records each tenant, and the whole log, keep.
+        let mut per_tenant: HashMap<&str, usize> = HashMap::new();
+        let mut kept = 0;
+        let keep: Vec<bool> = log
+            .iter()
+            .rev()
+            .map(|record| {
+                let of_tenant = per_tenant.entry(record.tenant.as_str()).or_default();
+                *of_tenant += 1;
+                let keep = record.at >= retention.cutoff
+                    && *of_tenant <= retention.keep_per_tenant
+                    && kept < retention.keep;
+                kept += usize::from(keep);
+                keep
+            })
+            .collect();
+        let mut keep = keep.into_iter().rev();
+        log.retain(|_| keep.next().unwrap_or(false));
         Ok(())
     }
 }

@@ -10,10 +10,9 @@ mod sqlite;
 use std::fmt;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use thiserror::Error;
 
-use crate::pipeline::{AuditQuery, AuditRecord};
+use crate::pipeline::{AuditFilter, AuditRecord, Retention};
 
 pub use self::memory::MemoryStore;
 pub use self::sqlite::SqliteStore;
@@ -99,16 +98,17 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     /// Appends audit records, assigning their ids (ascending, in order).
     async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StateError>;
 
-    /// Audit records matching `query`, newest first, at most its page size.
-    async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StateError>;
+    /// Audit records matching `filter`, newest first, at most its limit.
+    async fn query_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StateError>;
 
-    /// Drops audit records beyond the newest `keep` and those before `cutoff`.
-    async fn prune_audit(&self, keep: usize, cutoff: DateTime<Utc>) -> Result<(), StateError>;
+    /// Drops the audit records `retention` does not keep.
+    async fn prune_audit(&self, retention: &Retention) -> Result<(), StateError>;
 }
 
 /// The shared suite both engines pass.
 #[cfg(test)]
 mod conformance {
+    use chrono::{DateTime, Utc};
     use serde_json::json;
 
     use super::*;
@@ -190,15 +190,15 @@ mod conformance {
             .collect();
         store.append_audit(&records[..4]).await.unwrap();
         store.append_audit(&records[4..]).await.unwrap();
-        let all = store.query_audit(&AuditQuery::default()).await.unwrap();
+        let all = store.query_audit(&AuditFilter::default()).await.unwrap();
         let ids: Vec<u64> = all.iter().map(|r| r.id).collect();
         assert_eq!(ids.len(), 10);
         assert!(ids.windows(2).all(|w| w[0] > w[1]), "newest first: {ids:?}");
 
-        let page = |before, limit| AuditQuery {
+        let page = |before, limit| AuditFilter {
             before,
-            limit: Some(limit),
-            ..AuditQuery::default()
+            limit,
+            ..AuditFilter::default()
         };
         let first = store.query_audit(&page(None, 4)).await.unwrap();
         let second = store
@@ -210,10 +210,10 @@ mod conformance {
             "the cursor continues where the page ended"
         );
 
-        let filtered = AuditQuery {
-            tenant: Some("a".into()),
+        let filtered = AuditFilter {
+            scope: acteon_core::Scope::new(None, Some("a"), None).unwrap(),
             outcome: Some(Outcome::Denied),
-            ..AuditQuery::default()
+            ..AuditFilter::default()
         };
         let denied_a = store.query_audit(&filtered).await.unwrap();
         assert_eq!(denied_a.len(), 3);
@@ -223,29 +223,44 @@ mod conformance {
                 .all(|r| r.tenant == "a" && r.outcome == Outcome::Denied)
         );
 
+        let by_topic = AuditFilter {
+            scope: acteon_core::Scope::topic(&"ns.b.t".parse().unwrap()),
+            ..AuditFilter::default()
+        };
+        assert_eq!(store.query_audit(&by_topic).await.unwrap().len(), 4);
+
+        let all = || async { store.query_audit(&AuditFilter::default()).await.unwrap() };
+        let retention = |keep, keep_per_tenant, cutoff| Retention {
+            cutoff,
+            keep,
+            keep_per_tenant,
+            tenants: vec!["a".into(), "b".into()],
+        };
+        let hour_ago = now - chrono::TimeDelta::hours(1);
+        // Tenant a's flood (6 records) leaves b's 4 alone.
         store
-            .prune_audit(4, now - chrono::TimeDelta::hours(1))
+            .prune_audit(&retention(100, 4, hour_ago))
             .await
             .unwrap();
-        assert_eq!(
-            store
-                .query_audit(&AuditQuery::default())
-                .await
-                .unwrap()
-                .len(),
-            4
-        );
-        store
-            .prune_audit(100, now + chrono::TimeDelta::hours(1))
-            .await
-            .unwrap();
+        let kept = all().await;
+        let count = |tenant: &str| kept.iter().filter(|r| r.tenant == tenant).count();
+        assert_eq!((count("a"), count("b")), (4, 4));
         assert!(
-            store
-                .query_audit(&AuditQuery::default())
-                .await
-                .unwrap()
-                .is_empty()
+            kept.iter()
+                .filter(|r| r.tenant == "a")
+                .all(|r| r.id > ids[8]),
+            "the newest of tenant a are kept"
         );
+        store
+            .prune_audit(&retention(4, 100, hour_ago))
+            .await
+            .unwrap();
+        assert_eq!(all().await.len(), 4);
+        store
+            .prune_audit(&retention(100, 100, now + chrono::TimeDelta::hours(1)))
+            .await
+            .unwrap();
+        assert!(all().await.is_empty());
     }
 
     #[tokio::test]

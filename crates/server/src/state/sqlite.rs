@@ -4,14 +4,14 @@
 //! one connection behind a mutex; SQLite serialises writers anyway.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::{KeyKind, StateError, StateStore};
-use crate::pipeline::{AuditQuery, AuditRecord};
+use crate::pipeline::{AuditFilter, AuditRecord, Outcome, Retention};
 
 /// Timestamps are stored as fixed-width RFC 3339 text, so they sort as text.
 fn timestamp(at: DateTime<Utc>) -> String {
@@ -69,7 +69,9 @@ impl SqliteStore {
     ) -> Result<T, StateError> {
         let connection = Arc::clone(&self.connection);
         tokio::task::spawn_blocking(move || {
-            let mut connection = connection.lock().expect("sqlite connection lock poisoned");
+            // A panic mid-transaction rolls it back when the connection
+            // is next used; the connection itself stays sound.
+            let mut connection = connection.lock().unwrap_or_else(PoisonError::into_inner);
             work(&mut connection)
         })
         .await
@@ -90,7 +92,7 @@ impl SqliteStore {
     ) -> Result<T, StateError> {
         let connection = Arc::clone(&self.connection);
         let result = tokio::task::spawn_blocking(move || {
-            let connection = connection.lock().expect("sqlite connection lock poisoned");
+            let connection = connection.lock().unwrap_or_else(PoisonError::into_inner);
             work(&connection)
         })
         .await
@@ -236,24 +238,29 @@ impl StateStore for SqliteStore {
         .await
     }
 
-    async fn query_audit(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>, StateError> {
+    async fn query_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StateError> {
         let mut sql = String::from("SELECT id, record FROM audit WHERE 1 = 1");
         let mut values: Vec<String> = Vec::new();
-        let mut filter = |column: &str, value: Option<String>| {
+        // `topic` holds Kafka names, whose last part is the short name.
+        let mut equal = |expression: &str, value: Option<&str>| {
             if let Some(value) = value {
-                values.push(value);
-                sql.push_str(&format!(" AND {column} = ?{}", values.len()));
+                values.push(value.to_owned());
+                sql.push_str(&format!(" AND {expression} = ?{}", values.len()));
             }
         };
-        filter("tenant", query.tenant.clone());
-        filter("namespace", query.namespace.clone());
-        filter("topic", query.topic.clone());
-        filter("outcome", query.outcome.map(|o| o.as_str().to_owned()));
-        if let Some(before) = query.before {
+        let scope = &filter.scope;
+        equal("tenant", scope.tenant.exact());
+        equal("namespace", scope.namespace.exact());
+        equal(
+            "substr(topic, length(namespace) + length(tenant) + 3)",
+            scope.name.exact(),
+        );
+        equal("outcome", filter.outcome.map(Outcome::as_str));
+        if let Some(before) = filter.before {
             values.push(before.to_string());
             sql.push_str(&format!(" AND id < CAST(?{} AS INTEGER)", values.len()));
         }
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", query.page_size()));
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", filter.limit));
         let rows = self
             .with_audit("query", move |connection| {
                 let mut statement = connection.prepare_cached(&sql)?;
@@ -277,10 +284,22 @@ impl StateStore for SqliteStore {
             .collect()
     }
 
-    async fn prune_audit(&self, keep: usize, cutoff: DateTime<Utc>) -> Result<(), StateError> {
-        let cutoff = timestamp(cutoff);
+    async fn prune_audit(&self, retention: &Retention) -> Result<(), StateError> {
+        let cutoff = timestamp(retention.cutoff);
+        let keep = retention.keep;
+        let keep_per_tenant = retention.keep_per_tenant.max(1) as i64;
+        let tenants = retention.tenants.clone();
         self.with_audit("prune", move |connection| {
             connection.execute("DELETE FROM audit WHERE at < ?1", params![cutoff])?;
+            // Per tenant, below the id of its keep_per_tenant-th newest
+            // record: one walk of that tenant's index entries.
+            let mut per_tenant = connection.prepare_cached(
+                "DELETE FROM audit WHERE tenant = ?1 AND id < (
+                     SELECT id FROM audit WHERE tenant = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            )?;
+            for tenant in &tenants {
+                per_tenant.execute(params![tenant, keep_per_tenant - 1])?;
+            }
             // Ids are AUTOINCREMENT: the newest `keep` records are those
             // above MAX(id) - keep, found with one index lookup (an OFFSET
             // would walk `keep` entries). Where the age prune above left

@@ -118,6 +118,9 @@ fn rules() -> Vec<RuleConfig> {
             ),
             action: if i % 2 == 0 { "deny" } else { "suppress" }.to_owned(),
             reason: None,
+            tenant: None,
+            namespace: None,
+            topic: None,
         })
         .collect()
 }
