@@ -43,6 +43,10 @@ pub struct KafkaConfig {
     /// Consumer `fetch.wait.max.ms`: the longest a fetch waits at the broker
     /// for new records.
     pub fetch_wait_max_ms: u64,
+    /// librdkafka's `reconnect.backoff.max.ms`: the longest wait between
+    /// attempts to reach a broker that went away, so the backend notices
+    /// within about this long that it is back (librdkafka's default is 10 s).
+    pub reconnect_backoff_max_ms: u64,
     /// Consumer `queued.max.messages.kbytes`: the most each subscription
     /// prefetches from the broker. librdkafka's default (64 MiB) per
     /// subscription would let a few thousand idle readers hold gigabytes.
@@ -65,6 +69,7 @@ impl Default for KafkaConfig {
             max_poll_interval_ms: 30_000,
             heartbeat_interval_ms: 3_000,
             fetch_wait_max_ms: 100,
+            reconnect_backoff_max_ms: 1_000,
             consumer_queue_kbytes: 2_048,
             properties: BTreeMap::new(),
         }
@@ -93,7 +98,11 @@ impl KafkaConfig {
             .set("bootstrap.servers", &self.bootstrap_servers)
             .set("client.id", &self.client_id)
             // Topics exist only through Acteon's topic API.
-            .set("allow.auto.create.topics", "false");
+            .set("allow.auto.create.topics", "false")
+            .set(
+                "reconnect.backoff.max.ms",
+                self.reconnect_backoff_max_ms.to_string(),
+            );
         config
     }
 

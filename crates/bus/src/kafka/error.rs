@@ -5,13 +5,20 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use crate::{BusError, Operation};
 
-/// Codes that mean the broker is down, unreachable, or busy electing a
-/// leader: a later retry can succeed, so they become 503s upstream.
+/// Codes that mean the broker is down, unreachable, going away or busy
+/// electing a leader, or that the producer must be replaced: a later retry
+/// can succeed, so they become 503s upstream. A broker that is shutting
+/// down answers produces with UNKNOWN_SERVER_ERROR (`Unknown`), and so does
+/// one that lost an idempotent producer's state ([`super::producer`]).
 fn is_unavailable(code: RDKafkaErrorCode) -> bool {
     use RDKafkaErrorCode::*;
     matches!(
         code,
-        BrokerTransportFailure
+        Unknown
+            | Fatal
+            | PurgeQueue
+            | PurgeInflight
+            | BrokerTransportFailure
             | Resolve
             | MessageTimedOut
             | AllBrokersDown
@@ -54,6 +61,15 @@ fn is_rejection(code: RDKafkaErrorCode) -> bool {
     )
 }
 
+/// Whether the error is the broker's own answer, as opposed to one that
+/// librdkafka raised locally (timeouts, lost connections): Kafka's error
+/// codes are -1 and up, librdkafka's own are below -100.
+pub(super) fn broker_answered(source: &KafkaError) -> bool {
+    source
+        .rdkafka_error_code()
+        .is_some_and(|code| code as i32 >= RDKafkaErrorCode::Unknown as i32)
+}
+
 pub(super) fn classify(operation: Operation, topic: &str, source: KafkaError) -> BusError {
     let topic = topic.to_owned();
     // Admin results carry their code outside `rdkafka_error_code`.
@@ -80,5 +96,37 @@ pub(super) fn classify(operation: Operation, topic: &str, source: KafkaError) ->
             topic,
             source: Box::new(source),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broker_going_away_or_a_purged_producer_is_unavailable() {
+        for code in [
+            RDKafkaErrorCode::Unknown,
+            RDKafkaErrorCode::Fatal,
+            RDKafkaErrorCode::PurgeInflight,
+            RDKafkaErrorCode::MessageTimedOut,
+        ] {
+            let error = classify(Operation::Produce, "t", KafkaError::MessageProduction(code));
+            assert!(error.is_retriable(), "{code:?}: {error}");
+        }
+        let refused = classify(
+            Operation::Produce,
+            "t",
+            KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+        );
+        assert!(matches!(refused, BusError::Rejected { .. }));
+    }
+
+    #[test]
+    fn the_broker_answered_when_the_code_is_kafkas() {
+        let answered = KafkaError::MessageProduction(RDKafkaErrorCode::Unknown);
+        let local = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        assert!(broker_answered(&answered));
+        assert!(!broker_answered(&local));
     }
 }

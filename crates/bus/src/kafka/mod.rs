@@ -1,12 +1,15 @@
 //! The Kafka backend, over rdkafka.
 //!
-//! One long-lived idempotent producer and one admin client serve every call;
-//! each subscription is its own consumer ([`subscription`]).
+//! One idempotent producer ([`producer`], replaced when it can no longer
+//! deliver) and one admin client serve every call; each subscription is its
+//! own consumer ([`subscription`]).
 
 mod config;
 mod error;
+mod producer;
 mod subscription;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use acteon_core::{DeliveryReceipt, OutgoingMessage, StartPosition, Topic, TopicName};
@@ -17,11 +20,12 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::metadata::Metadata;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 
 pub use self::config::{KAFKA_BOOTSTRAP_ENV, KafkaConfig};
-use self::error::classify;
+use self::error::{broker_answered, classify};
+use self::producer::Producer;
 use self::subscription::Subscriptions;
 use crate::{BusBackend, BusError, EventStream, GroupId, Operation};
 
@@ -53,12 +57,15 @@ pub fn kafka_record<'a>(
 
 /// Longest a readiness check waits for the broker.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long produces may fail, while the broker answers, before the
+/// backend reports itself not ready: replacing the producer takes less.
+const READY_WHILE_FAILING: Duration = Duration::from_secs(5);
 
 /// The Kafka backend. Cheap to share behind an `Arc`.
 pub struct KafkaBackend {
     config: KafkaConfig,
-    producer: FutureProducer,
-    admin: AdminClient<DefaultClientContext>,
+    producer: Producer,
+    admin: Arc<AdminClient<DefaultClientContext>>,
     subscriptions: Subscriptions,
 }
 
@@ -75,8 +82,8 @@ impl KafkaBackend {
     /// down, and calls fail as [`BusError::Unavailable`] until it is up.
     pub fn new(config: KafkaConfig) -> Result<Self, BusError> {
         let cluster = |source: KafkaError| classify(Operation::Metadata, "*", source);
-        let producer = config.producer().create().map_err(cluster)?;
-        let admin = config.admin().create().map_err(cluster)?;
+        let admin = Arc::new(config.admin().create().map_err(cluster)?);
+        let producer = Producer::new(&config, Arc::clone(&admin)).map_err(cluster)?;
         Ok(Self {
             config,
             producer,
@@ -95,15 +102,13 @@ impl KafkaBackend {
     /// Cluster metadata for one topic, or for all when `topic` is `None`,
     /// waiting at most `timeout` (it blocks a thread that long).
     async fn metadata(&self, topic: Option<&str>, timeout: Duration) -> Result<Metadata, BusError> {
-        let client = self.producer.clone();
+        let admin = Arc::clone(&self.admin);
         let topic = topic.map(str::to_owned);
         let label = topic.clone().unwrap_or_else(|| "*".to_owned());
-        tokio::task::spawn_blocking(move || {
-            client.client().fetch_metadata(topic.as_deref(), timeout)
-        })
-        .await
-        .expect("metadata task panicked")
-        .map_err(|source| classify(Operation::Metadata, &label, source))
+        tokio::task::spawn_blocking(move || admin.inner().fetch_metadata(topic.as_deref(), timeout))
+            .await
+            .expect("metadata task panicked")
+            .map_err(|source| classify(Operation::Metadata, &label, source))
     }
 
     /// The partition count of an existing topic.
@@ -196,11 +201,23 @@ impl BusBackend for KafkaBackend {
         let kafka_name = topic.kafka_topic_name();
         let payload = message.payload.to_string();
         let record = kafka_record(&kafka_name, &message, &payload);
-        let delivery = self
+        let sent = self
             .producer
+            .current()
             .send(record, self.config.produce_timeout())
-            .await
-            .map_err(|(source, _)| classify(Operation::Produce, &kafka_name, source))?;
+            .await;
+        let delivery = match sent {
+            Ok(delivery) => {
+                self.producer.succeeded();
+                delivery
+            }
+            Err((source, _)) => {
+                let answered = broker_answered(&source);
+                let error = classify(Operation::Produce, &kafka_name, source);
+                self.producer.failed(&error, answered);
+                return Err(error);
+            }
+        };
         Ok(DeliveryReceipt {
             topic: kafka_name,
             partition: delivery.partition,
@@ -226,11 +243,30 @@ impl BusBackend for KafkaBackend {
         // Probes repeat: a short deadline keeps them from piling up blocked
         // threads while the broker is down.
         let timeout = self.config.admin_timeout().min(READY_TIMEOUT);
-        self.metadata(None, timeout).await.map(drop)
+        self.metadata(None, timeout).await?;
+        let unready = |reason: String| BusError::Unavailable {
+            operation: Operation::Produce,
+            topic: "*".to_owned(),
+            source: reason.into(),
+        };
+        if let Some(fatal) = self.producer.fatal_error() {
+            // Nobody may be publishing to find out: replace it here.
+            self.producer.replace("fatal error");
+            return Err(unready(format!(
+                "the producer raised a fatal error ({fatal}); replaced"
+            )));
+        }
+        match self.producer.failing_for() {
+            Some(failing) if failing >= READY_WHILE_FAILING => Err(unready(format!(
+                "produces have failed for {} s while the broker answers",
+                failing.as_secs()
+            ))),
+            _ => Ok(()),
+        }
     }
 
     async fn flush(&self, timeout: Duration) -> Result<(), BusError> {
-        let producer = self.producer.clone();
+        let producer = self.producer.current();
         tokio::task::spawn_blocking(move || producer.flush(timeout))
             .await
             .expect("flush task panicked")

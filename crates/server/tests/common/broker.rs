@@ -62,6 +62,11 @@ impl OwnBroker {
     pub fn restart(&mut self) {
         self.kill();
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("broker.log"))
+            .expect("broker log");
         let child = Command::new(&self.binary)
             .arg("broker")
             .args(["--listener-url", &url, "--advertised-listener-url", &url])
@@ -69,8 +74,9 @@ impl OwnBroker {
             // so the file is named relative to the broker's directory.
             .args(["--storage-engine", "sqlite://broker.db"])
             .current_dir(&self.dir)
+            .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .expect("start tansu");
         self.child = Some(child);
