@@ -15,5 +15,5 @@ pub mod conformance;
 pub use acteon_core::SubscriptionEvent;
 pub use backend::{BusBackend, EventStream, GroupId, GroupIdError};
 pub use error::{BusError, Operation};
-pub use kafka::{KAFKA_BOOTSTRAP_ENV, KafkaBackend, KafkaConfig, kafka_record};
+pub use kafka::{KAFKA_BOOTSTRAP_ENV, KafkaBackend, KafkaConfig, ProtectedProperty, kafka_record};
 pub use memory::{MemoryBackend, MemoryConfig};

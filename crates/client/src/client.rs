@@ -48,6 +48,17 @@ pub struct TopicFilter {
     pub tenant: Option<String>,
 }
 
+/// An API key; its `Debug` output hides it, so logging a client or a
+/// builder does not leak it.
+#[derive(Clone)]
+struct ApiKey(String);
+
+impl std::fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ApiKey(<redacted>)")
+    }
+}
+
 /// Settings of a [`Client`].
 #[derive(Debug, Clone)]
 pub struct ClientBuilder {
@@ -55,7 +66,7 @@ pub struct ClientBuilder {
     connect_timeout: Duration,
     request_timeout: Duration,
     idle_timeout: Duration,
-    api_key: Option<String>,
+    api_key: Option<ApiKey>,
 }
 
 impl ClientBuilder {
@@ -82,7 +93,7 @@ impl ClientBuilder {
 
     /// An API key, sent as `Authorization: Bearer <key>`.
     pub fn api_key(mut self, key: impl Into<String>) -> Self {
-        self.api_key = Some(key.into());
+        self.api_key = Some(ApiKey(key.into()));
         self
     }
 
@@ -110,7 +121,7 @@ pub struct Client {
     http: reqwest::Client,
     base_url: reqwest::Url,
     request_timeout: Duration,
-    api_key: Option<String>,
+    api_key: Option<ApiKey>,
 }
 
 /// The `error` field of the server's error bodies.
@@ -140,7 +151,7 @@ impl Client {
             .extend(segments);
         let request = self.http.request(method, url);
         match &self.api_key {
-            Some(key) => request.bearer_auth(key),
+            Some(ApiKey(key)) => request.bearer_auth(key),
             None => request,
         }
     }
@@ -257,4 +268,21 @@ async fn check(response: Response) -> Result<Response, Error> {
         message,
         retry_after,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_api_key() {
+        let builder = Client::builder("http://127.0.0.1:1").api_key("s3cret-key");
+        assert!(!format!("{builder:?}").contains("s3cret-key"));
+        let client = builder.build().unwrap();
+        let shown = format!("{client:?}");
+        assert!(
+            !shown.contains("s3cret-key") && shown.contains("redacted"),
+            "{shown}"
+        );
+    }
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use acteon_bus::{KAFKA_BOOTSTRAP_ENV, KafkaConfig, MemoryConfig};
+use acteon_bus::{KAFKA_BOOTSTRAP_ENV, KafkaConfig, MemoryConfig, ProtectedProperty};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
@@ -150,6 +150,8 @@ pub enum ConfigError {
     KeysVariable(serde_json::Error),
     #[error("auth keys file {path}: {message}")]
     KeysFile { path: PathBuf, message: String },
+    #[error(transparent)]
+    KafkaProperty(#[from] ProtectedProperty),
 }
 
 /// A `[auth] keys_file`: `[[keys]]` tables.
@@ -213,6 +215,9 @@ impl Config {
                 .and_then(|file| file.try_deserialize())
                 .map_err(|e| keys_error(e.to_string()))?;
             config.auth.keys.extend(file.keys);
+        }
+        if let Some(kafka) = &config.bus.kafka {
+            kafka.check_properties()?;
         }
         if let Some(json) = env.get(AUTH_KEYS_ENV) {
             let keys: Vec<ApiKeyConfig> =
@@ -376,6 +381,47 @@ mod tests {
 
         let broken = Config::load_from(&Cli::default(), env(&[(AUTH_KEYS_ENV, "{")]));
         assert!(matches!(broken, Err(ConfigError::KeysVariable(_))));
+    }
+
+    #[test]
+    fn kafka_properties_may_not_override_the_backends_guarantees() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("acteon.toml");
+        let load = |property: &str| {
+            std::fs::write(
+                &file,
+                format!("[bus.kafka.properties]\n\"{property}\" = \"x\"\n"),
+            )
+            .unwrap();
+            let cli = Cli {
+                config: Some(file.clone()),
+                ..Cli::default()
+            };
+            Config::load_from(&cli, HashMap::new())
+        };
+        for property in ["enable.idempotence", "acks", "Group.Id"] {
+            let refused = load(property).unwrap_err();
+            assert!(
+                matches!(refused, ConfigError::KafkaProperty(_)),
+                "{property}: {refused}"
+            );
+        }
+        let tuned = load("socket.keepalive.enable").unwrap();
+        assert_eq!(tuned.bus.kafka.unwrap().properties.len(), 1);
+    }
+
+    #[test]
+    fn kafka_secrets_stay_out_of_debug_output() {
+        let mut kafka = KafkaConfig::default();
+        kafka
+            .properties
+            .insert("sasl.password".into(), "hunter2".into());
+        kafka
+            .properties
+            .insert("security.protocol".into(), "SASL_SSL".into());
+        let shown = format!("{kafka:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("SASL_SSL"), "{shown}");
     }
 
     #[test]

@@ -241,3 +241,39 @@ impl TopicRegistry {
         Ok(topics)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use acteon_bus::MemoryBackend;
+    use serde_json::json;
+
+    use super::*;
+    use crate::state::MemoryStore;
+
+    #[tokio::test]
+    async fn a_corrupt_row_is_skipped_and_the_others_are_restored() {
+        let state: Arc<dyn StateStore> = Arc::new(MemoryStore::default());
+        let bus: Arc<dyn BusBackend> = Arc::new(MemoryBackend::default());
+        let registry = TopicRegistry::new(Arc::clone(&state), Arc::clone(&bus), 10);
+        let topic = Topic::new(TopicName::new("ns", "t", "good").unwrap(), 1, 1, None).unwrap();
+        registry.create(topic).await.unwrap();
+        state
+            .put(KeyKind::BusTopic, "ns.t.bad", &json!({ "topic": 42 }))
+            .await
+            .unwrap();
+
+        let restarted = TopicRegistry::new(state, bus, 10);
+        restarted.restore().await.unwrap();
+        let names: Vec<_> = restarted
+            .list(&Scope::all())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|record| record.topic.kafka_topic_name())
+            .collect();
+        assert_eq!(names, ["ns.t.good"]);
+        restarted
+            .require_registered(&"ns.t.good".parse().unwrap())
+            .unwrap();
+    }
+}

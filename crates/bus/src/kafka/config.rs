@@ -10,8 +10,64 @@ use serde::{Deserialize, Serialize};
 /// server's configuration and for the Kafka tests alike.
 pub const KAFKA_BOOTSTRAP_ENV: &str = "ACTEON_KAFKA_BOOTSTRAP";
 
+/// librdkafka properties that `properties` may not set, and why: each is
+/// either a setting of its own here, or a guarantee the backend relies on
+/// (acknowledged means written by every in-sync replica, retries never
+/// duplicate, subscriptions commit nothing and create no topics).
+const PROTECTED_PROPERTIES: &[(&str, &str)] = &[
+    ("bootstrap.servers", "set bootstrap_servers"),
+    ("metadata.broker.list", "set bootstrap_servers"),
+    ("client.id", "set client_id"),
+    ("enable.idempotence", "set idempotence"),
+    (
+        "acks",
+        "a receipt means every in-sync replica has the record",
+    ),
+    (
+        "request.required.acks",
+        "a receipt means every in-sync replica has the record",
+    ),
+    ("linger.ms", "set linger_ms"),
+    ("queue.buffering.max.ms", "set linger_ms"),
+    ("batch.size", "set batch_size"),
+    ("message.timeout.ms", "set produce_timeout_ms"),
+    ("delivery.timeout.ms", "set produce_timeout_ms"),
+    ("group.id", "subscriptions name their groups"),
+    ("enable.auto.commit", "subscriptions commit nothing"),
+    ("enable.auto.offset.store", "subscriptions commit nothing"),
+    ("auto.offset.reset", "subscriptions pass from="),
+    (
+        "allow.auto.create.topics",
+        "topics exist only through the topic API",
+    ),
+    ("session.timeout.ms", "set session_timeout_ms"),
+    ("max.poll.interval.ms", "set max_poll_interval_ms"),
+    ("heartbeat.interval.ms", "set heartbeat_interval_ms"),
+    ("fetch.wait.max.ms", "set fetch_wait_max_ms"),
+    ("queued.max.messages.kbytes", "set consumer_queue_kbytes"),
+    ("reconnect.backoff.max.ms", "set reconnect_backoff_max_ms"),
+];
+
+/// Parts of property names whose values are secrets, kept out of `Debug`.
+const SECRET_PROPERTY_PARTS: &[&str] = &[
+    "password",
+    "secret",
+    "jaas",
+    "token",
+    "ssl.key",
+    "oauthbearer",
+];
+
+/// A `properties` entry that may not be set.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bus.kafka.properties may not set {property:?}: {reason}")]
+pub struct ProtectedProperty {
+    pub property: String,
+    pub reason: &'static str,
+}
+
 /// The `[bus.kafka]` section.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Comma-separated `host:port` list.
@@ -51,8 +107,43 @@ pub struct KafkaConfig {
     /// prefetches from the broker. librdkafka's default (64 MiB) per
     /// subscription would let a few thousand idle readers hold gigabytes.
     pub consumer_queue_kbytes: u32,
-    /// Further librdkafka properties, applied last (for TLS, SASL, tuning).
+    /// Further librdkafka properties, applied last (for TLS, SASL, tuning);
+    /// none of [`PROTECTED_PROPERTIES`].
     pub properties: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    /// Secret-looking properties (SASL passwords, key passwords, tokens)
+    /// are shown as `<redacted>`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(key, value)| {
+                let secret = SECRET_PROPERTY_PARTS.iter().any(|part| key.contains(part));
+                (
+                    key.as_str(),
+                    if secret { "<redacted>" } else { value.as_str() },
+                )
+            })
+            .collect();
+        f.debug_struct("KafkaConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("client_id", &self.client_id)
+            .field("produce_timeout_ms", &self.produce_timeout_ms)
+            .field("linger_ms", &self.linger_ms)
+            .field("idempotence", &self.idempotence)
+            .field("batch_size", &self.batch_size)
+            .field("admin_timeout_ms", &self.admin_timeout_ms)
+            .field("session_timeout_ms", &self.session_timeout_ms)
+            .field("max_poll_interval_ms", &self.max_poll_interval_ms)
+            .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
+            .field("fetch_wait_max_ms", &self.fetch_wait_max_ms)
+            .field("reconnect_backoff_max_ms", &self.reconnect_backoff_max_ms)
+            .field("consumer_queue_kbytes", &self.consumer_queue_kbytes)
+            .field("properties", &properties)
+            .finish()
+    }
 }
 
 impl Default for KafkaConfig {
@@ -82,6 +173,23 @@ impl KafkaConfig {
             bootstrap_servers: bootstrap_servers.into(),
             ..Self::default()
         }
+    }
+
+    /// Refuses `properties` that would override a setting of its own or a
+    /// guarantee of the backend.
+    pub fn check_properties(&self) -> Result<(), ProtectedProperty> {
+        for key in self.properties.keys() {
+            if let Some((property, reason)) = PROTECTED_PROPERTIES
+                .iter()
+                .find(|(property, _)| property.eq_ignore_ascii_case(key.trim()))
+            {
+                return Err(ProtectedProperty {
+                    property: (*property).to_owned(),
+                    reason,
+                });
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn produce_timeout(&self) -> Duration {

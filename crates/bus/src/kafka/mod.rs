@@ -23,7 +23,7 @@ use rdkafka::metadata::Metadata;
 use rdkafka::producer::{FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 
-pub use self::config::{KAFKA_BOOTSTRAP_ENV, KafkaConfig};
+pub use self::config::{KAFKA_BOOTSTRAP_ENV, KafkaConfig, ProtectedProperty};
 use self::error::{broker_answered, classify};
 use self::producer::Producer;
 use self::subscription::Subscriptions;
@@ -237,6 +237,7 @@ impl BusBackend for KafkaBackend {
         self.partition_count(&kafka_name).await?;
         self.subscriptions
             .start(&self.config, kafka_name, group, start)
+            .await
     }
 
     async fn check_ready(&self) -> Result<(), BusError> {

@@ -15,7 +15,7 @@
 //! tag that crashes librdkafka 2.12's leader discovery.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use acteon_core::{BusMessage, Headers, StartPosition};
@@ -26,6 +26,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer}
 use rdkafka::message::{BorrowedMessage, Headers as _, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
+use tokio::runtime::RuntimeFlavor;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -52,7 +53,7 @@ pub(super) struct Subscriptions {
 }
 
 impl Subscriptions {
-    pub(super) fn start(
+    pub(super) async fn start(
         &self,
         config: &KafkaConfig,
         kafka_name: String,
@@ -65,15 +66,21 @@ impl Subscriptions {
             watermark_timeout: config.admin_timeout(),
             assignment: assignment_tx,
         };
-        let consumer: StreamConsumer<PositioningContext> = config
-            .consumer(group.as_str(), &start.to_string())
-            .create_with_context(context)
-            .map_err(|source| classify(Operation::Subscribe, &kafka_name, source))?;
-        consumer
-            .subscribe(&[&kafka_name])
-            .map_err(|source| classify(Operation::Subscribe, &kafka_name, source))?;
+        let consumer_config = config.consumer(group.as_str(), &start.to_string());
+        let topic = kafka_name.clone();
+        // Creating a consumer starts librdkafka's threads and waits for
+        // them: not on an async worker.
+        let consumer = tokio::task::spawn_blocking(move || {
+            let consumer: StreamConsumer<PositioningContext> =
+                consumer_config.create_with_context(context)?;
+            consumer.subscribe(&[&topic])?;
+            Ok(consumer)
+        })
+        .await
+        .expect("consumer creation panicked")
+        .map_err(|source| classify(Operation::Subscribe, &kafka_name, source))?;
         let (events, receiver) = mpsc::channel(BUFFER);
-        let mut by_topic = self.by_topic.lock().expect("subscription lock poisoned");
+        let mut by_topic = self.by_topic.lock().unwrap_or_else(PoisonError::into_inner);
         let topic = by_topic.entry(kafka_name.clone()).or_default();
         let cancel = topic.cancel.child_token();
         topic
@@ -88,7 +95,7 @@ impl Subscriptions {
         let Some(topic) = self
             .by_topic
             .lock()
-            .expect("subscription lock poisoned")
+            .unwrap_or_else(PoisonError::into_inner)
             .remove(kafka_name)
         else {
             return;
@@ -162,11 +169,14 @@ impl PositioningContext {
             let offset = match self.start {
                 StartPosition::Earliest => Offset::Beginning,
                 StartPosition::Latest => {
-                    match consumer.client().fetch_watermarks(
-                        &topic,
-                        partition,
-                        self.watermark_timeout,
-                    ) {
+                    let watermarks = off_the_worker(|| {
+                        consumer.client().fetch_watermarks(
+                            &topic,
+                            partition,
+                            self.watermark_timeout,
+                        )
+                    });
+                    match watermarks {
                         Ok((_, high)) => Offset::Offset(high),
                         // librdkafka resolves the end itself, a moment later.
                         Err(_) => Offset::End,
@@ -177,6 +187,18 @@ impl PositioningContext {
                 tracing::warn!(%topic, partition, %error, "cannot set start offset");
             }
         }
+    }
+}
+
+/// Runs blocking `work` from a callback that librdkafka invokes inside
+/// `recv()`, on an async worker: on a multi-threaded runtime the worker
+/// first hands its other tasks to the rest, so they do not wait behind it.
+fn off_the_worker<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) if runtime.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
     }
 }
 

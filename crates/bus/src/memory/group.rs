@@ -73,7 +73,10 @@ impl Member {
     pub(super) fn join(log: Arc<TopicLog>, group: GroupId, start: StartPosition) -> Self {
         let (assignment_tx, assignment) = watch::channel(Vec::new());
         let id = {
-            let mut groups = log.groups.lock().expect("group lock poisoned");
+            let mut groups = log
+                .groups
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let state = groups.entry(group.clone()).or_default();
             let id = state.next_member_id;
             state.next_member_id += 1;
@@ -159,7 +162,8 @@ impl Member {
         let partitions: Vec<i32> = self.positions.keys().copied().collect();
         self.rotation = self.rotation.wrapping_add(1);
         for index in 0..partitions.len() {
-            let room = READ_BATCH - self.pending.len();
+            // A lagged read adds its `Lagged` event beside a full batch.
+            let room = READ_BATCH.saturating_sub(self.pending.len());
             if room == 0 {
                 break;
             }

@@ -1,8 +1,8 @@
 //! A topic's partitions as bounded in-memory logs.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use acteon_core::{BusMessage, DeliveryReceipt, OutgoingMessage, Topic};
 use chrono::{TimeDelta, Utc};
@@ -176,7 +176,7 @@ impl TopicLog {
     fn lock(&self, partition: i32) -> std::sync::MutexGuard<'_, PartitionLog> {
         self.partitions[partition as usize]
             .lock()
-            .expect("partition lock poisoned")
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(super) fn start_offset(&self, partition: i32) -> i64 {

@@ -9,7 +9,7 @@ mod group;
 mod log;
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use acteon_core::{DeliveryReceipt, OutgoingMessage, StartPosition, Topic, TopicName};
@@ -58,7 +58,7 @@ impl MemoryBackend {
     fn topic(&self, name: &TopicName) -> Result<Arc<TopicLog>, BusError> {
         self.topics
             .read()
-            .expect("topic map lock poisoned")
+            .unwrap_or_else(PoisonError::into_inner)
             .get(name)
             .cloned()
             .ok_or_else(|| BusError::UnknownTopic {
@@ -74,7 +74,7 @@ impl BusBackend for MemoryBackend {
     }
 
     async fn create_topic(&self, topic: &Topic) -> Result<(), BusError> {
-        let mut topics = self.topics.write().expect("topic map lock poisoned");
+        let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(existing) = topics.get(topic.name()) {
             let existing = existing.partition_count();
             return if existing == topic.partitions() {
@@ -96,7 +96,7 @@ impl BusBackend for MemoryBackend {
         let removed = self
             .topics
             .write()
-            .expect("topic map lock poisoned")
+            .unwrap_or_else(PoisonError::into_inner)
             .remove(topic);
         match removed {
             Some(log) => {
@@ -261,6 +261,50 @@ mod tests {
             panic!("expected a record");
         };
         assert_eq!(first.offset, 8);
+    }
+
+    /// A read that lagged hands back a `Lagged` event besides a full batch
+    /// of records; the room left for the next partition must not underflow.
+    #[tokio::test]
+    async fn a_reader_behind_on_every_partition_reads_on() {
+        let backend = MemoryBackend::new(MemoryConfig {
+            max_records_per_partition: 80,
+            ..MemoryConfig::default()
+        });
+        let topic = topic(2);
+        backend.create_topic(&topic).await.unwrap();
+        let group = GroupId::parse("behind").unwrap();
+        let mut stream = backend
+            .subscribe(topic.name(), &group, StartPosition::Earliest)
+            .await
+            .unwrap();
+        assert!(matches!(
+            stream.next().await,
+            Some(Ok(SubscriptionEvent::Assigned(_)))
+        ));
+        let mut per_partition = [0usize; 2];
+        for seq in 0..400 {
+            let mut message = message(seq, 0);
+            message.key = Some(format!("key-{seq}"));
+            let receipt = backend.produce(topic.name(), message).await.unwrap();
+            per_partition[receipt.partition as usize] += 1;
+        }
+        assert!(
+            per_partition.iter().all(|&n| n > 80 + 64),
+            "{per_partition:?}"
+        );
+        let (mut lagged, mut records) = (0, 0);
+        while let Ok(Some(event)) =
+            tokio::time::timeout(Duration::from_millis(100), stream.next()).await
+        {
+            match event.unwrap() {
+                SubscriptionEvent::Lagged { .. } => lagged += 1,
+                SubscriptionEvent::Message(_) => records += 1,
+                SubscriptionEvent::Assigned(_) => {}
+            }
+        }
+        assert_eq!(lagged, 2, "one per partition");
+        assert_eq!(records, 160, "what retention kept of both partitions");
     }
 
     #[tokio::test]

@@ -413,3 +413,158 @@ async fn prune(state: &dyn StateStore, config: &AuditConfig, tenants: BTreeSet<S
         tracing::error!(%error, "audit records could not be pruned");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU32;
+
+    use async_trait::async_trait;
+    use serde_json::Value;
+
+    use super::*;
+    use crate::state::{KeyKind, MemoryStore, StateError};
+
+    /// A memory store whose audit appends wait for a permit, and fail while
+    /// `failures` lasts.
+    #[derive(Debug)]
+    struct GatedStore {
+        inner: MemoryStore,
+        appends: Semaphore,
+        failures: AtomicU32,
+    }
+
+    impl GatedStore {
+        fn new(permits: usize, failures: u32) -> Arc<Self> {
+            Arc::new(Self {
+                inner: MemoryStore::default(),
+                appends: Semaphore::new(permits),
+                failures: AtomicU32::new(failures),
+            })
+        }
+    }
+
+    #[async_trait]
+    impl StateStore for GatedStore {
+        async fn insert_new(
+            &self,
+            kind: KeyKind,
+            id: &str,
+            value: &Value,
+        ) -> Result<bool, StateError> {
+            self.inner.insert_new(kind, id, value).await
+        }
+        async fn put(&self, kind: KeyKind, id: &str, value: &Value) -> Result<(), StateError> {
+            self.inner.put(kind, id, value).await
+        }
+        async fn get(&self, kind: KeyKind, id: &str) -> Result<Option<Value>, StateError> {
+            self.inner.get(kind, id).await
+        }
+        async fn delete(&self, kind: KeyKind, id: &str) -> Result<bool, StateError> {
+            self.inner.delete(kind, id).await
+        }
+        async fn list(&self, kind: KeyKind) -> Result<Vec<Value>, StateError> {
+            self.inner.list(kind).await
+        }
+        async fn check_ready(&self) -> Result<(), StateError> {
+            self.inner.check_ready().await
+        }
+        async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StateError> {
+            self.appends.acquire().await.unwrap().forget();
+            if self
+                .failures
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(StateError::Audit {
+                    operation: "append",
+                    source: "disk full".into(),
+                });
+            }
+            self.inner.append_audit(records).await
+        }
+        async fn query_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StateError> {
+            self.inner.query_audit(filter).await
+        }
+        async fn prune_audit(&self, retention: &Retention) -> Result<(), StateError> {
+            self.inner.prune_audit(retention).await
+        }
+    }
+
+    fn record(tenant: &str) -> AuditRecord {
+        AuditRecord {
+            id: 0,
+            at: Utc::now(),
+            tenant: tenant.into(),
+            namespace: "ns".into(),
+            topic: format!("ns.{tenant}.t"),
+            key: None,
+            principal: None,
+            outcome: Outcome::Throttled,
+            rule: None,
+            silence: None,
+            partition: None,
+            offset: None,
+            error: None,
+        }
+    }
+
+    fn config() -> AuditConfig {
+        AuditConfig {
+            queue_capacity: 100,
+            tenant_queue_capacity: 3,
+            batch_size: 1,
+            flush_interval_ms: 1,
+            ..AuditConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_flooding_tenant_waits_for_its_share_and_the_others_do_not() {
+        let store = GatedStore::new(0, 0);
+        let (audit, writer) = AuditLog::start(store.clone(), config());
+        // Storage is stuck: the writer holds one record, three more fill
+        // the flooding tenant's share.
+        for _ in 0..4 {
+            audit.record(record("flood")).await;
+        }
+        let waits = tokio::time::timeout(Duration::from_millis(200), audit.record(record("flood")));
+        assert!(waits.await.is_err(), "over its share, the tenant waits");
+        for _ in 0..3 {
+            tokio::time::timeout(Duration::from_secs(1), audit.record(record("quiet")))
+                .await
+                .expect("another tenant's records still queue");
+        }
+        store.appends.add_permits(1_000);
+        writer.stop().await;
+        let stored = store
+            .inner
+            .query_audit(&AuditFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 7);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_writes_are_retried_then_counted_as_dropped() {
+        let store = GatedStore::new(1_000, 2);
+        let (audit, writer) = AuditLog::start(store.clone(), config());
+        audit.record(record("a")).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(audit.health().check(), Ok(()), "stored on the third try");
+        assert_eq!(audit.health().dropped(), 0);
+
+        store.failures.store(u32::MAX, Ordering::Relaxed);
+        audit.record(record("b")).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert_eq!(audit.health().dropped(), 1);
+        assert!(audit.health().check().unwrap_err().contains("1 dropped"));
+        store.failures.store(0, Ordering::Relaxed);
+        writer.stop().await;
+        let stored = store
+            .inner
+            .query_audit(&AuditFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(stored.len(), 1, "{stored:?}");
+    }
+}

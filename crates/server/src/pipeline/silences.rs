@@ -291,6 +291,39 @@ mod tests {
     use super::*;
     use crate::state::MemoryStore;
 
+    /// A row stored before silences were bounded, dated at the end of
+    /// chrono's range: loading it and creating another must not overflow.
+    #[tokio::test]
+    async fn a_stored_far_dated_silence_does_not_break_the_next_create() {
+        let state: Arc<dyn StateStore> = Arc::new(MemoryStore::default());
+        let far = Silence {
+            id: "far".into(),
+            tenant: "other".into(),
+            namespace: None,
+            topic: None,
+            condition: None,
+            starts_at: Utc::now(),
+            ends_at: DateTime::<Utc>::MAX_UTC,
+            comment: "x".into(),
+        };
+        let row = serde_json::to_value(&far).unwrap();
+        state.put(KeyKind::Silence, "far", &row).await.unwrap();
+        let silences = Silences::load(Arc::clone(&state), LimitsConfig::default())
+            .await
+            .unwrap();
+        let request = SilenceRequest {
+            tenant: "t".into(),
+            namespace: None,
+            topic: None,
+            condition: None,
+            ends_at: None,
+            duration_ms: Some(60_000),
+            comment: "next".into(),
+        };
+        silences.create(request).await.unwrap();
+        assert_eq!(silences.list(true, |_| true).len(), 2);
+    }
+
     #[tokio::test]
     async fn silences_ended_long_ago_are_forgotten() {
         let state: Arc<dyn StateStore> = Arc::new(MemoryStore::default());

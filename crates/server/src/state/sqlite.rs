@@ -1,7 +1,10 @@
 //! The persistent state store: one SQLite file, in WAL mode.
 //!
-//! rusqlite is synchronous, so every call runs on the blocking pool with the
-//! one connection behind a mutex; SQLite serialises writers anyway.
+//! rusqlite is synchronous, so every call runs on the blocking pool, with a
+//! connection behind a mutex. The audit trail has a connection of its own:
+//! its batch writes and prunes would otherwise hold up topic writes,
+//! silences and readiness probes behind the same lock. SQLite serialises
+//! the two connections' writes (WAL mode lets reads go on meanwhile).
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -43,6 +46,7 @@ const SCHEMA: &str = "
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     connection: Arc<Mutex<Connection>>,
+    audit: Arc<Mutex<Connection>>,
 }
 
 impl SqliteStore {
@@ -53,11 +57,16 @@ impl SqliteStore {
                 rusqlite::Error::InvalidPath(format!("{}: {error}", dir.display()).into())
             })?;
         }
-        let connection = Connection::open(path)?;
-        connection.busy_timeout(std::time::Duration::from_secs(5))?;
+        let open = || -> rusqlite::Result<Connection> {
+            let connection = Connection::open(path)?;
+            connection.busy_timeout(std::time::Duration::from_secs(5))?;
+            Ok(connection)
+        };
+        let connection = open()?;
         connection.execute_batch(SCHEMA)?;
         Ok(Self {
             connection: Arc::new(Mutex::new(connection)),
+            audit: Arc::new(Mutex::new(open()?)),
         })
     }
 
@@ -67,7 +76,7 @@ impl SqliteStore {
         operation: &'static str,
         work: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StateError> {
-        let connection = Arc::clone(&self.connection);
+        let connection = Arc::clone(&self.audit);
         tokio::task::spawn_blocking(move || {
             // A panic mid-transaction rolls it back when the connection
             // is next used; the connection itself stays sound.
@@ -222,8 +231,11 @@ impl StateStore for SqliteStore {
             })
             .collect();
         self.with_audit("append", move |connection| {
-            // One transaction per batch: one fsync for many records.
-            let transaction = connection.transaction()?;
+            // One transaction per batch: one fsync for many records. It
+            // takes the write lock at once, so waiting for the other
+            // connection's write goes through the busy timeout.
+            let transaction =
+                connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             {
                 let mut insert = transaction.prepare_cached(
                     "INSERT INTO audit (at, tenant, namespace, topic, outcome, record)
