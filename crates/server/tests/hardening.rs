@@ -66,16 +66,15 @@ fn hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-async fn call(server: &TestServer, key: &str, method: Method, path: &str) -> (u16, Value) {
-    let response = server
-        .http
-        .request(method, server.url(path))
-        .bearer_auth(key)
-        .send()
-        .await
-        .expect("request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+async fn call(
+    server: &TestServer,
+    key: &str,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, Value) {
+    let (status, text, _) = server.call(method, path, Some(key), body).await;
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 /// A key granted `agents`/`alpha` was refused the audit of
@@ -108,24 +107,18 @@ grants = [{{ namespace = "agents", tenant = "alpha", ops = ["audit"] }}]
     for tenant in ["alpha", "beta"] {
         let spec = json!({ "namespace": "agents", "tenant": tenant, "name": "t",
                            "partitions": 1, "replication_factor": 1 });
-        let response = server
-            .http
-            .post(server.url("/v1/bus/topics"))
-            .bearer_auth(ROOT)
-            .json(&spec)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201);
-        let response = server
-            .http
-            .post(server.url("/v1/bus/publish"))
-            .bearer_auth(ROOT)
-            .json(&json!({ "topic": format!("agents.{tenant}.t"), "payload": {} }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
+        let (status, body) = call(&server, ROOT, Method::POST, "/v1/bus/topics", Some(&spec)).await;
+        assert_eq!(status, 201, "{body}");
+        let message = json!({ "topic": format!("agents.{tenant}.t"), "payload": {} });
+        let (status, body) = call(
+            &server,
+            ROOT,
+            Method::POST,
+            "/v1/bus/publish",
+            Some(&message),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
     }
 
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -135,6 +128,7 @@ grants = [{{ namespace = "agents", tenant = "alpha", ops = ["audit"] }}]
             READER,
             Method::GET,
             "/v1/audit?topic=agents.alpha.t",
+            None,
         )
         .await;
         assert_eq!(status, 200, "{body}");
@@ -152,6 +146,7 @@ grants = [{{ namespace = "agents", tenant = "alpha", ops = ["audit"] }}]
         READER,
         Method::GET,
         "/v1/audit?topic=agents.beta.t",
+        None,
     )
     .await;
     assert_eq!(status, 403, "another tenant's topic: {body}");
@@ -160,9 +155,17 @@ grants = [{{ namespace = "agents", tenant = "alpha", ops = ["audit"] }}]
         READER,
         Method::GET,
         "/v1/audit?topic=agents.alpha.t&tenant=beta",
+        None,
     )
     .await;
     assert_eq!(status, 400, "a topic outside the tenant asked for: {body}");
-    let (status, body) = call(&server, READER, Method::GET, "/v1/audit?topic=agents.alpha").await;
+    let (status, body) = call(
+        &server,
+        READER,
+        Method::GET,
+        "/v1/audit?topic=agents.alpha",
+        None,
+    )
+    .await;
     assert_eq!(status, 400, "not a topic name: {body}");
 }

@@ -182,6 +182,24 @@ mod tests {
         offsets
     }
 
+    /// A subscription from the earliest record, past its first assignment.
+    async fn assigned_from_earliest(
+        backend: &MemoryBackend,
+        topic: &Topic,
+        group: &str,
+    ) -> EventStream {
+        let group = GroupId::parse(group).unwrap();
+        let mut stream = backend
+            .subscribe(topic.name(), &group, StartPosition::Earliest)
+            .await
+            .unwrap();
+        assert!(matches!(
+            stream.next().await,
+            Some(Ok(SubscriptionEvent::Assigned(_)))
+        ));
+        stream
+    }
+
     #[tokio::test]
     async fn retention_by_count_keeps_the_newest_records() {
         let backend = MemoryBackend::new(MemoryConfig {
@@ -234,15 +252,7 @@ mod tests {
         let topic = topic(1);
         backend.create_topic(&topic).await.unwrap();
         backend.produce(topic.name(), message(0, 0)).await.unwrap();
-        let group = GroupId::parse("slow").unwrap();
-        let mut stream = backend
-            .subscribe(topic.name(), &group, StartPosition::Earliest)
-            .await
-            .unwrap();
-        assert!(matches!(
-            stream.next().await,
-            Some(Ok(SubscriptionEvent::Assigned(_)))
-        ));
+        let mut stream = assigned_from_earliest(&backend, &topic, "slow").await;
         // The reader has not read offset 0 yet when 10 more arrive.
         for seq in 1..=10 {
             backend
@@ -273,15 +283,7 @@ mod tests {
         });
         let topic = topic(2);
         backend.create_topic(&topic).await.unwrap();
-        let group = GroupId::parse("behind").unwrap();
-        let mut stream = backend
-            .subscribe(topic.name(), &group, StartPosition::Earliest)
-            .await
-            .unwrap();
-        assert!(matches!(
-            stream.next().await,
-            Some(Ok(SubscriptionEvent::Assigned(_)))
-        ));
+        let mut stream = assigned_from_earliest(&backend, &topic, "behind").await;
         let mut per_partition = [0usize; 2];
         for seq in 0..400 {
             let mut message = message(seq, 0);

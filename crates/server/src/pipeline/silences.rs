@@ -291,61 +291,32 @@ mod tests {
     use super::*;
     use crate::state::MemoryStore;
 
-    /// A row stored before silences were bounded, dated at the end of
-    /// chrono's range: loading it and creating another must not overflow.
-    #[tokio::test]
-    async fn a_stored_far_dated_silence_does_not_break_the_next_create() {
+    /// Silences with `stored` already in the store, as after a restart.
+    async fn loaded_with(stored: Silence) -> (Arc<dyn StateStore>, Silences) {
         let state: Arc<dyn StateStore> = Arc::new(MemoryStore::default());
-        let far = Silence {
-            id: "far".into(),
+        let row = serde_json::to_value(&stored).unwrap();
+        state.put(KeyKind::Silence, &stored.id, &row).await.unwrap();
+        let silences = Silences::load(Arc::clone(&state), LimitsConfig::default())
+            .await
+            .unwrap();
+        (state, silences)
+    }
+
+    fn stored(id: &str, starts_at: DateTime<Utc>, ends_at: DateTime<Utc>) -> Silence {
+        Silence {
+            id: id.into(),
             tenant: "other".into(),
             namespace: None,
             topic: None,
             condition: None,
-            starts_at: Utc::now(),
-            ends_at: DateTime::<Utc>::MAX_UTC,
-            comment: "x".into(),
-        };
-        let row = serde_json::to_value(&far).unwrap();
-        state.put(KeyKind::Silence, "far", &row).await.unwrap();
-        let silences = Silences::load(Arc::clone(&state), LimitsConfig::default())
-            .await
-            .unwrap();
-        let request = SilenceRequest {
-            tenant: "t".into(),
-            namespace: None,
-            topic: None,
-            condition: None,
-            ends_at: None,
-            duration_ms: Some(60_000),
-            comment: "next".into(),
-        };
-        silences.create(request).await.unwrap();
-        assert_eq!(silences.list(true, |_| true).len(), 2);
+            starts_at,
+            ends_at,
+            comment: "stored".into(),
+        }
     }
 
-    #[tokio::test]
-    async fn silences_ended_long_ago_are_forgotten() {
-        let state: Arc<dyn StateStore> = Arc::new(MemoryStore::default());
-        let long_ago = Utc::now() - TimeDelta::days(30);
-        let old = Silence {
-            id: "old".into(),
-            tenant: "t".into(),
-            namespace: None,
-            topic: None,
-            condition: None,
-            starts_at: long_ago,
-            ends_at: long_ago + TimeDelta::hours(1),
-            comment: "last month".into(),
-        };
-        let row = serde_json::to_value(&old).unwrap();
-        state.put(KeyKind::Silence, "old", &row).await.unwrap();
-        let silences = Silences::load(Arc::clone(&state), LimitsConfig::default())
-            .await
-            .unwrap();
-        assert_eq!(silences.list(true, |_| true).len(), 1);
-
-        let request = SilenceRequest {
+    fn a_minute() -> SilenceRequest {
+        SilenceRequest {
             tenant: "t".into(),
             namespace: None,
             topic: None,
@@ -353,8 +324,26 @@ mod tests {
             ends_at: None,
             duration_ms: Some(60_000),
             comment: "now".into(),
-        };
-        let new = silences.create(request).await.unwrap();
+        }
+    }
+
+    /// A row stored before silences were bounded, dated at the end of
+    /// chrono's range: loading it and creating another must not overflow.
+    #[tokio::test]
+    async fn a_stored_far_dated_silence_does_not_break_the_next_create() {
+        let (_, silences) = loaded_with(stored("far", Utc::now(), DateTime::<Utc>::MAX_UTC)).await;
+        silences.create(a_minute()).await.unwrap();
+        assert_eq!(silences.list(true, |_| true).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn silences_ended_long_ago_are_forgotten() {
+        let long_ago = Utc::now() - TimeDelta::days(30);
+        let (state, silences) =
+            loaded_with(stored("old", long_ago, long_ago + TimeDelta::hours(1))).await;
+        assert_eq!(silences.list(true, |_| true).len(), 1);
+
+        let new = silences.create(a_minute()).await.unwrap();
         let ids: Vec<_> = silences
             .list(true, |_| true)
             .into_iter()

@@ -190,6 +190,33 @@ impl TestServer {
         read(response).await
     }
 
+    /// Sends a request with `key` as its bearer token (none: no
+    /// Authorization header) and `body` as JSON; returns the status, the
+    /// answer's text and its headers.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<&Value>,
+    ) -> (u16, String, reqwest::header::HeaderMap) {
+        let mut request = self.http.request(method, self.url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (
+            status,
+            response.text().await.expect("response body"),
+            headers,
+        )
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         read(self.http.get(self.url(path)).send().await.expect("GET")).await
     }
