@@ -130,6 +130,11 @@ impl TopicName {
         })
     }
 
+    /// The three fragments: namespace, tenant, name.
+    pub(crate) fn fragments(&self) -> [&Fragment; 3] {
+        [&self.namespace, &self.tenant, &self.name]
+    }
+
     pub fn namespace(&self) -> &str {
         self.namespace.as_str()
     }

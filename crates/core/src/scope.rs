@@ -113,13 +113,11 @@ impl Scope {
 
     /// Exactly one topic.
     pub fn topic(topic: &TopicName) -> Self {
-        let exact = |kind, value| {
-            Pattern::Exact(Fragment::parse(kind, value).expect("a topic's fragments are valid"))
-        };
+        let [namespace, tenant, name] = topic.fragments().map(|f| Pattern::Exact(f.clone()));
         Self {
-            namespace: exact(FragmentKind::Namespace, topic.namespace()),
-            tenant: exact(FragmentKind::Tenant, topic.tenant()),
-            name: exact(FragmentKind::Name, topic.name()),
+            namespace,
+            tenant,
+            name,
         }
     }
 

@@ -10,6 +10,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 use tracing_subscriber::EnvFilter;
@@ -87,6 +88,7 @@ impl Server {
             quotas,
             audit,
             bus: Arc::clone(&bus),
+            tasks: TaskTracker::new(),
         });
         let topics = TopicRegistry::new(
             Arc::clone(&state),
@@ -165,6 +167,11 @@ impl Server {
             () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
                 tracing::warn!(?grace, "connections still open after the grace period; closing them");
             }
+        }
+        let pipeline = &self.app.pipeline.tasks;
+        pipeline.close();
+        if tokio::time::timeout(grace, pipeline.wait()).await.is_err() {
+            tracing::warn!("publishes still waiting for the broker after the grace period");
         }
         self.audit_writer.stop().await;
         let timeout = Duration::from_millis(self.config.server.shutdown_flush_timeout_ms);

@@ -266,9 +266,12 @@ impl Caller {
     /// Whether any grant covers `scope`, for any operation: what listings
     /// show.
     pub fn sees(&self, scope: &Scope) -> bool {
-        [Op::Publish, Op::Subscribe, Op::Manage, Op::Audit]
-            .into_iter()
-            .any(|op| self.may(op, scope))
+        match self {
+            Self::Unrestricted => true,
+            Self::Key { grants, .. } => grants
+                .iter()
+                .any(|g| !g.ops.is_empty() && g.scope.contains(scope)),
+        }
     }
 }
 

@@ -407,7 +407,7 @@ mod tests {
             );
         }
         let tuned = load("socket.keepalive.enable").unwrap();
-        assert_eq!(tuned.bus.kafka.unwrap().properties.len(), 1);
+        assert_eq!(tuned.bus.kafka.unwrap().properties.0.len(), 1);
     }
 
     #[test]
@@ -415,9 +415,11 @@ mod tests {
         let mut kafka = KafkaConfig::default();
         kafka
             .properties
+            .0
             .insert("sasl.password".into(), "hunter2".into());
         kafka
             .properties
+            .0
             .insert("security.protocol".into(), "SASL_SSL".into());
         let shown = format!("{kafka:?}");
         assert!(!shown.contains("hunter2"), "{shown}");

@@ -34,11 +34,16 @@ const PROTECTED_PROPERTIES: &[(&str, &str)] = &[
     ("delivery.timeout.ms", "set produce_timeout_ms"),
     ("group.id", "subscriptions name their groups"),
     ("enable.auto.commit", "subscriptions commit nothing"),
+    ("auto.commit.enable", "subscriptions commit nothing"),
     ("enable.auto.offset.store", "subscriptions commit nothing"),
     ("auto.offset.reset", "subscriptions pass from="),
     (
         "allow.auto.create.topics",
         "topics exist only through the topic API",
+    ),
+    (
+        "topic.metadata.propagation.max.ms",
+        "a produce to an unknown topic must fail as unknown, not time out",
     ),
     ("session.timeout.ms", "set session_timeout_ms"),
     ("max.poll.interval.ms", "set max_poll_interval_ms"),
@@ -67,7 +72,7 @@ pub struct ProtectedProperty {
 }
 
 /// The `[bus.kafka]` section.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
     /// Comma-separated `host:port` list.
@@ -109,39 +114,25 @@ pub struct KafkaConfig {
     pub consumer_queue_kbytes: u32,
     /// Further librdkafka properties, applied last (for TLS, SASL, tuning);
     /// none of [`PROTECTED_PROPERTIES`].
-    pub properties: BTreeMap<String, String>,
+    pub properties: Properties,
 }
 
-impl std::fmt::Debug for KafkaConfig {
-    /// Secret-looking properties (SASL passwords, key passwords, tokens)
-    /// are shown as `<redacted>`.
+/// Further librdkafka properties. Its `Debug` output shows secret-looking
+/// ones (SASL passwords, key passwords, tokens) as `<redacted>`.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Properties(pub BTreeMap<String, String>);
+
+impl std::fmt::Debug for Properties {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let properties: BTreeMap<&str, &str> = self
-            .properties
-            .iter()
-            .map(|(key, value)| {
-                let secret = SECRET_PROPERTY_PARTS.iter().any(|part| key.contains(part));
-                (
-                    key.as_str(),
-                    if secret { "<redacted>" } else { value.as_str() },
-                )
-            })
-            .collect();
-        f.debug_struct("KafkaConfig")
-            .field("bootstrap_servers", &self.bootstrap_servers)
-            .field("client_id", &self.client_id)
-            .field("produce_timeout_ms", &self.produce_timeout_ms)
-            .field("linger_ms", &self.linger_ms)
-            .field("idempotence", &self.idempotence)
-            .field("batch_size", &self.batch_size)
-            .field("admin_timeout_ms", &self.admin_timeout_ms)
-            .field("session_timeout_ms", &self.session_timeout_ms)
-            .field("max_poll_interval_ms", &self.max_poll_interval_ms)
-            .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
-            .field("fetch_wait_max_ms", &self.fetch_wait_max_ms)
-            .field("reconnect_backoff_max_ms", &self.reconnect_backoff_max_ms)
-            .field("consumer_queue_kbytes", &self.consumer_queue_kbytes)
-            .field("properties", &properties)
+        f.debug_map()
+            .entries(self.0.iter().map(|(key, value)| {
+                let lowered = key.to_ascii_lowercase();
+                let secret = SECRET_PROPERTY_PARTS
+                    .iter()
+                    .any(|part| lowered.contains(part));
+                (key, if secret { "<redacted>" } else { value.as_str() })
+            }))
             .finish()
     }
 }
@@ -162,7 +153,7 @@ impl Default for KafkaConfig {
             fetch_wait_max_ms: 100,
             reconnect_backoff_max_ms: 1_000,
             consumer_queue_kbytes: 2_048,
-            properties: BTreeMap::new(),
+            properties: Properties::default(),
         }
     }
 }
@@ -178,7 +169,7 @@ impl KafkaConfig {
     /// Refuses `properties` that would override a setting of its own or a
     /// guarantee of the backend.
     pub fn check_properties(&self) -> Result<(), ProtectedProperty> {
-        for key in self.properties.keys() {
+        for key in self.properties.0.keys() {
             if let Some((property, reason)) = PROTECTED_PROPERTIES
                 .iter()
                 .find(|(property, _)| property.eq_ignore_ascii_case(key.trim()))
@@ -215,7 +206,7 @@ impl KafkaConfig {
     }
 
     fn with_overrides(&self, mut config: ClientConfig) -> ClientConfig {
-        for (key, value) in &self.properties {
+        for (key, value) in &self.properties.0 {
             config.set(key, value);
         }
         config

@@ -61,13 +61,23 @@ fn is_rejection(code: RDKafkaErrorCode) -> bool {
     )
 }
 
-/// Whether the error is the broker's own answer, as opposed to one that
-/// librdkafka raised locally (timeouts, lost connections): Kafka's error
-/// codes are -1 and up, librdkafka's own are below -100.
-pub(super) fn broker_answered(source: &KafkaError) -> bool {
-    source
-        .rdkafka_error_code()
-        .is_some_and(|code| code as i32 >= RDKafkaErrorCode::Unknown as i32)
+/// Whether the broker refused the producer's own state (its id, epoch or
+/// sequence numbers), which a new producer starts afresh. Tansu answers
+/// UNKNOWN_SERVER_ERROR (`Unknown`) where Kafka answers one of the others.
+pub(super) fn refuses_producer_state(source: &KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        source.rdkafka_error_code(),
+        Some(
+            Unknown
+                | OutOfOrderSequenceNumber
+                | DuplicateSequenceNumber
+                | UnknownProducerId
+                | InvalidProducerEpoch
+                | InvalidProducerIdMapping
+                | ProducerFenced
+        )
+    )
 }
 
 pub(super) fn classify(operation: Operation, topic: &str, source: KafkaError) -> BusError {
@@ -123,10 +133,12 @@ mod tests {
     }
 
     #[test]
-    fn the_broker_answered_when_the_code_is_kafkas() {
-        let answered = KafkaError::MessageProduction(RDKafkaErrorCode::Unknown);
-        let local = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
-        assert!(broker_answered(&answered));
-        assert!(!broker_answered(&local));
+    fn refused_producer_state_is_told_from_other_failures() {
+        let refused = KafkaError::MessageProduction(RDKafkaErrorCode::UnknownProducerId);
+        let timed_out = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        let replicas = KafkaError::MessageProduction(RDKafkaErrorCode::NotEnoughReplicas);
+        assert!(refuses_producer_state(&refused));
+        assert!(!refuses_producer_state(&timed_out));
+        assert!(!refuses_producer_state(&replicas));
     }
 }

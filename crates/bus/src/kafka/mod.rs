@@ -24,8 +24,8 @@ use rdkafka::producer::{FutureRecord, Producer as _};
 use rdkafka::types::RDKafkaErrorCode;
 
 pub use self::config::{KAFKA_BOOTSTRAP_ENV, KafkaConfig, ProtectedProperty};
-use self::error::{broker_answered, classify};
-use self::producer::Producer;
+use self::error::{classify, refuses_producer_state};
+use self::producer::{KEEPS_FAILING_FOR, Producer};
 use self::subscription::Subscriptions;
 use crate::{BusBackend, BusError, EventStream, GroupId, Operation};
 
@@ -57,9 +57,6 @@ pub fn kafka_record<'a>(
 
 /// Longest a readiness check waits for the broker.
 const READY_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long produces may fail, while the broker answers, before the
-/// backend reports itself not ready: replacing the producer takes less.
-const READY_WHILE_FAILING: Duration = Duration::from_secs(5);
 
 /// The Kafka backend. Cheap to share behind an `Arc`.
 pub struct KafkaBackend {
@@ -80,7 +77,16 @@ impl std::fmt::Debug for KafkaBackend {
 impl KafkaBackend {
     /// Builds the clients. Connecting is lazy: this succeeds with the broker
     /// down, and calls fail as [`BusError::Unavailable`] until it is up.
+    /// Properties that [`KafkaConfig::check_properties`] refuses are
+    /// [`BusError::Rejected`].
     pub fn new(config: KafkaConfig) -> Result<Self, BusError> {
+        config
+            .check_properties()
+            .map_err(|refused| BusError::Rejected {
+                operation: Operation::Metadata,
+                topic: "*".to_owned(),
+                source: Box::new(refused),
+            })?;
         let cluster = |source: KafkaError| classify(Operation::Metadata, "*", source);
         let admin = Arc::new(config.admin().create().map_err(cluster)?);
         let producer = Producer::new(&config, Arc::clone(&admin)).map_err(cluster)?;
@@ -201,20 +207,17 @@ impl BusBackend for KafkaBackend {
         let kafka_name = topic.kafka_topic_name();
         let payload = message.payload.to_string();
         let record = kafka_record(&kafka_name, &message, &payload);
-        let sent = self
-            .producer
-            .current()
-            .send(record, self.config.produce_timeout())
-            .await;
+        let producer = self.producer.current();
+        let sent = producer.send(record, self.config.produce_timeout()).await;
         let delivery = match sent {
             Ok(delivery) => {
                 self.producer.succeeded();
                 delivery
             }
             Err((source, _)) => {
-                let answered = broker_answered(&source);
+                let state_refused = refuses_producer_state(&source);
                 let error = classify(Operation::Produce, &kafka_name, source);
-                self.producer.failed(&error, answered);
+                self.producer.failed(&producer, &error, state_refused);
                 return Err(error);
             }
         };
@@ -252,13 +255,18 @@ impl BusBackend for KafkaBackend {
         };
         if let Some(fatal) = self.producer.fatal_error() {
             // Nobody may be publishing to find out: replace it here.
-            self.producer.replace("fatal error");
+            let replaced = self.producer.replace("fatal error");
+            let now = if replaced {
+                "replaced"
+            } else {
+                "replaced shortly"
+            };
             return Err(unready(format!(
-                "the producer raised a fatal error ({fatal}); replaced"
+                "the producer raised a fatal error ({fatal}); {now}"
             )));
         }
         match self.producer.failing_for() {
-            Some(failing) if failing >= READY_WHILE_FAILING => Err(unready(format!(
+            Some(failing) if failing >= KEEPS_FAILING_FOR => Err(unready(format!(
                 "produces have failed for {} s while the broker answers",
                 failing.as_secs()
             ))),

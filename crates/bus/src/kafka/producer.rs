@@ -10,15 +10,23 @@
 //! producer id.
 //!
 //! The first failed produce after a success starts a watch. Every
-//! [`WATCH_INTERVAL`] it looks again: a success in the meantime ends it; a
-//! fatal error replaces the producer at once; so do failures for at least
-//! [`FAILING_FOR`] while the broker answers (a produce got the broker's own
-//! error, or a metadata request succeeds): the broker is back, or was never
-//! gone. A producer cut off from the broker for that long is replaced once
-//! while the broker is still away, so that nothing of its state (its
-//! producer id, its sequence numbers, the batches it would retry) meets a
-//! broker that restarted and may have lost it. A producer is replaced at
-//! most once per [`REPLACE_AT_MOST_EVERY`].
+//! [`WATCH_INTERVAL`] it looks again: a success in the meantime ends it.
+//! Otherwise the producer is replaced
+//!
+//! - at once, when it raised a fatal error;
+//! - when produces have failed for [`FAILING_FOR`] and the broker refused
+//!   the producer's state (an unknown producer id, a sequence out of order,
+//!   an unknown server error);
+//! - when produces have failed for [`KEEPS_FAILING_FOR`] while the broker
+//!   answers metadata requests: whatever is wrong, it is not the broker
+//!   being away;
+//! - once, when it has been cut off from the broker for [`FAILING_FOR`], so
+//!   that nothing of its state (its producer id, its sequence numbers, the
+//!   batches it would retry) meets a broker that restarted and may have
+//!   lost it.
+//!
+//! A producer is replaced at most once per [`REPLACE_AT_MOST_EVERY`], and
+//! failures of a producer already replaced count for nothing.
 //!
 //! The old producer's queued and in-flight messages are purged, so their
 //! publishes fail (503) rather than reach the broker with the old state;
@@ -40,6 +48,9 @@ use crate::BusError;
 const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 /// How long produces must have failed before the producer is blamed.
 const FAILING_FOR: Duration = Duration::from_secs(1);
+/// How long produces must have failed, with the broker answering, before
+/// the producer is blamed for a failure the broker did not pin on it.
+pub(super) const KEEPS_FAILING_FOR: Duration = Duration::from_secs(5);
 /// The least time between two replacements.
 const REPLACE_AT_MOST_EVERY: Duration = Duration::from_secs(3);
 /// How long the watch's metadata request may take.
@@ -55,8 +66,9 @@ struct Health {
     replaced_at: Option<Instant>,
     /// Whether a watch runs.
     watching: bool,
-    /// Whether the broker itself answered one of the failed produces.
-    broker_answered: bool,
+    /// Whether the broker refused the producer's state in one of the
+    /// failed produces.
+    state_refused: bool,
     /// Whether the producer was replaced while the broker was away, since
     /// the last success.
     replaced_while_away: bool,
@@ -117,22 +129,29 @@ impl Producer {
         self.health().failing_since.map(|since| since.elapsed())
     }
 
-    /// Notes a failed produce; failures that concern the broker or the
-    /// producer, not the request, start a watch. `broker_answered`: the
-    /// error is the broker's answer, not a timeout or a lost connection.
-    pub(super) fn failed(&self, error: &BusError, broker_answered: bool) {
-        if !matches!(
+    /// Notes a produce that failed on `sent_with`; failures of the current
+    /// producer that concern the broker or the producer, not the request,
+    /// start a watch. `state_refused`: the broker refused the producer's
+    /// state ([`super::error::refuses_producer_state`]).
+    pub(super) fn failed(
+        &self,
+        sent_with: &Arc<FutureProducer>,
+        error: &BusError,
+        state_refused: bool,
+    ) {
+        let of_the_request = !matches!(
             error,
             BusError::Unavailable { .. } | BusError::Broker { .. }
-        ) {
+        );
+        if of_the_request || !Arc::ptr_eq(sent_with, &self.0.current.load()) {
             return;
         }
         let mut health = self.health();
         if health.failing_since.is_none() {
             health.failing_since = Some(Instant::now());
-            health.broker_answered = false;
+            health.state_refused = false;
         }
-        health.broker_answered |= broker_answered;
+        health.state_refused |= state_refused;
         if !health.watching {
             health.watching = true;
             tokio::spawn(self.clone().watch());
@@ -145,22 +164,21 @@ impl Producer {
             let Some(failing) = self.failing_for() else {
                 break; // it delivered again
             };
-            if let Some(fatal) = self.fatal_error() {
-                self.replace(&format!("fatal error {fatal}"));
-                break;
-            }
-            if failing < FAILING_FOR {
-                continue;
-            }
-            let answered = self.health().broker_answered;
-            if answered || self.broker_answers().await {
-                self.replace("produces kept failing while the broker answers");
-                break;
-            }
-            let replaced_while_away =
-                std::mem::replace(&mut self.health().replaced_while_away, true);
-            if !replaced_while_away {
-                self.replace("cut off from the broker");
+            let replaced = if let Some(fatal) = self.fatal_error() {
+                self.replace(&format!("fatal error {fatal}"))
+            } else if failing < FAILING_FOR {
+                false
+            } else if self.health().state_refused {
+                self.replace("the broker refused the producer's state")
+            } else if self.broker_answers().await {
+                failing >= KEEPS_FAILING_FOR
+                    && self.replace("produces kept failing while the broker answers")
+            } else {
+                let replaced_while_away =
+                    std::mem::replace(&mut self.health().replaced_while_away, true);
+                !replaced_while_away && self.replace("cut off from the broker")
+            };
+            if replaced {
                 break;
             }
         }
@@ -184,26 +202,27 @@ impl Producer {
     }
 
     /// Builds a new producer and sends with it from now on, unless it was
-    /// replaced a moment ago.
-    pub(super) fn replace(&self, reason: &str) {
+    /// replaced a moment ago; whether it did.
+    pub(super) fn replace(&self, reason: &str) -> bool {
         {
             let mut health = self.health();
             if health
                 .replaced_at
                 .is_some_and(|at| at.elapsed() < REPLACE_AT_MOST_EVERY)
             {
-                return;
+                return false;
             }
             health.replaced_at = Some(Instant::now());
-            health.failing_since = None;
         }
         let fresh = match self.0.config.producer().create::<FutureProducer>() {
             Ok(fresh) => fresh,
             Err(error) => {
                 tracing::error!(%error, "a new Kafka producer could not be built");
-                return;
+                return false;
             }
         };
+        // Failures from now on are the new producer's.
+        self.health().failing_since = None;
         let old = self.0.current.swap(Arc::new(fresh));
         tracing::warn!(reason, "replaced the Kafka producer");
         // Purging and closing wait for librdkafka's threads: not on an
@@ -216,5 +235,6 @@ impl Producer {
             }
             drop(old);
         });
+        true
     }
 }

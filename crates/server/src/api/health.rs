@@ -3,7 +3,7 @@
 //!
 //! Readiness is probed at most once per [`READY_CACHE`]: probes are often
 //! frequent (load balancers, orchestrators), and each one reads the state
-//! store, behind the lock the audit writer holds, and asks the broker.
+//! store and asks the broker, which may block a thread for seconds.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};

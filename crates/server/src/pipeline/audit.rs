@@ -12,7 +12,6 @@
 //! loses what is queued (at most `queue_capacity` records, normally one
 //! flush interval's worth).
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -155,9 +154,6 @@ pub struct Retention {
     pub cutoff: DateTime<Utc>,
     pub keep: usize,
     pub keep_per_tenant: usize,
-    /// Tenants that may be over `keep_per_tenant`: those written since the
-    /// last prune. Engines that can count cheaply may look at all.
-    pub tenants: Vec<String>,
 }
 
 /// The `[audit]` section.
@@ -321,7 +317,6 @@ async fn write(
     let flush_interval = Duration::from_millis(config.flush_interval_ms.max(1));
     let mut queued = Vec::with_capacity(batch_size);
     let mut since_prune = 0usize;
-    let mut written_tenants = BTreeSet::new();
     loop {
         tokio::select! {
             received = receiver.recv_many(&mut queued, batch_size) => {
@@ -357,14 +352,13 @@ async fn write(
         // Taking the records frees their places in the tenants' shares.
         let batch: Vec<AuditRecord> = queued.drain(..).map(|q| q.record).collect();
         since_prune += batch.len();
-        written_tenants.extend(batch.iter().map(|record| record.tenant.clone()));
         append_with_retries(&*state, &batch, &health).await;
         if since_prune >= batch_size * 20 {
             since_prune = 0;
-            prune(&*state, &config, std::mem::take(&mut written_tenants)).await;
+            prune(&*state, &config).await;
         }
     }
-    prune(&*state, &config, written_tenants).await;
+    prune(&*state, &config).await;
 }
 
 /// Stores `batch`, retrying with backoff; a batch that cannot be stored at
@@ -398,16 +392,17 @@ async fn append_with_retries(state: &dyn StateStore, batch: &[AuditRecord], heal
     );
 }
 
-async fn prune(state: &dyn StateStore, config: &AuditConfig, tenants: BTreeSet<String>) {
+async fn prune(state: &dyn StateStore, config: &AuditConfig) {
+    // An age too long to subtract keeps everything.
+    let cutoff = i64::try_from(config.max_age_secs)
+        .ok()
+        .and_then(chrono::TimeDelta::try_seconds)
+        .and_then(|age| Utc::now().checked_sub_signed(age))
+        .unwrap_or(DateTime::<Utc>::MIN_UTC);
     let retention = Retention {
-        cutoff: Utc::now()
-            - i64::try_from(config.max_age_secs)
-                .ok()
-                .and_then(chrono::TimeDelta::try_seconds)
-                .unwrap_or(chrono::TimeDelta::MAX),
+        cutoff,
         keep: config.max_records,
         keep_per_tenant: config.max_records_per_tenant,
-        tenants: tenants.into_iter().collect(),
     };
     if let Err(error) = state.prune_audit(&retention).await {
         tracing::error!(%error, "audit records could not be pruned");

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use acteon_core::{Headers, TopicName};
-use cel::common::ast::{EntryExpr, Expr, IdedExpr};
+use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
 use cel::common::types::{CelBool, CelString};
 use thiserror::Error;
 
@@ -25,11 +25,14 @@ static STANDARD_ENV: LazyLock<Arc<cel::Env>> = LazyLock::new(|| {
 
 /// Compiled patterns of `matches`, by pattern. CEL's own `matches` compiles
 /// its pattern on every call; a condition evaluated on every publish would
-/// pay that each time. Bounded: it is emptied when full.
+/// pay that each time. Callers' conditions may only match literal patterns
+/// ([`Condition::compile_bounded`]), so the patterns in use are those the
+/// rules and silences spell out. Bounded: it is emptied when full.
 static REGEXES: LazyLock<Mutex<HashMap<String, Arc<regex::Regex>>>> = LazyLock::new(Mutex::default);
-const MAX_CACHED_REGEXES: usize = 1_024;
-/// Largest compiled pattern: bounds the time and memory one pattern costs.
-const MAX_REGEX_BYTES: usize = 1 << 20;
+const MAX_CACHED_REGEXES: usize = 256;
+/// Largest compiled pattern, and largest matching cache of one: bound the
+/// time and memory one pattern costs.
+const MAX_REGEX_BYTES: usize = 256 * 1024;
 
 fn regex(pattern: &str) -> Result<Arc<regex::Regex>, regex::Error> {
     let cached = REGEXES
@@ -43,6 +46,7 @@ fn regex(pattern: &str) -> Result<Arc<regex::Regex>, regex::Error> {
     let regex = Arc::new(
         regex::RegexBuilder::new(pattern)
             .size_limit(MAX_REGEX_BYTES)
+            .dfa_size_limit(MAX_REGEX_BYTES)
             .build()?,
     );
     let mut cache = REGEXES.lock().unwrap_or_else(PoisonError::into_inner);
@@ -122,6 +126,14 @@ fn over_bounds(
         over_bounds(child, bounds, depth + 1, in_comprehension)
     };
     match &expression.expr {
+        Expr::Call(call)
+            if call.func_name == "matches"
+                && !call.args.last().is_some_and(|pattern| {
+                    matches!(pattern.expr, Expr::Literal(LiteralValue::String(_)))
+                }) =>
+        {
+            Some("calls matches() with a pattern that is not a string literal".to_owned())
+        }
         Expr::Call(call) => call
             .target
             .iter()
@@ -392,6 +404,7 @@ mod tests {
         assert!(refused(&long).contains("max_condition_bytes"));
         let deep = format!("{}true{}", "(".repeat(100), ")".repeat(100));
         assert!(refused(&deep).contains("max_condition_depth"));
+        assert!(refused("key.matches(payload.pattern)").contains("literal"));
         let nested = "payload.items.all(x, payload.items.exists(y, x == y))";
         assert!(
             refused(nested).contains("comprehension"),

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use acteon_bus::BusBackend;
 use acteon_core::{DeliveryReceipt, OutgoingMessage, TopicName};
 use chrono::Utc;
+use tokio_util::task::TaskTracker;
 
 pub use self::audit::{
     AuditConfig, AuditFilter, AuditHealth, AuditLog, AuditQuery, AuditRecord, AuditWriter, Outcome,
@@ -46,6 +47,9 @@ pub struct Pipeline {
     pub quotas: Quotas,
     pub audit: AuditLog,
     pub bus: Arc<dyn BusBackend>,
+    /// The tasks that produce and audit; shutdown waits for them before it
+    /// stops the audit writer.
+    pub tasks: TaskTracker,
 }
 
 impl Pipeline {
@@ -82,41 +86,30 @@ impl Pipeline {
             );
             self.decide(topic, &facts, &mut record)
         };
-        match decision {
-            Ok(()) => self.produce(topic, message, record).await,
-            Err(stopped) => {
-                self.audit.record(record).await;
-                stopped
-            }
-        }
-    }
-
-    /// Produces and audits on a task of its own: a publish whose caller
-    /// went away while the broker was answering still leaves its record.
-    async fn produce(
-        &self,
-        topic: &TopicName,
-        message: OutgoingMessage,
-        mut record: AuditRecord,
-    ) -> Result<Published, ServiceError> {
+        // Produced (or not) and audited on a task of its own: a publish
+        // whose caller goes away while the broker answers, or while the
+        // audit queue has no room, still leaves its record.
         let (bus, audit, topic) = (Arc::clone(&self.bus), self.audit.clone(), topic.clone());
-        let producing = tokio::spawn(async move {
-            let result = match bus.produce(&topic, message).await {
-                Ok(receipt) => {
-                    record.partition = Some(receipt.partition);
-                    record.offset = Some(receipt.offset);
-                    Ok(Published::Produced(receipt))
-                }
-                Err(error) => {
-                    record.outcome = Outcome::Failed;
-                    record.error = Some(error.to_string());
-                    Err(error.into())
-                }
+        let settling = self.tasks.spawn(async move {
+            let result = match decision {
+                Ok(()) => match bus.produce(&topic, message).await {
+                    Ok(receipt) => {
+                        record.partition = Some(receipt.partition);
+                        record.offset = Some(receipt.offset);
+                        Ok(Published::Produced(receipt))
+                    }
+                    Err(error) => {
+                        record.outcome = Outcome::Failed;
+                        record.error = Some(error.to_string());
+                        Err(error.into())
+                    }
+                },
+                Err(stopped) => stopped,
             };
             audit.record(record).await;
             result
         });
-        match producing.await {
+        match settling.await {
             Ok(result) => result,
             Err(error) => match error.try_into_panic() {
                 Ok(panic) => std::panic::resume_unwind(panic),

@@ -106,6 +106,9 @@ pub struct Silences {
     state: Arc<dyn StateStore>,
     limits: LimitsConfig,
     all: RwLock<Vec<Arc<Compiled>>>,
+    /// Held by a create from its count against the limit to its insert, so
+    /// concurrent creates cannot both pass the count.
+    creating: tokio::sync::Mutex<()>,
 }
 
 impl Silences {
@@ -130,6 +133,7 @@ impl Silences {
             state,
             limits,
             all: RwLock::new(all),
+            creating: tokio::sync::Mutex::default(),
         })
     }
 
@@ -195,6 +199,7 @@ impl Silences {
             silence.clone(),
             &ConditionBounds::from(&self.limits),
         )?);
+        let _creating = self.creating.lock().await;
         self.forget_ended(now).await;
         let held = self
             .read()

@@ -158,13 +158,13 @@ mod conformance {
         );
     }
 
-    fn record(tenant: &str, outcome: Outcome, at: DateTime<Utc>) -> AuditRecord {
+    fn record(tenant: &str, name: &str, outcome: Outcome, at: DateTime<Utc>) -> AuditRecord {
         AuditRecord {
             id: 0,
             at,
             tenant: tenant.into(),
             namespace: "ns".into(),
-            topic: format!("ns.{tenant}.t"),
+            topic: format!("ns.{tenant}.{name}"),
             key: None,
             principal: None,
             outcome,
@@ -185,7 +185,8 @@ mod conformance {
                 } else {
                     Outcome::Denied
                 };
-                record(if i < 6 { "a" } else { "b" }, outcome, now)
+                let name = if i % 2 == 0 { "even" } else { "odd" };
+                record(if i < 6 { "a" } else { "b" }, name, outcome, now)
             })
             .collect();
         store.append_audit(&records[..4]).await.unwrap();
@@ -224,17 +225,18 @@ mod conformance {
         );
 
         let by_topic = AuditFilter {
-            scope: acteon_core::Scope::topic(&"ns.b.t".parse().unwrap()),
+            scope: acteon_core::Scope::topic(&"ns.b.even".parse().unwrap()),
             ..AuditFilter::default()
         };
-        assert_eq!(store.query_audit(&by_topic).await.unwrap().len(), 4);
+        let even_b = store.query_audit(&by_topic).await.unwrap();
+        assert_eq!(even_b.len(), 2, "{even_b:?}");
+        assert!(even_b.iter().all(|r| r.topic == "ns.b.even"));
 
         let all = || async { store.query_audit(&AuditFilter::default()).await.unwrap() };
         let retention = |keep, keep_per_tenant, cutoff| Retention {
             cutoff,
             keep,
             keep_per_tenant,
-            tenants: vec!["a".into(), "b".into()],
         };
         let hour_ago = now - chrono::TimeDelta::hours(1);
         // Tenant a's flood (6 records) leaves b's 4 alone.
@@ -255,12 +257,27 @@ mod conformance {
             .prune_audit(&retention(4, 100, hour_ago))
             .await
             .unwrap();
-        assert_eq!(all().await.len(), 4);
+        let newest: Vec<u64> = all().await.iter().map(|r| r.id).collect();
+        assert_eq!(newest, ids[..4]);
         store
             .prune_audit(&retention(100, 100, now + chrono::TimeDelta::hours(1)))
             .await
             .unwrap();
         assert!(all().await.is_empty());
+
+        // A quiet tenant's two old records, then a flood of another's: the
+        // flood is cut to its share, and the total cap counts what is left,
+        // so the quiet tenant's history stays.
+        let quiet = vec![record("quiet", "t", Outcome::Produced, now); 2];
+        store.append_audit(&quiet).await.unwrap();
+        let flood: Vec<_> = (0..8)
+            .map(|_| record("flood", "t", Outcome::Throttled, now))
+            .collect();
+        store.append_audit(&flood).await.unwrap();
+        store.prune_audit(&retention(6, 4, hour_ago)).await.unwrap();
+        let kept = all().await;
+        let count = |tenant: &str| kept.iter().filter(|r| r.tenant == tenant).count();
+        assert_eq!((count("quiet"), count("flood")), (2, 4), "{kept:?}");
     }
 
     #[tokio::test]

@@ -6,6 +6,7 @@
 //! silences and readiness probes behind the same lock. SQLite serialises
 //! the two connections' writes (WAL mode lets reads go on meanwhile).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -46,7 +47,51 @@ const SCHEMA: &str = "
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     connection: Arc<Mutex<Connection>>,
-    audit: Arc<Mutex<Connection>>,
+    audit: Arc<Mutex<AuditTable>>,
+}
+
+/// The audit connection and how many rows the table holds, in all and per
+/// tenant. Counted once at open and kept by every append and prune, so a
+/// prune knows how many of the oldest rows to drop without counting (a
+/// count, like an OFFSET, walks the whole index).
+#[derive(Debug)]
+struct AuditTable {
+    connection: Connection,
+    rows: u64,
+    rows_by_tenant: HashMap<String, u64>,
+}
+
+impl AuditTable {
+    fn open(connection: Connection) -> rusqlite::Result<Self> {
+        let rows_by_tenant: HashMap<String, u64> = connection
+            .prepare("SELECT tenant, COUNT(*) FROM audit GROUP BY tenant")?
+            .query_map([], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? as u64)))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(Self {
+            rows: rows_by_tenant.values().sum(),
+            rows_by_tenant,
+            connection,
+        })
+    }
+
+    /// Deletes with `sql` (which returns each deleted row's tenant) and
+    /// takes the deleted rows off the counts.
+    fn delete(&mut self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<()> {
+        let mut statement = self.connection.prepare_cached(sql)?;
+        let tenants = statement
+            .query_map(params, |row| row.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for tenant in tenants {
+            self.rows -= 1;
+            if let Some(count) = self.rows_by_tenant.get_mut(&tenant) {
+                *count -= 1;
+                if *count == 0 {
+                    self.rows_by_tenant.remove(&tenant);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 impl SqliteStore {
@@ -66,22 +111,22 @@ impl SqliteStore {
         connection.execute_batch(SCHEMA)?;
         Ok(Self {
             connection: Arc::new(Mutex::new(connection)),
-            audit: Arc::new(Mutex::new(open()?)),
+            audit: Arc::new(Mutex::new(AuditTable::open(open()?)?)),
         })
     }
 
-    /// Runs audit `work` on the blocking pool with the connection.
+    /// Runs audit `work` on the blocking pool with the audit table.
     async fn with_audit<T: Send + 'static>(
         &self,
         operation: &'static str,
-        work: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+        work: impl FnOnce(&mut AuditTable) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StateError> {
-        let connection = Arc::clone(&self.audit);
+        let table = Arc::clone(&self.audit);
         tokio::task::spawn_blocking(move || {
             // A panic mid-transaction rolls it back when the connection
             // is next used; the connection itself stays sound.
-            let mut connection = connection.lock().unwrap_or_else(PoisonError::into_inner);
-            work(&mut connection)
+            let mut table = table.lock().unwrap_or_else(PoisonError::into_inner);
+            work(&mut table)
         })
         .await
         .expect("sqlite task panicked")
@@ -230,12 +275,13 @@ impl StateStore for SqliteStore {
                 )
             })
             .collect();
-        self.with_audit("append", move |connection| {
+        self.with_audit("append", move |table| {
             // One transaction per batch: one fsync for many records. It
             // takes the write lock at once, so waiting for the other
             // connection's write goes through the busy timeout.
-            let transaction =
-                connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let transaction = table
+                .connection
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             {
                 let mut insert = transaction.prepare_cached(
                     "INSERT INTO audit (at, tenant, namespace, topic, outcome, record)
@@ -245,7 +291,12 @@ impl StateStore for SqliteStore {
                     insert.execute(params![at, tenant, namespace, topic, outcome, text])?;
                 }
             }
-            transaction.commit()
+            transaction.commit()?;
+            table.rows += rows.len() as u64;
+            for (_, tenant, ..) in rows {
+                *table.rows_by_tenant.entry(tenant).or_default() += 1;
+            }
+            Ok(())
         })
         .await
     }
@@ -274,8 +325,8 @@ impl StateStore for SqliteStore {
         }
         sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", filter.limit));
         let rows = self
-            .with_audit("query", move |connection| {
-                let mut statement = connection.prepare_cached(&sql)?;
+            .with_audit("query", move |table| {
+                let mut statement = table.connection.prepare_cached(&sql)?;
                 statement
                     .query_map(params_from_iter(values.iter()), |row| {
                         Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
@@ -298,29 +349,36 @@ impl StateStore for SqliteStore {
 
     async fn prune_audit(&self, retention: &Retention) -> Result<(), StateError> {
         let cutoff = timestamp(retention.cutoff);
-        let keep = retention.keep;
-        let keep_per_tenant = retention.keep_per_tenant.max(1) as i64;
-        let tenants = retention.tenants.clone();
-        self.with_audit("prune", move |connection| {
-            connection.execute("DELETE FROM audit WHERE at < ?1", params![cutoff])?;
-            // Per tenant, below the id of its keep_per_tenant-th newest
-            // record: one walk of that tenant's index entries.
-            let mut per_tenant = connection.prepare_cached(
-                "DELETE FROM audit WHERE tenant = ?1 AND id < (
-                     SELECT id FROM audit WHERE tenant = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+        let (keep, keep_per_tenant) = (retention.keep as u64, retention.keep_per_tenant as u64);
+        self.with_audit("prune", move |table| {
+            // The oldest rows go first, found from the start of an index:
+            // each delete walks only the rows it drops.
+            table.delete(
+                "DELETE FROM audit WHERE at < ?1 RETURNING tenant",
+                params![cutoff],
             )?;
-            for tenant in &tenants {
-                per_tenant.execute(params![tenant, keep_per_tenant - 1])?;
+            let over: Vec<(String, u64)> = table
+                .rows_by_tenant
+                .iter()
+                .filter(|(_, rows)| **rows > keep_per_tenant)
+                .map(|(tenant, rows)| (tenant.clone(), rows - keep_per_tenant))
+                .collect();
+            for (tenant, excess) in over {
+                table.delete(
+                    "DELETE FROM audit WHERE id IN (
+                         SELECT id FROM audit WHERE tenant = ?1 ORDER BY id LIMIT ?2)
+                     RETURNING tenant",
+                    params![tenant, i64::try_from(excess).unwrap_or(i64::MAX)],
+                )?;
             }
-            // Ids are AUTOINCREMENT: the newest `keep` records are those
-            // above MAX(id) - keep, found with one index lookup (an OFFSET
-            // would walk `keep` entries). Where the age prune above left
-            // gaps among them (records are timed when published, numbered
-            // when written), fewer than `keep` remain, never more.
-            connection.execute(
-                "DELETE FROM audit WHERE id <= (SELECT MAX(id) FROM audit) - ?1",
-                params![keep as i64],
-            )?;
+            if table.rows > keep {
+                let excess = table.rows - keep;
+                table.delete(
+                    "DELETE FROM audit WHERE id IN (SELECT id FROM audit ORDER BY id LIMIT ?1)
+                     RETURNING tenant",
+                    params![i64::try_from(excess).unwrap_or(i64::MAX)],
+                )?;
+            }
             Ok(())
         })
         .await
