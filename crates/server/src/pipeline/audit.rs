@@ -185,7 +185,7 @@ impl Default for AuditConfig {
             max_records_per_tenant: 100_000,
             max_age_secs: 7 * 24 * 3600,
             queue_capacity: 10_000,
-            tenant_queue_capacity: 1_000,
+            tenant_queue_capacity: 2_500,
             batch_size: 500,
             flush_interval_ms: 100,
         }

@@ -8,7 +8,10 @@ mod quotas;
 mod rules;
 mod silences;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use acteon_bus::BusBackend;
 use acteon_core::{DeliveryReceipt, OutgoingMessage, TopicName};
@@ -37,6 +40,54 @@ pub enum Suppressed {
 pub enum Published {
     Produced(DeliveryReceipt),
     Suppressed(Suppressed),
+}
+
+/// A publish's produce and audit record, which finish even if the caller
+/// goes away: dropped before it completes, it is handed to a task of its
+/// own (tracked, so shutdown waits for it). Publishes that are not
+/// abandoned never pay for a task and its thread hand-offs.
+struct Settling<F: Future<Output = PublishResult> + Send + 'static> {
+    future: Option<Pin<Box<F>>>,
+    tasks: TaskTracker,
+}
+
+type PublishResult = Result<Published, ServiceError>;
+
+impl<F: Future<Output = PublishResult> + Send + 'static> Settling<F> {
+    fn new(tasks: TaskTracker, future: F) -> Self {
+        Self {
+            future: Some(Box::pin(future)),
+            tasks,
+        }
+    }
+}
+
+impl<F: Future<Output = PublishResult> + Send + 'static> Future for Settling<F> {
+    type Output = PublishResult;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<PublishResult> {
+        let future = self
+            .future
+            .as_mut()
+            .expect("Settling polled after it completed");
+        let output = std::task::ready!(future.as_mut().poll(cx));
+        self.future = None;
+        Poll::Ready(output)
+    }
+}
+
+impl<F: Future<Output = PublishResult> + Send + 'static> Drop for Settling<F> {
+    fn drop(&mut self) {
+        let Some(future) = self.future.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(self.tasks.spawn_on(future, &runtime)),
+            Err(_) => tracing::error!(
+                "a publish was abandoned outside the runtime; its audit record is lost"
+            ),
+        }
+    }
 }
 
 /// Silences, rules, quotas and audit in front of the bus.
@@ -86,11 +137,8 @@ impl Pipeline {
             );
             self.decide(topic, &facts, &mut record)
         };
-        // Produced (or not) and audited on a task of its own: a publish
-        // whose caller goes away while the broker answers, or while the
-        // audit queue has no room, still leaves its record.
         let (bus, audit, topic) = (Arc::clone(&self.bus), self.audit.clone(), topic.clone());
-        let settling = self.tasks.spawn(async move {
+        let settling = Settling::new(self.tasks.clone(), async move {
             let result = match decision {
                 Ok(()) => match bus.produce(&topic, message).await {
                     Ok(receipt) => {
@@ -109,13 +157,7 @@ impl Pipeline {
             audit.record(record).await;
             result
         });
-        match settling.await {
-            Ok(result) => result,
-            Err(error) => match error.try_into_panic() {
-                Ok(panic) => std::panic::resume_unwind(panic),
-                Err(_) => Err(ServiceError::ShuttingDown),
-            },
-        }
+        settling.await
     }
 
     /// Silences, rules and quotas; `Err` carries the publish's answer when a
@@ -155,5 +197,109 @@ impl Pipeline {
             return Err(Err(ServiceError::Throttled(throttled)));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use acteon_bus::{BusError, EventStream, GroupId, MemoryBackend};
+    use acteon_core::{Headers, StartPosition, Topic};
+    use async_trait::async_trait;
+    use tokio::sync::Semaphore;
+
+    use super::*;
+    use crate::limits::LimitsConfig;
+    use crate::state::{MemoryStore, StateStore};
+
+    /// The in-memory backend, whose produces wait for a permit.
+    #[derive(Debug)]
+    struct GatedBus {
+        inner: MemoryBackend,
+        produces: Semaphore,
+    }
+
+    #[async_trait]
+    impl BusBackend for GatedBus {
+        fn kind(&self) -> &'static str {
+            "gated"
+        }
+        async fn create_topic(&self, topic: &Topic) -> Result<(), BusError> {
+            self.inner.create_topic(topic).await
+        }
+        async fn delete_topic(&self, topic: &TopicName) -> Result<(), BusError> {
+            self.inner.delete_topic(topic).await
+        }
+        async fn produce(
+            &self,
+            topic: &TopicName,
+            message: OutgoingMessage,
+        ) -> Result<DeliveryReceipt, BusError> {
+            self.produces.acquire().await.unwrap().forget();
+            self.inner.produce(topic, message).await
+        }
+        async fn subscribe(
+            &self,
+            topic: &TopicName,
+            group: &GroupId,
+            start: StartPosition,
+        ) -> Result<EventStream, BusError> {
+            self.inner.subscribe(topic, group, start).await
+        }
+        async fn check_ready(&self) -> Result<(), BusError> {
+            self.inner.check_ready().await
+        }
+        async fn flush(&self, timeout: std::time::Duration) -> Result<(), BusError> {
+            self.inner.flush(timeout).await
+        }
+    }
+
+    /// A caller that goes away while the broker is answering must not take
+    /// the publish's audit record with it.
+    #[tokio::test]
+    async fn an_abandoned_publish_still_leaves_its_audit_record() {
+        let state: Arc<dyn StateStore> = Arc::new(MemoryStore::default());
+        let bus = Arc::new(GatedBus {
+            inner: MemoryBackend::default(),
+            produces: Semaphore::new(0),
+        });
+        let topic = TopicName::new("ns", "t", "inbox").unwrap();
+        bus.create_topic(&Topic::new(topic.clone(), 1, 1, None).unwrap())
+            .await
+            .unwrap();
+        let config = AuditConfig {
+            flush_interval_ms: 1,
+            ..AuditConfig::default()
+        };
+        let (audit, writer) = AuditLog::start(Arc::clone(&state), config);
+        let pipeline = Pipeline {
+            silences: Silences::load(Arc::clone(&state), LimitsConfig::default())
+                .await
+                .unwrap(),
+            rules: RuleSet::default(),
+            quotas: Quotas::default(),
+            audit,
+            bus: bus.clone(),
+            tasks: TaskTracker::new(),
+        };
+        let message = OutgoingMessage {
+            key: None,
+            payload: serde_json::json!({ "n": 1 }),
+            headers: Headers::new(),
+        };
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(50),
+            pipeline.publish(&topic, message, None),
+        );
+        assert!(abandoned.await.is_err(), "the produce waits for its permit");
+        bus.produces.add_permits(1);
+        pipeline.tasks.close();
+        pipeline.tasks.wait().await;
+        writer.stop().await;
+        let records = state.query_audit(&AuditFilter::default()).await.unwrap();
+        assert_eq!(records.len(), 1, "{records:?}");
+        assert_eq!(records[0].outcome, Outcome::Produced);
+        assert_eq!(records[0].offset, Some(0));
     }
 }

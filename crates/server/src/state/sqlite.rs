@@ -22,9 +22,15 @@ fn timestamp(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-const SCHEMA: &str = "
+/// Settings of each connection: `synchronous` is a connection's own, so the
+/// audit connection needs it as much as the first (in WAL mode, NORMAL syncs
+/// at checkpoints rather than at every commit).
+const CONNECTION_SETTINGS: &str = "
     PRAGMA journal_mode = WAL;
     PRAGMA synchronous = NORMAL;
+";
+
+const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS records (
         kind  TEXT NOT NULL,
         id    TEXT NOT NULL,
@@ -105,6 +111,7 @@ impl SqliteStore {
         let open = || -> rusqlite::Result<Connection> {
             let connection = Connection::open(path)?;
             connection.busy_timeout(std::time::Duration::from_secs(5))?;
+            connection.execute_batch(CONNECTION_SETTINGS)?;
             Ok(connection)
         };
         let connection = open()?;
