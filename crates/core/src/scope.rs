@@ -149,16 +149,6 @@ impl Scope {
             name: self.name.intersect(&other.name).ok_or_else(disjoint)?,
         })
     }
-
-    /// The one topic this scope names, when all three parts are exact.
-    pub fn exact_topic(&self) -> Option<TopicName> {
-        TopicName::new(
-            self.namespace.exact()?,
-            self.tenant.exact()?,
-            self.name.exact()?,
-        )
-        .ok()
-    }
 }
 
 impl fmt::Display for Scope {
@@ -208,16 +198,6 @@ mod tests {
         assert_eq!(topic.intersect(&Scope::all()).unwrap(), topic);
         let other = scope(None, Some("beta"), None);
         assert!(topic.intersect(&other).is_err());
-        assert_eq!(
-            topic
-                .intersect(&tenant)
-                .unwrap()
-                .exact_topic()
-                .unwrap()
-                .kafka_topic_name(),
-            "agents.alpha.inbox"
-        );
-        assert_eq!(tenant.exact_topic(), None);
     }
 
     #[test]

@@ -48,8 +48,6 @@ pub enum ServiceError {
     Forbidden(crate::auth::Op),
     #[error("too many open subscriptions; try again later")]
     TooManySubscriptions,
-    #[error("the server is shutting down")]
-    ShuttingDown,
     /// A per-tenant or per-key connection limit.
     #[error("{0}; close one or try again later")]
     TooManyConnections(String),
@@ -107,7 +105,7 @@ impl ApiError {
             Self::Service(State(StateError::Storage { .. } | StateError::Audit { .. })) => {
                 "state store unavailable; retry later".to_owned()
             }
-            Self::Service(TooManySubscriptions | ShuttingDown) => self.to_string(),
+            Self::Service(TooManySubscriptions) => self.to_string(),
             _ => "internal error".to_owned(),
         }
     }
@@ -135,8 +133,7 @@ impl ApiError {
                 TopicNotFound { .. } | Bus(BusError::UnknownTopic { .. }) => StatusCode::NOT_FOUND,
                 Bus(BusError::Unavailable { .. })
                 | State(StateError::Storage { .. } | StateError::Audit { .. })
-                | TooManySubscriptions
-                | ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+                | TooManySubscriptions => StatusCode::SERVICE_UNAVAILABLE,
                 State(StateError::Corrupt { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
                 Bus(BusError::Rejected { .. }) => StatusCode::BAD_REQUEST,
                 Bus(BusError::Broker { .. }) => StatusCode::BAD_GATEWAY,
