@@ -1,5 +1,6 @@
 //! The seam between Acteon's HTTP pipeline and the transport.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
@@ -40,11 +41,53 @@ impl GroupId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The id Acteon gives the group of subscription `id` of `kind`
+    /// ("sub", "durable") in one namespace and tenant, so that tenants
+    /// choosing the same id never share a group. Namespace and tenant
+    /// names cannot contain '.', so the scoped ids of distinct triples
+    /// differ.
+    pub fn scoped(kind: &str, namespace: &str, tenant: &str, id: &GroupId) -> Self {
+        Self(format!("acteon.{kind}.{namespace}.{tenant}.{id}"))
+    }
 }
 
 impl fmt::Display for GroupId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// Per partition, the offset of the next record a group reads.
+pub type PartitionOffsets = BTreeMap<i32, i64>;
+
+/// The offsets a partition holds: `start` is the oldest retained record,
+/// `end` the offset the next record will get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermarks {
+    pub partition: i32,
+    pub start: i64,
+    pub end: i64,
+}
+
+/// Commits a group member's positions. Commits are asynchronous and
+/// coalesce: a later commit of a partition replaces an earlier one not yet
+/// sent, and a commit that fails is retried with the next one.
+pub trait CommitOffsets: Send + Sync + fmt::Debug {
+    fn commit(&self, offsets: &PartitionOffsets);
+}
+
+/// A member of a consumer group that commits its positions itself.
+pub struct GroupMember {
+    pub events: EventStream,
+    pub offsets: Box<dyn CommitOffsets>,
+}
+
+impl fmt::Debug for GroupMember {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GroupMember")
+            .field("offsets", &self.offsets)
+            .finish_non_exhaustive()
     }
 }
 
@@ -75,15 +118,43 @@ pub trait BusBackend: Send + Sync + fmt::Debug {
 
     /// Joins consumer group `group` on `topic`. Live members of one group
     /// share the topic's partitions, so each record reaches one of them;
-    /// different groups each see every record. A partition the member has no
-    /// position in is read from `start`. Nothing is committed: a group's
-    /// position lives only as long as its members.
+    /// different groups each see every record. A member reads a partition
+    /// from the group's committed position, or from `start` where the group
+    /// has none. What the stream yields is committed as delivered, so a
+    /// partition that moves to another member (or a member that joins after
+    /// the last one left) goes on where the group stopped.
     async fn subscribe(
         &self,
         topic: &TopicName,
         group: &GroupId,
         start: StartPosition,
     ) -> Result<EventStream, BusError>;
+
+    /// Joins `group` as [`BusBackend::subscribe`] does, but commits nothing
+    /// by itself: the member commits through [`GroupMember::offsets`].
+    /// After a rebalance a member may be handed records again from the
+    /// group's committed position.
+    async fn join_group(
+        &self,
+        topic: &TopicName,
+        group: &GroupId,
+        start: StartPosition,
+    ) -> Result<GroupMember, BusError>;
+
+    /// Sets the committed positions of a group that has no live member.
+    async fn set_group_offsets(
+        &self,
+        topic: &TopicName,
+        group: &GroupId,
+        offsets: &PartitionOffsets,
+    ) -> Result<(), BusError>;
+
+    /// Forgets a group's committed positions. A group that does not exist
+    /// is not an error.
+    async fn delete_group(&self, topic: &TopicName, group: &GroupId) -> Result<(), BusError>;
+
+    /// The watermarks of every partition of `topic`, in partition order.
+    async fn watermarks(&self, topic: &TopicName) -> Result<Vec<Watermarks>, BusError>;
 
     /// Whether the transport can serve requests now.
     async fn check_ready(&self) -> Result<(), BusError>;

@@ -16,7 +16,7 @@ use tokio::time::{Instant, timeout};
 
 use crate::{
     BusBackend, BusError, EventStream, GroupId, KAFKA_BOOTSTRAP_ENV, KafkaBackend, KafkaConfig,
-    SubscriptionEvent,
+    PartitionOffsets, SubscriptionEvent,
 };
 
 /// Longest wait for any one condition (group formation, a rebalance, delivery).
@@ -77,6 +77,11 @@ macro_rules! conformance_tests {
             members_of_one_group_share_records,
             distinct_groups_each_see_every_record,
             survivor_takes_over_when_a_member_leaves,
+            a_group_goes_on_where_its_last_member_stopped,
+            a_member_that_commits_itself_resumes_from_its_commit,
+            offsets_set_without_a_member_apply_to_the_next_one,
+            a_deleted_group_starts_afresh,
+            watermarks_span_each_partition,
             unknown_topic_is_a_clear_error,
             deleting_a_topic_ends_its_subscriptions,
         );
@@ -496,10 +501,8 @@ pub async fn survivor_takes_over_when_a_member_leaves(backend: Arc<dyn BusBacken
     let mut leaver = Reader::join(&*backend, &topic, &group, StartPosition::Latest).await;
     wait_for_settled_group(&mut [&mut survivor, &mut leaver], 4).await;
     drop(leaver);
-
-    // Records produced during the rebalance may be skipped (no offsets are
-    // committed), so produce only once the survivor owns every partition.
-    wait_for_settled_group(&mut [&mut survivor], 4).await;
+    // Produced during the rebalance: the survivor takes the leaver's
+    // partitions over from the group's positions, so nothing is skipped.
     produce_keyed(&*backend, &topic, 0, 20).await;
     let mut seen = collect(&mut [&mut survivor], 20).await.remove(0);
     seen.sort_unstable();
@@ -541,4 +544,145 @@ pub async fn deleting_a_topic_ends_its_subscriptions(backend: Arc<dyn BusBackend
             other => panic!("expected the stream to end, got {other:?}"),
         }
     }
+}
+
+/// Reads `count` records from `reader`, failing after [`DEADLINE`].
+async fn read_seqs(reader: &mut Reader, count: usize) -> Vec<usize> {
+    let mut seen = Vec::with_capacity(count);
+    while seen.len() < count {
+        let message = reader.next_message(DEADLINE).await;
+        seen.push(seq_of(
+            &message.unwrap_or_else(|| panic!("only {seen:?} arrived")),
+        ));
+    }
+    seen
+}
+
+/// Nothing more arrives within a short wait.
+async fn assert_quiet(reader: &mut Reader) {
+    let stray = reader.next_message(Duration::from_secs(1)).await;
+    assert!(stray.is_none(), "unexpected record {stray:?}");
+}
+
+pub async fn a_group_goes_on_where_its_last_member_stopped(backend: Arc<dyn BusBackend>) {
+    let topic = create(
+        &*backend,
+        "a_group_goes_on_where_its_last_member_stopped",
+        2,
+    )
+    .await;
+    let group = unique_group();
+    let mut first = Reader::join(&*backend, &topic, &group, StartPosition::Latest).await;
+    wait_for_settled_group(&mut [&mut first], 2).await;
+    produce_keyed(&*backend, &topic, 0, 6).await;
+    let mut seen = read_seqs(&mut first, 6).await;
+    drop(first);
+
+    // Published while the group has no member: `latest` must not skip it.
+    produce_keyed(&*backend, &topic, 6, 6).await;
+    let mut second = Reader::join(&*backend, &topic, &group, StartPosition::Latest).await;
+    seen.extend(read_seqs(&mut second, 6).await);
+    seen.sort_unstable();
+    assert_eq!(seen, (0..12).collect::<Vec<_>>());
+    assert_quiet(&mut second).await;
+    drop(second);
+
+    // And `earliest` must not replay what the group already read.
+    let mut third = Reader::join(&*backend, &topic, &group, StartPosition::Earliest).await;
+    produce_keyed(&*backend, &topic, 12, 2).await;
+    let mut tail = read_seqs(&mut third, 2).await;
+    tail.sort_unstable();
+    assert_eq!(tail, vec![12, 13]);
+    assert_quiet(&mut third).await;
+    backend.delete_topic(topic.name()).await.expect("delete");
+}
+
+pub async fn a_member_that_commits_itself_resumes_from_its_commit(backend: Arc<dyn BusBackend>) {
+    let topic = create(
+        &*backend,
+        "a_member_that_commits_itself_resumes_from_its_commit",
+        1,
+    )
+    .await;
+    let group = unique_group();
+    produce_keyed(&*backend, &topic, 0, 6).await;
+    let member = backend
+        .join_group(topic.name(), &group, StartPosition::Earliest)
+        .await
+        .expect("join");
+    let mut reader = Reader::from(member.events);
+    assert_eq!(read_seqs(&mut reader, 6).await, (0..6).collect::<Vec<_>>());
+    member.offsets.commit(&PartitionOffsets::from([(0, 3)]));
+    drop((reader, member.offsets));
+
+    let member = backend
+        .join_group(topic.name(), &group, StartPosition::Earliest)
+        .await
+        .expect("join again");
+    let mut reader = Reader::from(member.events);
+    assert_eq!(read_seqs(&mut reader, 3).await, vec![3, 4, 5]);
+    assert_quiet(&mut reader).await;
+    backend.delete_topic(topic.name()).await.expect("delete");
+}
+
+pub async fn offsets_set_without_a_member_apply_to_the_next_one(backend: Arc<dyn BusBackend>) {
+    let topic = create(
+        &*backend,
+        "offsets_set_without_a_member_apply_to_the_next_one",
+        1,
+    )
+    .await;
+    let group = unique_group();
+    produce_keyed(&*backend, &topic, 0, 4).await;
+    backend
+        .set_group_offsets(topic.name(), &group, &PartitionOffsets::from([(0, 2)]))
+        .await
+        .expect("set offsets");
+    let mut reader = Reader::join(&*backend, &topic, &group, StartPosition::Latest).await;
+    assert_eq!(read_seqs(&mut reader, 2).await, vec![2, 3]);
+    backend.delete_topic(topic.name()).await.expect("delete");
+}
+
+pub async fn a_deleted_group_starts_afresh(backend: Arc<dyn BusBackend>) {
+    let topic = create(&*backend, "a_deleted_group_starts_afresh", 1).await;
+    let group = unique_group();
+    produce_keyed(&*backend, &topic, 0, 3).await;
+    backend
+        .set_group_offsets(topic.name(), &group, &PartitionOffsets::from([(0, 3)]))
+        .await
+        .expect("set offsets");
+    backend
+        .delete_group(topic.name(), &group)
+        .await
+        .expect("delete group");
+    backend
+        .delete_group(topic.name(), &unique_group())
+        .await
+        .expect("deleting an unknown group is no error");
+    let mut reader = Reader::join(&*backend, &topic, &group, StartPosition::Earliest).await;
+    assert_eq!(read_seqs(&mut reader, 3).await, vec![0, 1, 2]);
+    backend.delete_topic(topic.name()).await.expect("delete");
+}
+
+pub async fn watermarks_span_each_partition(backend: Arc<dyn BusBackend>) {
+    let topic = create(&*backend, "watermarks_span_each_partition", 3).await;
+    let mut produced = BTreeMap::<i32, i64>::new();
+    for seq in 0..10 {
+        let receipt = backend
+            .produce(topic.name(), message(Some(&format!("key-{seq}")), seq))
+            .await
+            .expect("produce");
+        *produced.entry(receipt.partition).or_default() += 1;
+    }
+    let watermarks = backend.watermarks(topic.name()).await.expect("watermarks");
+    let partitions: Vec<i32> = watermarks.iter().map(|w| w.partition).collect();
+    assert_eq!(partitions, vec![0, 1, 2]);
+    for mark in watermarks {
+        assert_eq!(mark.start, 0);
+        assert_eq!(
+            mark.end,
+            produced.get(&mark.partition).copied().unwrap_or(0)
+        );
+    }
+    backend.delete_topic(topic.name()).await.expect("delete");
 }

@@ -13,6 +13,8 @@ pub enum Operation {
     Produce,
     Subscribe,
     Consume,
+    Commit,
+    DeleteGroup,
     Metadata,
     Flush,
 }
@@ -25,6 +27,8 @@ impl fmt::Display for Operation {
             Self::Produce => "produce",
             Self::Subscribe => "subscribe",
             Self::Consume => "consume",
+            Self::Commit => "commit offsets",
+            Self::DeleteGroup => "delete group",
             Self::Metadata => "fetch metadata",
             Self::Flush => "flush",
         })

@@ -13,7 +13,10 @@ mod memory;
 pub mod conformance;
 
 pub use acteon_core::SubscriptionEvent;
-pub use backend::{BusBackend, EventStream, GroupId, GroupIdError};
+pub use backend::{
+    BusBackend, CommitOffsets, EventStream, GroupId, GroupIdError, GroupMember, PartitionOffsets,
+    Watermarks,
+};
 pub use error::{BusError, Operation};
 pub use kafka::{KAFKA_BOOTSTRAP_ENV, KafkaBackend, KafkaConfig, ProtectedProperty, kafka_record};
 pub use memory::{MemoryBackend, MemoryConfig};

@@ -79,14 +79,17 @@ impl MessageService {
         self.pipeline.publish(topic, message, principal).await
     }
 
-    /// Joins `group` on a registered topic.
+    /// Joins subscription `id` on a registered topic. Its consumer group
+    /// belongs to the topic's namespace and tenant: another tenant's
+    /// subscription of the same id is another group.
     pub async fn subscribe(
         &self,
         topic: &TopicName,
-        group: &GroupId,
+        id: &GroupId,
         start: StartPosition,
     ) -> Result<EventStream, ServiceError> {
         self.topics.require_registered(topic)?;
-        Ok(self.bus.subscribe(topic, group, start).await?)
+        let group = GroupId::scoped("sub", topic.namespace(), topic.tenant(), id);
+        Ok(self.bus.subscribe(topic, &group, start).await?)
     }
 }

@@ -37,6 +37,7 @@ on_both_backends!(
     publish_returns_receipts_and_rejects_bad_input,
     subscribers_receive_events_in_the_documented_format,
     one_subscription_id_shares_and_the_survivor_takes_over,
+    tenants_choosing_one_subscription_id_do_not_share_a_group,
     topics_survive_a_restart,
     health_and_readiness_answer,
     shutdown_ends_open_streams,
@@ -289,6 +290,38 @@ async fn one_subscription_id_shares_and_the_survivor_takes_over(backend: Backend
         (0..60).collect::<Vec<_>>(),
         "the tail saw everything"
     );
+}
+
+/// Subscription ids belong to a namespace and tenant: when another tenant
+/// subscribes with the same id, the first tenant's subscription sees no
+/// rebalance.
+async fn tenants_choosing_one_subscription_id_do_not_share_a_group(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start(&backend, dir.path());
+    let (first, second) = (tenant(), tenant());
+    let first_topic = server.create_topic(&first, "jobs", 1).await;
+    let second_topic = server.create_topic(&second, "jobs", 1).await;
+    let id = format!("worker-{}", tenant());
+
+    let mut first_reader = server.subscribe(&id, &first_topic, "latest").await;
+    wait_for_settled_group(&mut [&mut first_reader], 1).await;
+    let mut second_reader = server.subscribe(&id, &second_topic, "latest").await;
+    wait_for_settled_group(&mut [&mut second_reader], 1).await;
+
+    let mut foreign = Vec::new();
+    while let Some(event) = first_reader.next_event(Duration::from_millis(500)).await {
+        foreign.push(event.expect("subscription error"));
+    }
+    assert!(
+        foreign.is_empty(),
+        "another tenant's subscriber disturbed this one: {foreign:?}"
+    );
+    for seq in 0..3 {
+        server.publish_seq(&first_topic, seq).await;
+        server.publish_seq(&second_topic, 10 + seq).await;
+    }
+    let seen = collect(&mut [&mut first_reader, &mut second_reader], 6).await;
+    assert_eq!(seen, vec![vec![0, 1, 2], vec![10, 11, 12]]);
 }
 
 async fn topics_survive_a_restart(backend: Backend) {

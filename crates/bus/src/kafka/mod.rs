@@ -17,17 +17,22 @@ use async_trait::async_trait;
 use chrono::Utc;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer as _};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::metadata::Metadata;
 use rdkafka::producer::{FutureRecord, Producer as _};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 
 pub use self::config::{KAFKA_BOOTSTRAP_ENV, KafkaConfig, ProtectedProperty};
 use self::error::{classify, refuses_producer_state};
 use self::producer::{KEEPS_FAILING_FOR, Producer};
 use self::subscription::Subscriptions;
-use crate::{BusBackend, BusError, EventStream, GroupId, Operation};
+use crate::{
+    BusBackend, BusError, EventStream, GroupId, GroupMember, Operation, PartitionOffsets,
+    Watermarks,
+};
 
 /// The record the Kafka backend produces for `message` to `kafka_topic`:
 /// its key, its headers, and `payload`, the message's payload as JSON text,
@@ -241,6 +246,88 @@ impl BusBackend for KafkaBackend {
         self.subscriptions
             .start(&self.config, kafka_name, group, start)
             .await
+    }
+
+    async fn join_group(
+        &self,
+        topic: &TopicName,
+        group: &GroupId,
+        start: StartPosition,
+    ) -> Result<GroupMember, BusError> {
+        let kafka_name = topic.kafka_topic_name();
+        self.partition_count(&kafka_name).await?;
+        self.subscriptions
+            .join(&self.config, kafka_name, group, start)
+            .await
+    }
+
+    async fn set_group_offsets(
+        &self,
+        topic: &TopicName,
+        group: &GroupId,
+        offsets: &PartitionOffsets,
+    ) -> Result<(), BusError> {
+        let kafka_name = topic.kafka_topic_name();
+        let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+        for (&partition, &offset) in offsets {
+            tpl.add_partition_offset(&kafka_name, partition, Offset::Offset(offset))
+                .map_err(|source| classify(Operation::Commit, &kafka_name, source))?;
+        }
+        // A consumer that is assigned, not subscribed, commits as a member
+        // of no generation, which a group without live members accepts.
+        let config = self.config.consumer(group.as_str(), "earliest");
+        let label = kafka_name.clone();
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = config.create()?;
+            consumer.assign(&tpl)?;
+            consumer.commit(&tpl, CommitMode::Sync)
+        })
+        .await
+        .expect("commit task panicked")
+        .map_err(|source| classify(Operation::Commit, &label, source))
+    }
+
+    async fn delete_group(&self, topic: &TopicName, group: &GroupId) -> Result<(), BusError> {
+        let kafka_name = topic.kafka_topic_name();
+        let results = self
+            .admin
+            .delete_groups(&[group.as_str()], &self.admin_options())
+            .await
+            .map_err(|source| classify(Operation::DeleteGroup, &kafka_name, source))?;
+        match results.into_iter().next() {
+            Some(Err((_, RDKafkaErrorCode::GroupIdNotFound))) | Some(Ok(_)) | None => Ok(()),
+            Some(Err((_, code))) => Err(classify(
+                Operation::DeleteGroup,
+                &kafka_name,
+                KafkaError::AdminOp(code),
+            )),
+        }
+    }
+
+    async fn watermarks(&self, topic: &TopicName) -> Result<Vec<Watermarks>, BusError> {
+        let kafka_name = topic.kafka_topic_name();
+        let partitions = self.partition_count(&kafka_name).await?;
+        let admin = Arc::clone(&self.admin);
+        let timeout = self.config.admin_timeout();
+        let label = kafka_name.clone();
+        tokio::task::spawn_blocking(move || {
+            (0..partitions as i32)
+                .map(|partition| {
+                    let (start, end) =
+                        admin
+                            .inner()
+                            .fetch_watermarks(&kafka_name, partition, timeout)?;
+                    Ok(Watermarks {
+                        partition,
+                        start,
+                        end,
+                    })
+                })
+                .collect::<Result<Vec<_>, KafkaError>>()
+        })
+        .await
+        .expect("watermark task panicked")
+        .map_err(|source| classify(Operation::Metadata, &label, source))
     }
 
     async fn check_ready(&self) -> Result<(), BusError> {

@@ -1,6 +1,13 @@
 //! Subscriptions of the Kafka backend: each is a consumer in the
 //! subscription's group, pumped by a task into a bounded channel.
 //!
+//! A member reads a newly assigned partition from the group's committed
+//! offset, looked up inside the rebalance, and from its start position only
+//! where the group has none. What a subscription commits depends on its
+//! [`Commits`]: what it handed to its reader (stored as it goes, committed
+//! every second and before a partition is revoked), or what its owner
+//! commits through a [`CommitOffsets`].
+//!
 //! The task owns the consumer. When the stream is dropped the channel closes,
 //! the task ends, and the consumer is closed on a blocking thread (closing
 //! sends LeaveGroup and waits for it), so the group rebalances at once rather
@@ -22,10 +29,10 @@ use acteon_core::{BusMessage, Headers, StartPosition};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use rdkafka::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers as _, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaRespErr;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use tokio::runtime::RuntimeFlavor;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
@@ -34,10 +41,36 @@ use tokio_util::task::TaskTracker;
 
 use super::KafkaConfig;
 use super::error::classify;
-use crate::{BusError, EventStream, GroupId, Operation, SubscriptionEvent};
+use crate::{
+    BusError, CommitOffsets, EventStream, GroupId, GroupMember, Operation, PartitionOffsets,
+    SubscriptionEvent,
+};
 
 /// Events buffered between the consumer task and the reader.
 const BUFFER: usize = 64;
+
+/// How often delivered positions are committed, besides before a revoke.
+const AUTO_COMMIT_INTERVAL_MS: &str = "1000";
+
+/// Who commits a subscription's positions.
+#[derive(Debug)]
+enum Commits {
+    /// The pump, as it hands records to the reader.
+    Delivered,
+    /// The owner, through [`OwnerCommits`].
+    Owner(watch::Receiver<PartitionOffsets>),
+}
+
+/// The [`CommitOffsets`] of a [`GroupMember`]: the latest positions, which
+/// the pump commits when they change.
+#[derive(Debug)]
+struct OwnerCommits(watch::Sender<PartitionOffsets>);
+
+impl CommitOffsets for OwnerCommits {
+    fn commit(&self, offsets: &PartitionOffsets) {
+        self.0.send_modify(|pending| pending.extend(offsets));
+    }
+}
 
 /// The live subscriptions of one topic.
 #[derive(Debug, Default)]
@@ -53,6 +86,7 @@ pub(super) struct Subscriptions {
 }
 
 impl Subscriptions {
+    /// A subscription that commits what it delivers.
     pub(super) async fn start(
         &self,
         config: &KafkaConfig,
@@ -60,13 +94,50 @@ impl Subscriptions {
         group: &GroupId,
         start: StartPosition,
     ) -> Result<EventStream, BusError> {
+        self.start_pump(config, kafka_name, group, start, Commits::Delivered)
+            .await
+    }
+
+    /// A member whose owner commits.
+    pub(super) async fn join(
+        &self,
+        config: &KafkaConfig,
+        kafka_name: String,
+        group: &GroupId,
+        start: StartPosition,
+    ) -> Result<GroupMember, BusError> {
+        let (offsets, commits) = watch::channel(PartitionOffsets::new());
+        let events = self
+            .start_pump(config, kafka_name, group, start, Commits::Owner(commits))
+            .await?;
+        Ok(GroupMember {
+            events,
+            offsets: Box::new(OwnerCommits(offsets)),
+        })
+    }
+
+    async fn start_pump(
+        &self,
+        config: &KafkaConfig,
+        kafka_name: String,
+        group: &GroupId,
+        start: StartPosition,
+        commits: Commits,
+    ) -> Result<EventStream, BusError> {
         let (assignment_tx, assignments) = watch::channel(Vec::new());
+        let commits_delivered = matches!(commits, Commits::Delivered);
         let context = PositioningContext {
             start,
             watermark_timeout: config.admin_timeout(),
             assignment: assignment_tx,
+            commits_delivered,
         };
-        let consumer_config = config.consumer(group.as_str(), &start.to_string());
+        let mut consumer_config = config.consumer(group.as_str(), &start.to_string());
+        if commits_delivered {
+            consumer_config
+                .set("enable.auto.commit", "true")
+                .set("auto.commit.interval.ms", AUTO_COMMIT_INTERVAL_MS);
+        }
         let topic = kafka_name.clone();
         // Creating a consumer starts librdkafka's threads and waits for
         // them: not on an async worker.
@@ -83,9 +154,14 @@ impl Subscriptions {
         let mut by_topic = self.by_topic.lock().unwrap_or_else(PoisonError::into_inner);
         let topic = by_topic.entry(kafka_name.clone()).or_default();
         let cancel = topic.cancel.child_token();
-        topic
-            .tasks
-            .spawn(pump(consumer, assignments, events, kafka_name, cancel));
+        topic.tasks.spawn(pump(
+            consumer,
+            assignments,
+            commits,
+            events,
+            kafka_name,
+            cancel,
+        ));
         Ok(ReceiverStream::new(receiver).boxed())
     }
 
@@ -114,15 +190,18 @@ impl Subscriptions {
 /// Positions newly assigned partitions before they are handed to the
 /// consumer, and publishes every assignment.
 ///
-/// librdkafka resolves `auto.offset.reset=latest` with a request that runs
-/// after the assignment, so a record produced just after a rebalance could
-/// land before that position and be skipped. Pinning the offset to the high
-/// watermark inside the rebalance makes the reported assignment mean "every
-/// record produced from now on reaches this member".
+/// A partition the group has a committed offset for goes on from it. For
+/// the others, librdkafka resolves `auto.offset.reset=latest` with a request
+/// that runs after the assignment, so a record produced just after a
+/// rebalance could land before that position and be skipped. Pinning the
+/// offset to the high watermark inside the rebalance makes the reported
+/// assignment mean "every record produced from now on reaches this member".
 struct PositioningContext {
     start: StartPosition,
     watermark_timeout: Duration,
     assignment: watch::Sender<Vec<i32>>,
+    /// Whether the delivered positions are committed before a revoke.
+    commits_delivered: bool,
 }
 
 impl ClientContext for PositioningContext {}
@@ -144,7 +223,17 @@ impl ConsumerContext for PositioningContext {
             partitions
         } else {
             // Revocation, or a rebalance error: drop the whole assignment
-            // (eager protocol); the group assigns again.
+            // (eager protocol); the group assigns again, and the next owner
+            // goes on from what was delivered here.
+            if self.commits_delivered {
+                let committed = off_the_worker(|| consumer.commit_consumer_state(CommitMode::Sync));
+                if let Err(error) = committed {
+                    // Nothing delivered since the assignment is not an error.
+                    if !matches!(error.rdkafka_error_code(), Some(RDKafkaErrorCode::NoOffset)) {
+                        tracing::warn!(%error, "committing delivered offsets before a revoke failed");
+                    }
+                }
+            }
             if let Err(error) = consumer.unassign() {
                 tracing::error!(%error, "revoking partitions failed");
             }
@@ -160,32 +249,66 @@ impl ConsumerContext for PositioningContext {
 
 impl PositioningContext {
     fn position(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let committed =
+            off_the_worker(|| consumer.committed_offsets(tpl.clone(), self.watermark_timeout));
+        let committed: HashMap<(String, i32), i64> = match committed {
+            Ok(committed) => committed
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(offset) => Some(((e.topic().to_owned(), e.partition()), offset)),
+                    _ => None,
+                })
+                .collect(),
+            Err(error) => {
+                // librdkafka then looks the committed offsets up itself.
+                tracing::warn!(%error, "cannot read the group's committed offsets");
+                return;
+            }
+        };
         let partitions: Vec<(String, i32)> = tpl
             .elements()
             .iter()
             .map(|e| (e.topic().to_owned(), e.partition()))
             .collect();
+        // Where the group had no position, the start position becomes its
+        // position, so a later owner goes on from there too.
+        let mut started = TopicPartitionList::new();
         for (topic, partition) in partitions {
-            let offset = match self.start {
-                StartPosition::Earliest => Offset::Beginning,
-                StartPosition::Latest => {
-                    let watermarks = off_the_worker(|| {
-                        consumer.client().fetch_watermarks(
-                            &topic,
-                            partition,
-                            self.watermark_timeout,
-                        )
-                    });
-                    match watermarks {
-                        Ok((_, high)) => Offset::Offset(high),
-                        // librdkafka resolves the end itself, a moment later.
-                        Err(_) => Offset::End,
+            let offset = match committed.get(&(topic.clone(), partition)) {
+                Some(&offset) => Offset::Offset(offset),
+                None => {
+                    let offset = self.start_offset(consumer, &topic, partition);
+                    if let Offset::Offset(_) = offset {
+                        let _ = started.add_partition_offset(&topic, partition, offset);
                     }
+                    offset
                 }
             };
             if let Err(error) = tpl.set_partition_offset(&topic, partition, offset) {
                 tracing::warn!(%topic, partition, %error, "cannot set start offset");
             }
+        }
+        if started.count() > 0 {
+            if let Err(error) = off_the_worker(|| consumer.commit(&started, CommitMode::Sync)) {
+                tracing::warn!(%error, "cannot commit the start positions");
+            }
+        }
+    }
+
+    /// The offset `start` means in `partition` now; a logical offset, which
+    /// librdkafka resolves a moment later, when the watermarks are unknown.
+    fn start_offset(&self, consumer: &BaseConsumer<Self>, topic: &str, partition: i32) -> Offset {
+        let watermarks = off_the_worker(|| {
+            consumer
+                .client()
+                .fetch_watermarks(topic, partition, self.watermark_timeout)
+        });
+        match (watermarks, self.start) {
+            (Ok((low, _)), StartPosition::Earliest) => Offset::Offset(low),
+            (Ok((_, high)), StartPosition::Latest) => Offset::Offset(high),
+            (Err(_), StartPosition::Earliest) => Offset::Beginning,
+            (Err(_), StartPosition::Latest) => Offset::End,
         }
     }
 }
@@ -202,9 +325,43 @@ fn off_the_worker<T>(work: impl FnOnce() -> T) -> T {
     }
 }
 
+/// Commits the positions the owner last committed.
+fn commit_owner_offsets(
+    consumer: &StreamConsumer<PositioningContext>,
+    kafka_name: &str,
+    offsets: &PartitionOffsets,
+    mode: CommitMode,
+) {
+    let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+    for (&partition, &offset) in offsets {
+        if let Err(error) = tpl.add_partition_offset(kafka_name, partition, Offset::Offset(offset))
+        {
+            tracing::warn!(topic = %kafka_name, partition, %error, "cannot commit offset");
+        }
+    }
+    if let Err(error) = consumer.commit(&tpl, mode) {
+        tracing::warn!(topic = %kafka_name, %error, "committing offsets failed");
+    }
+}
+
+/// Resolves when the owner commits; never for [`Commits::Delivered`].
+async fn owner_committed(commits: &mut Commits) -> Option<PartitionOffsets> {
+    match commits {
+        Commits::Owner(offsets) => {
+            if offsets.changed().await.is_err() {
+                // The owner is gone; so is the stream, shortly.
+                std::future::pending::<()>().await;
+            }
+            Some(offsets.borrow_and_update().clone())
+        }
+        Commits::Delivered => std::future::pending().await,
+    }
+}
+
 async fn pump(
     consumer: StreamConsumer<PositioningContext>,
     mut assignments: watch::Receiver<Vec<i32>>,
+    mut commits: Commits,
     events: mpsc::Sender<Result<SubscriptionEvent, BusError>>,
     kafka_name: String,
     cancel: CancellationToken,
@@ -213,6 +370,10 @@ async fn pump(
         let event = tokio::select! {
             _ = events.closed() => break,
             () = cancel.cancelled() => break,
+            Some(offsets) = owner_committed(&mut commits) => {
+                commit_owner_offsets(&consumer, &kafka_name, &offsets, CommitMode::Async);
+                continue;
+            }
             Ok(()) = assignments.changed() => {
                 Ok(SubscriptionEvent::Assigned(assignments.borrow_and_update().clone()))
             }
@@ -230,18 +391,50 @@ async fn pump(
             },
         };
         let ends_stream = event.is_err();
-        // A reader that stopped reading must not keep the consumer alive
-        // past a topic delete.
-        let sent = tokio::select! {
-            sent = events.send(event) => sent.is_ok(),
-            () = cancel.cancelled() => false,
+        let delivered = match (&commits, &event) {
+            (Commits::Delivered, Ok(SubscriptionEvent::Message(message))) => {
+                Some((message.partition, message.offset))
+            }
+            _ => None,
         };
-        if !sent || ends_stream {
+        // A reader that stopped reading must not keep the consumer alive
+        // past a topic delete, nor hold back its owner's commits.
+        let permit = loop {
+            tokio::select! {
+                permit = events.reserve() => break permit.ok(),
+                () = cancel.cancelled() => break None,
+                Some(offsets) = owner_committed(&mut commits) => {
+                    commit_owner_offsets(&consumer, &kafka_name, &offsets, CommitMode::Async);
+                }
+            }
+        };
+        let Some(permit) = permit else { break };
+        permit.send(event);
+        if let Some((partition, offset)) = delivered {
+            // Stores `offset + 1`; a partition revoked meanwhile refuses it.
+            if let Err(error) = consumer.store_offset(&kafka_name, partition, offset) {
+                tracing::debug!(topic = %kafka_name, partition, %error, "offset not stored");
+            }
+        }
+        if ends_stream {
             break;
         }
     }
-    // Closing blocks until the group has been left.
-    let closed = tokio::task::spawn_blocking(move || drop(consumer)).await;
+    // The owner's last positions, in case their commit had not gone out.
+    let last = match &commits {
+        Commits::Owner(offsets) => offsets.borrow().clone(),
+        Commits::Delivered => PartitionOffsets::new(),
+    };
+    // Committing synchronously and closing block until done, the latter
+    // until the group has been left.
+    let topic = kafka_name.clone();
+    let closed = tokio::task::spawn_blocking(move || {
+        if !last.is_empty() {
+            commit_owner_offsets(&consumer, &topic, &last, CommitMode::Sync);
+        }
+        drop(consumer);
+    })
+    .await;
     if let Err(error) = closed {
         tracing::error!(topic = %kafka_name, %error, "closing a consumer failed");
     }

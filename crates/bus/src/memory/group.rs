@@ -3,32 +3,88 @@
 //! The live members of a group share the topic's partitions by range
 //! assignment over their join order; every join and leave reassigns them. A
 //! member keeps its position in partitions it retains across a rebalance and
-//! reads a newly gained partition from its start position, since nothing is
-//! ever committed.
+//! reads a newly gained partition from the group's committed position, or
+//! from its start position where the group has none.
+//!
+//! A group's committed positions outlive its members, as Kafka's do: the
+//! next member to join goes on from them. Of the groups without members, a
+//! topic remembers the [`MAX_IDLE_GROUPS`] that were used last.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, PoisonError};
+use std::time::Instant;
 
 use acteon_core::StartPosition;
 use futures::StreamExt;
 use tokio::sync::watch;
 
 use super::log::TopicLog;
-use crate::{EventStream, GroupId, SubscriptionEvent};
+use crate::{
+    CommitOffsets, EventStream, GroupId, GroupMember, PartitionOffsets, SubscriptionEvent,
+};
 
 /// Records read from the log per wake-up, so one busy partition cannot starve
 /// the others and a member holds at most this many records in hand.
 const READ_BATCH: usize = 64;
 
-/// The live members of one group on one topic.
-#[derive(Debug, Default)]
+/// Groups without members whose positions a topic keeps.
+pub(super) const MAX_IDLE_GROUPS: usize = 10_000;
+
+/// No committed position.
+const NONE: i64 = -1;
+
+/// A group's committed position per partition, shared with its members so
+/// that committing is a store, not a lock.
+#[derive(Debug)]
+pub(super) struct GroupPositions(Vec<AtomicI64>);
+
+impl GroupPositions {
+    fn new(partitions: u32) -> Self {
+        Self((0..partitions).map(|_| AtomicI64::new(NONE)).collect())
+    }
+
+    fn get(&self, partition: i32) -> Option<i64> {
+        let offset = self.0.get(partition as usize)?.load(Ordering::Acquire);
+        (offset != NONE).then_some(offset)
+    }
+
+    fn set(&self, partition: i32, offset: i64) {
+        if let Some(position) = self.0.get(partition as usize) {
+            position.store(offset.max(0), Ordering::Release);
+        }
+    }
+}
+
+impl CommitOffsets for Arc<GroupPositions> {
+    fn commit(&self, offsets: &PartitionOffsets) {
+        for (&partition, &offset) in offsets {
+            self.set(partition, offset);
+        }
+    }
+}
+
+/// One group on one topic: its live members and its committed positions.
+#[derive(Debug)]
 pub(super) struct GroupState {
     next_member_id: u64,
     /// Each member's assignment, by member id (join order).
     members: BTreeMap<u64, watch::Sender<Vec<i32>>>,
+    positions: Arc<GroupPositions>,
+    /// When the last member left.
+    idle_since: Option<Instant>,
 }
 
 impl GroupState {
+    fn new(partitions: u32) -> Self {
+        Self {
+            next_member_id: 0,
+            members: BTreeMap::new(),
+            positions: Arc::new(GroupPositions::new(partitions)),
+            idle_since: Some(Instant::now()),
+        }
+    }
+
     /// Range assignment: members in join order take contiguous runs of
     /// partitions, the first `partitions % members` one more than the rest.
     fn rebalance(&self, partitions: u32) {
@@ -51,6 +107,45 @@ impl GroupState {
     }
 }
 
+/// Sets a group's committed positions, creating the group if need be.
+pub(super) fn set_offsets(log: &TopicLog, group: &GroupId, offsets: &PartitionOffsets) {
+    let mut groups = log.groups.lock().unwrap_or_else(PoisonError::into_inner);
+    let state = groups
+        .entry(group.clone())
+        .or_insert_with(|| GroupState::new(log.partition_count()));
+    state.positions.commit(offsets);
+    forget_idle_groups(&mut groups);
+}
+
+/// Forgets a group's committed positions; its members, if any, stay.
+pub(super) fn delete(log: &TopicLog, group: &GroupId) {
+    let mut groups = log.groups.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(state) = groups.get_mut(group) {
+        if state.members.is_empty() {
+            groups.remove(group);
+        } else {
+            state.positions = Arc::new(GroupPositions::new(log.partition_count()));
+        }
+    }
+}
+
+/// Drops the groups without members that were used longest ago, beyond
+/// [`MAX_IDLE_GROUPS`].
+fn forget_idle_groups(groups: &mut HashMap<GroupId, GroupState>) {
+    let idle = groups.values().filter(|g| g.idle_since.is_some()).count();
+    if idle <= MAX_IDLE_GROUPS {
+        return;
+    }
+    let mut by_age: Vec<(Instant, GroupId)> = groups
+        .iter()
+        .filter_map(|(id, group)| Some((group.idle_since?, id.clone())))
+        .collect();
+    by_age.sort_unstable();
+    for (_, id) in by_age.into_iter().take(idle - MAX_IDLE_GROUPS) {
+        groups.remove(&id);
+    }
+}
+
 /// One subscription: a member of a group that reads its assigned partitions.
 /// Dropping it leaves the group.
 #[derive(Debug)]
@@ -59,10 +154,13 @@ pub(super) struct Member {
     group: GroupId,
     id: u64,
     start: StartPosition,
+    positions: Arc<GroupPositions>,
+    /// Whether what the member yields is committed as it goes.
+    commits_delivered: bool,
     assignment: watch::Receiver<Vec<i32>>,
     appends: watch::Receiver<u64>,
     /// Next offset to read, per assigned partition.
-    positions: BTreeMap<i32, i64>,
+    read_positions: BTreeMap<i32, i64>,
     pending: VecDeque<SubscriptionEvent>,
     /// Where the next read starts among the assigned partitions, rotated so
     /// one busy partition cannot starve the others.
@@ -70,19 +168,24 @@ pub(super) struct Member {
 }
 
 impl Member {
-    pub(super) fn join(log: Arc<TopicLog>, group: GroupId, start: StartPosition) -> Self {
+    pub(super) fn join(
+        log: Arc<TopicLog>,
+        group: GroupId,
+        start: StartPosition,
+        commits_delivered: bool,
+    ) -> Self {
         let (assignment_tx, assignment) = watch::channel(Vec::new());
-        let id = {
-            let mut groups = log
-                .groups
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let state = groups.entry(group.clone()).or_default();
+        let (id, positions) = {
+            let mut groups = log.groups.lock().unwrap_or_else(PoisonError::into_inner);
+            let state = groups
+                .entry(group.clone())
+                .or_insert_with(|| GroupState::new(log.partition_count()));
             let id = state.next_member_id;
             state.next_member_id += 1;
+            state.idle_since = None;
             state.members.insert(id, assignment_tx);
             state.rebalance(log.partition_count());
-            id
+            (id, Arc::clone(&state.positions))
         };
         let appends = log.watch_appends();
         Self {
@@ -90,11 +193,22 @@ impl Member {
             group,
             id,
             start,
+            positions,
+            commits_delivered,
             assignment,
             appends,
-            positions: BTreeMap::new(),
+            read_positions: BTreeMap::new(),
             pending: VecDeque::new(),
             rotation: 0,
+        }
+    }
+
+    /// A member that commits through [`GroupMember::offsets`].
+    pub(super) fn into_group_member(self) -> GroupMember {
+        let offsets = Box::new(Arc::clone(&self.positions));
+        GroupMember {
+            events: self.into_stream(),
+            offsets,
         }
     }
 
@@ -109,14 +223,21 @@ impl Member {
     /// The next event, or `None` once the topic is deleted.
     async fn next_event(&mut self) -> Option<SubscriptionEvent> {
         loop {
+            // Before handing out what was read: records of a partition that
+            // moved to another member are the new owner's now.
+            if self.assignment.has_changed().unwrap_or(false) {
+                return Some(SubscriptionEvent::Assigned(self.take_assignment()));
+            }
             if let Some(event) = self.pending.pop_front() {
+                if let (true, SubscriptionEvent::Message(message)) =
+                    (self.commits_delivered, &event)
+                {
+                    self.positions.set(message.partition, message.offset + 1);
+                }
                 return Some(event);
             }
             if self.log.is_closed() {
                 return None;
-            }
-            if self.assignment.has_changed().unwrap_or(false) {
-                return Some(SubscriptionEvent::Assigned(self.take_assignment()));
             }
             // Mark the current version seen before reading, so an append that
             // lands after the read still wakes the wait below.
@@ -143,23 +264,34 @@ impl Member {
         let partitions = self.assignment.borrow_and_update().clone();
         let mut positions = BTreeMap::new();
         for &partition in &partitions {
-            let position = match self.positions.get(&partition) {
+            let position = match self.read_positions.get(&partition) {
                 Some(&kept) => kept,
-                None => match self.start {
-                    StartPosition::Earliest => self.log.start_offset(partition),
-                    StartPosition::Latest => self.log.end_offset(partition),
-                },
+                None => self.positions.get(partition).unwrap_or_else(|| {
+                    // The start position becomes the group's, so a later
+                    // owner goes on from there too.
+                    let start = match self.start {
+                        StartPosition::Earliest => self.log.start_offset(partition),
+                        StartPosition::Latest => self.log.end_offset(partition),
+                    };
+                    self.positions.set(partition, start);
+                    start
+                }),
             };
             positions.insert(partition, position);
         }
-        self.positions = positions;
+        self.pending.retain(|event| match event {
+            SubscriptionEvent::Message(message) => positions.contains_key(&message.partition),
+            SubscriptionEvent::Lagged { partition, .. } => positions.contains_key(partition),
+            SubscriptionEvent::Assigned(_) => true,
+        });
+        self.read_positions = positions;
         partitions
     }
 
     /// Reads up to [`READ_BATCH`] records across the assigned partitions into
     /// `pending`; false when there was nothing new.
     fn read_batch(&mut self) -> bool {
-        let partitions: Vec<i32> = self.positions.keys().copied().collect();
+        let partitions: Vec<i32> = self.read_positions.keys().copied().collect();
         self.rotation = self.rotation.wrapping_add(1);
         for index in 0..partitions.len() {
             // A lagged read adds its `Lagged` event beside a full batch.
@@ -169,7 +301,7 @@ impl Member {
             }
             let partition = partitions[(self.rotation + index) % partitions.len()];
             let position = self
-                .positions
+                .read_positions
                 .get_mut(&partition)
                 .expect("assigned partition");
             let read = self.log.read(partition, *position, room);
@@ -189,13 +321,16 @@ impl Member {
 
 impl Drop for Member {
     fn drop(&mut self) {
-        let Ok(mut groups) = self.log.groups.lock() else {
-            return;
-        };
+        let mut groups = self
+            .log
+            .groups
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(state) = groups.get_mut(&self.group) {
             state.members.remove(&self.id);
             if state.members.is_empty() {
-                groups.remove(&self.group);
+                state.idle_since = Some(Instant::now());
+                forget_idle_groups(&mut groups);
             } else {
                 state.rebalance(self.log.partition_count());
             }

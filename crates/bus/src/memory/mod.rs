@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 
 use self::group::Member;
 use self::log::TopicLog;
-use crate::{BusBackend, BusError, EventStream, GroupId};
+use crate::{
+    BusBackend, BusError, EventStream, GroupId, GroupMember, PartitionOffsets, Watermarks,
+};
 
 /// Retention of the in-memory backend. A partition drops its oldest records
 /// when either bound is passed, or when they are older than the topic's
@@ -124,7 +126,49 @@ impl BusBackend for MemoryBackend {
         start: StartPosition,
     ) -> Result<EventStream, BusError> {
         let log = self.topic(topic)?;
-        Ok(Member::join(log, group.clone(), start).into_stream())
+        Ok(Member::join(log, group.clone(), start, true).into_stream())
+    }
+
+    async fn join_group(
+        &self,
+        topic: &TopicName,
+        group: &GroupId,
+        start: StartPosition,
+    ) -> Result<GroupMember, BusError> {
+        let log = self.topic(topic)?;
+        Ok(Member::join(log, group.clone(), start, false).into_group_member())
+    }
+
+    async fn set_group_offsets(
+        &self,
+        topic: &TopicName,
+        group: &GroupId,
+        offsets: &PartitionOffsets,
+    ) -> Result<(), BusError> {
+        let log = self.topic(topic)?;
+        group::set_offsets(&log, group, offsets);
+        Ok(())
+    }
+
+    async fn delete_group(&self, topic: &TopicName, group: &GroupId) -> Result<(), BusError> {
+        match self.topic(topic) {
+            Ok(log) => group::delete(&log, group),
+            // The group went with its topic.
+            Err(BusError::UnknownTopic { .. }) => {}
+            Err(other) => return Err(other),
+        }
+        Ok(())
+    }
+
+    async fn watermarks(&self, topic: &TopicName) -> Result<Vec<Watermarks>, BusError> {
+        let log = self.topic(topic)?;
+        Ok((0..log.partition_count() as i32)
+            .map(|partition| Watermarks {
+                partition,
+                start: log.start_offset(partition),
+                end: log.end_offset(partition),
+            })
+            .collect())
     }
 
     async fn check_ready(&self) -> Result<(), BusError> {

@@ -204,7 +204,9 @@ impl Pipeline {
 mod tests {
     use std::time::Duration;
 
-    use acteon_bus::{BusError, EventStream, GroupId, MemoryBackend};
+    use acteon_bus::{
+        BusError, EventStream, GroupId, GroupMember, MemoryBackend, PartitionOffsets, Watermarks,
+    };
     use acteon_core::{Headers, StartPosition, Topic};
     use async_trait::async_trait;
     use tokio::sync::Semaphore;
@@ -246,6 +248,28 @@ mod tests {
             start: StartPosition,
         ) -> Result<EventStream, BusError> {
             self.inner.subscribe(topic, group, start).await
+        }
+        async fn join_group(
+            &self,
+            topic: &TopicName,
+            group: &GroupId,
+            start: StartPosition,
+        ) -> Result<GroupMember, BusError> {
+            self.inner.join_group(topic, group, start).await
+        }
+        async fn set_group_offsets(
+            &self,
+            topic: &TopicName,
+            group: &GroupId,
+            offsets: &PartitionOffsets,
+        ) -> Result<(), BusError> {
+            self.inner.set_group_offsets(topic, group, offsets).await
+        }
+        async fn delete_group(&self, topic: &TopicName, group: &GroupId) -> Result<(), BusError> {
+            self.inner.delete_group(topic, group).await
+        }
+        async fn watermarks(&self, topic: &TopicName) -> Result<Vec<Watermarks>, BusError> {
+            self.inner.watermarks(topic).await
         }
         async fn check_ready(&self) -> Result<(), BusError> {
             self.inner.check_ready().await
