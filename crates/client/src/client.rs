@@ -143,7 +143,7 @@ impl Client {
     }
 
     /// A request to the base URL plus `segments`, each percent-encoded.
-    fn request(&self, method: reqwest::Method, segments: &[&str]) -> RequestBuilder {
+    pub(crate) fn request(&self, method: reqwest::Method, segments: &[&str]) -> RequestBuilder {
         let mut url = self.base_url.clone();
         url.path_segments_mut()
             .expect("the base URL was checked to be a base")
@@ -157,12 +157,15 @@ impl Client {
     }
 
     /// Sends a request/response call; errors become [`Error::Api`].
-    async fn call(&self, request: RequestBuilder) -> Result<Response, Error> {
+    pub(crate) async fn call(&self, request: RequestBuilder) -> Result<Response, Error> {
         let response = request.timeout(self.request_timeout).send().await?;
         check(response).await
     }
 
-    async fn call_json<T: DeserializeOwned>(&self, request: RequestBuilder) -> Result<T, Error> {
+    pub(crate) async fn call_json<T: DeserializeOwned>(
+        &self,
+        request: RequestBuilder,
+    ) -> Result<T, Error> {
         let bytes = self.call(request).await?.bytes().await?;
         serde_json::from_slice(&bytes).map_err(|error| Error::Decode(error.to_string()))
     }
@@ -248,7 +251,7 @@ impl Client {
 }
 
 /// Turns an error status into [`Error::Api`] with the server's message.
-async fn check(response: Response) -> Result<Response, Error> {
+pub(crate) async fn check(response: Response) -> Result<Response, Error> {
     let status = response.status();
     if status.is_success() {
         return Ok(response);

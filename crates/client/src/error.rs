@@ -39,6 +39,26 @@ impl Error {
         }
     }
 
+    /// The same error again, for each of the callers a failed batch
+    /// answers (a transport error is kept as its text).
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Self::Api {
+                status,
+                message,
+                retry_after,
+            } => Self::Api {
+                status: *status,
+                message: message.clone(),
+                retry_after: *retry_after,
+            },
+            Self::InvalidBaseUrl(url) => Self::InvalidBaseUrl(url.clone()),
+            Self::Decode(text) => Self::Decode(text.clone()),
+            Self::Transport(error) => Self::Stream(error.to_string()),
+            Self::Stream(text) => Self::Stream(text.clone()),
+        }
+    }
+
     /// Whether the same call may succeed later (503, 429, or transport).
     pub fn is_retriable(&self) -> bool {
         match self {

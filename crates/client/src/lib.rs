@@ -53,9 +53,15 @@
 //! ```
 
 mod client;
+mod durable;
 mod error;
 mod subscription;
 
 pub use client::{Client, ClientBuilder, PublishOutcome, TopicFilter};
+pub use durable::{
+    BATCH_IDS, BATCH_WINDOW, Deliveries, Delivery, DurableEvent, DurableFilter, DurableRef,
+    DurableSubscription, DurableSubscriptionSpec, DurableSubscriptionView, PartitionFigures,
+    Settled, Settlement,
+};
 pub use error::Error;
 pub use subscription::Subscription;

@@ -20,6 +20,9 @@ pub enum FragmentKind {
     Namespace,
     Tenant,
     Name,
+    /// Not part of a topic name: a durable subscription's id, held to the
+    /// same rules.
+    Subscription,
 }
 
 impl fmt::Display for FragmentKind {
@@ -28,6 +31,7 @@ impl fmt::Display for FragmentKind {
             Self::Namespace => "namespace",
             Self::Tenant => "tenant",
             Self::Name => "name",
+            Self::Subscription => "subscription id",
         })
     }
 }

@@ -18,6 +18,7 @@ use tracing_subscriber::EnvFilter;
 use crate::api::{self, Readiness};
 use crate::auth::KeyStore;
 use crate::config::{Config, StateEngine};
+use crate::durable::{DurableSubscriptions, EngineServices};
 use crate::limits::Connections;
 use crate::listener::SendTimeoutListener;
 use crate::messages::MessageService;
@@ -34,6 +35,7 @@ pub struct AppState {
     pub(crate) bus: Arc<dyn BusBackend>,
     pub(crate) topics: TopicRegistry,
     pub(crate) messages: MessageService,
+    pub(crate) durable: DurableSubscriptions,
     pub(crate) pipeline: Arc<Pipeline>,
     /// Cancelled at shutdown; ends open SSE streams.
     pub(crate) shutdown: CancellationToken,
@@ -101,13 +103,25 @@ impl Server {
             Arc::clone(&pipeline),
             Arc::new(config.limits.clone()),
         );
+        let shutdown = CancellationToken::new();
+        let durable = DurableSubscriptions::new(
+            EngineServices {
+                bus: Arc::clone(&bus),
+                state: Arc::clone(&state),
+                audit: pipeline.audit.clone(),
+                shutdown: shutdown.clone(),
+            },
+            topics.clone(),
+            config.durable.clone(),
+        );
         let app = AppState {
             state,
             bus,
             topics,
             messages,
+            durable,
             pipeline,
-            shutdown: CancellationToken::new(),
+            shutdown,
             sse_keep_alive: Duration::from_secs(config.server.sse_keep_alive_secs.max(1)),
             connections: Arc::new(Connections::new(
                 config.server.max_subscriptions,
@@ -120,6 +134,10 @@ impl Server {
             .restore()
             .await
             .context("reading stored topics")?;
+        app.durable
+            .restore()
+            .await
+            .context("reading stored durable subscriptions")?;
         Ok(Self {
             config,
             app,
@@ -168,6 +186,9 @@ impl Server {
                 tracing::warn!(?grace, "connections still open after the grace period; closing them");
             }
         }
+        // The engines stopped with the shutdown token; their last progress
+        // is stored before the store and the audit trail close.
+        self.app.durable.wait_stopped(grace).await;
         let pipeline = &self.app.pipeline.tasks;
         pipeline.close();
         if tokio::time::timeout(grace, pipeline.wait()).await.is_err() {

@@ -56,6 +56,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
+    pub durable: crate::durable::DurableConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

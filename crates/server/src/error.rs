@@ -63,6 +63,18 @@ pub enum ServiceError {
         "topic {topic} collides with an existing topic: Kafka treats '.' and '_' alike in topic names"
     )]
     TopicCollides { topic: String },
+    /// A durable subscription request with a field out of bounds.
+    #[error("invalid subscription: {0}")]
+    InvalidDurable(String),
+    #[error(transparent)]
+    MalformedDeliveryId(#[from] crate::durable::MalformedDeliveryId),
+    #[error("subscription {id} already exists")]
+    SubscriptionExists { id: String },
+    #[error("subscription {id} does not exist")]
+    SubscriptionNotFound { id: String },
+    /// Its engine did not answer in time.
+    #[error("subscription {id} is busy; retry later")]
+    SubscriptionUnavailable { id: String },
     #[error(transparent)]
     Bus(#[from] BusError),
     #[error(transparent)]
@@ -105,7 +117,9 @@ impl ApiError {
             Self::Service(State(StateError::Storage { .. } | StateError::Audit { .. })) => {
                 "state store unavailable; retry later".to_owned()
             }
-            Self::Service(TooManySubscriptions) => self.to_string(),
+            Self::Service(TooManySubscriptions | SubscriptionUnavailable { .. }) => {
+                self.to_string()
+            }
             _ => "internal error".to_owned(),
         }
     }
@@ -122,11 +136,15 @@ impl ApiError {
                 | InvalidStart(_)
                 | InvalidSilence(_)
                 | InvalidMessage(_)
+                | InvalidDurable(_)
+                | MalformedDeliveryId(_)
                 | DisjointScopes(_) => StatusCode::BAD_REQUEST,
                 Denied { .. } | Forbidden(_) | LimitReached(_) => StatusCode::FORBIDDEN,
                 Unauthorized(_) => StatusCode::UNAUTHORIZED,
                 Throttled(_) | TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
-                SilenceNotFound { .. } => StatusCode::NOT_FOUND,
+                SilenceNotFound { .. } | SubscriptionNotFound { .. } => StatusCode::NOT_FOUND,
+                SubscriptionExists { .. } => StatusCode::CONFLICT,
+                SubscriptionUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 TopicExists { .. } | TopicCollides { .. } | Bus(BusError::TopicConflict { .. }) => {
                     StatusCode::CONFLICT
                 }

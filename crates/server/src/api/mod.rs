@@ -3,6 +3,8 @@
 #[cfg(feature = "bus")]
 mod audit;
 #[cfg(feature = "bus")]
+mod durable;
+#[cfg(feature = "bus")]
 mod extract;
 mod health;
 #[cfg(feature = "bus")]
@@ -57,6 +59,7 @@ pub(crate) fn router(bus_enabled: bool) -> Router<AppState> {
             .merge(topics::routes())
             .merge(publish::routes())
             .merge(subscribe::routes())
+            .merge(durable::routes())
             .merge(rules::routes())
             .merge(silences::routes())
             .merge(audit::routes())

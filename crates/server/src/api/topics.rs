@@ -50,5 +50,6 @@ async fn remove(
     let name: TopicName = kafka_name.parse().map_err(ServiceError::from)?;
     caller.require(Op::Manage, &Scope::topic(&name))?;
     app.topics.delete(&name).await?;
+    app.durable.forget_topic(&name).await;
     Ok(StatusCode::NO_CONTENT)
 }

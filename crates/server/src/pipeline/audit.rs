@@ -37,6 +37,9 @@ pub enum Outcome {
     Suppressed,
     Throttled,
     Failed,
+    /// A durable subscription moved the record to its dead-letter topic.
+    #[serde(rename = "dead_lettered")]
+    DeadLettered,
 }
 
 impl Outcome {
@@ -47,6 +50,7 @@ impl Outcome {
             Self::Suppressed => "suppressed",
             Self::Throttled => "throttled",
             Self::Failed => "failed",
+            Self::DeadLettered => "dead_lettered",
         }
     }
 }

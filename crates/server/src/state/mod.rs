@@ -24,6 +24,10 @@ pub enum KeyKind {
     BusTopic,
     /// A silence, by id.
     Silence,
+    /// A durable subscription, by `namespace/tenant/id`.
+    DurableSubscription,
+    /// A durable subscription's progress, by the same key.
+    DurableProgress,
 }
 
 impl KeyKind {
@@ -31,6 +35,8 @@ impl KeyKind {
         match self {
             Self::BusTopic => "BusTopic",
             Self::Silence => "Silence",
+            Self::DurableSubscription => "DurableSubscription",
+            Self::DurableProgress => "DurableProgress",
         }
     }
 }

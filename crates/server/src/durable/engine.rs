@@ -1,0 +1,575 @@
+//! The engine of one durable subscription: one task per subscription per
+//! server process, owning its group member (one consumer, whatever the
+//! number of connections), its [`Ledger`], and its connections.
+//!
+//! Each turn of the loop waits for one thing (a command, a record, a timer,
+//! a finished dead-lettering), then takes every other command already
+//! queued, so that the settlements of many requests share one write of the
+//! progress: a settlement is answered only once the state that reflects it
+//! is stored, and the group commit follows the store. Leases alone (which
+//! only raise attempt counts) are stored at most every [`LEASE_PERSIST`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use acteon_bus::{BusBackend, BusError, GroupId, GroupMember, SubscriptionEvent};
+use acteon_core::{BusMessage, OutgoingMessage, StartPosition, TopicName};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::delivery_id::DeliveryId;
+use super::ledger::{Admission, DeadLetter, Ledger, PartitionFigures, Settlement, Slot, Totals};
+use crate::pipeline::{AuditLog, AuditRecord, Outcome};
+use crate::state::{KeyKind, StateStore};
+
+/// Longest a lease's raised attempt count waits to be stored.
+const LEASE_PERSIST: Duration = Duration::from_millis(200);
+
+/// Wait before joining the group again after a failure.
+const REJOIN_AFTER: Duration = Duration::from_secs(1);
+
+/// Wait before storing the progress again after a failure.
+const PERSIST_RETRY: Duration = Duration::from_millis(500);
+
+/// How often connections with full buffers are looked at again.
+const FULL_RETRY: Duration = Duration::from_millis(5);
+
+/// What an engine needs to know about its subscription.
+#[derive(Debug, Clone)]
+pub(super) struct EngineConfig {
+    /// `namespace/tenant/id`, the key of its stored progress.
+    pub key: String,
+    pub id: String,
+    pub generation: String,
+    pub topic: TopicName,
+    pub group: GroupId,
+    pub dead_letter_topic: TopicName,
+    /// Records read and unsettled at most; reading pauses there.
+    pub max_tracked: usize,
+}
+
+/// What a connection receives.
+#[derive(Debug)]
+pub enum Push {
+    Delivery {
+        message: Arc<BusMessage>,
+        id: String,
+        attempt: u32,
+        deadline: DateTime<Utc>,
+    },
+    /// Retention removed `records` unsettled records.
+    Lost { records: u64 },
+    /// The last push of a connection.
+    Ended { reason: String },
+}
+
+/// The figures the engine knows; the service adds the log's end offsets.
+#[derive(Debug, Clone)]
+pub(super) struct EngineFigures {
+    pub partitions: Vec<PartitionFigures>,
+    pub totals: Totals,
+    pub consumers: usize,
+}
+
+/// Requests to an engine.
+#[derive(Debug)]
+pub(super) enum Command {
+    Connect {
+        connection: u64,
+        pushes: mpsc::Sender<Push>,
+    },
+    Disconnect {
+        connection: u64,
+    },
+    /// Answered with, per id, whether it was settled (else stale), once
+    /// stored.
+    Settle {
+        settlement: Settlement,
+        ids: Vec<DeliveryId>,
+        reply: oneshot::Sender<Vec<bool>>,
+    },
+    Figures {
+        reply: oneshot::Sender<EngineFigures>,
+    },
+    /// Ends every connection with `reason` and stops.
+    Stop {
+        reason: String,
+    },
+}
+
+/// What the engine woke up for.
+enum Wake {
+    Command(Option<Command>),
+    Event(Option<Result<SubscriptionEvent, BusError>>),
+    DeadLettered(Slot),
+    Timer,
+    Cancelled,
+}
+
+/// Shared services an engine uses.
+#[derive(Debug, Clone)]
+pub struct EngineServices {
+    pub bus: Arc<dyn BusBackend>,
+    pub state: Arc<dyn StateStore>,
+    pub audit: AuditLog,
+    /// Cancelled at server shutdown.
+    pub shutdown: CancellationToken,
+}
+
+pub(super) struct Engine {
+    config: EngineConfig,
+    services: EngineServices,
+    ledger: Ledger,
+    member: Option<GroupMember>,
+    join_at: Option<Instant>,
+    connections: BTreeMap<u64, mpsc::Sender<Push>>,
+    /// The connection served last, for round-robin.
+    last_served: u64,
+    /// Some connection had no room at the last dispatch.
+    connections_full: bool,
+    waiting: Vec<(oneshot::Sender<Vec<bool>>, Vec<bool>)>,
+    last_persist: Instant,
+    persist_retry_at: Option<Instant>,
+    announced_lost: u64,
+    dead_lettered_tx: mpsc::UnboundedSender<Slot>,
+    dead_lettered_rx: mpsc::UnboundedReceiver<Slot>,
+    dead_letter_tasks: TaskTracker,
+    end_reason: Option<String>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("key", &self.config.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    pub(super) fn new(config: EngineConfig, services: EngineServices, ledger: Ledger) -> Self {
+        let (dead_lettered_tx, dead_lettered_rx) = mpsc::unbounded_channel();
+        let totals = ledger.totals();
+        Self {
+            config,
+            services,
+            ledger,
+            member: None,
+            join_at: Some(Instant::now()),
+            connections: BTreeMap::new(),
+            last_served: 0,
+            connections_full: false,
+            waiting: Vec::new(),
+            last_persist: Instant::now(),
+            persist_retry_at: None,
+            announced_lost: totals.lost,
+            dead_lettered_tx,
+            dead_lettered_rx,
+            dead_letter_tasks: TaskTracker::new(),
+            end_reason: None,
+        }
+    }
+
+    /// Runs until stopped, the server shuts down, or the topic is deleted.
+    pub(super) async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        while self.end_reason.is_none() {
+            let now = Instant::now();
+            if self.join_at.is_some_and(|at| at <= now) {
+                self.join().await;
+            }
+            for job in self.ledger.tick(now) {
+                self.dead_letter(job);
+            }
+            self.dispatch(now);
+            self.announce_lost();
+            self.persist_if_due(now).await;
+            match self.wait(&mut commands).await {
+                Wake::Cancelled => break,
+                Wake::Command(None) => break,
+                Wake::Command(Some(command)) => self.handle(command),
+                Wake::Event(event) => self.on_event(event).await,
+                Wake::DeadLettered(slot) => self.ledger.dead_lettered(slot),
+                Wake::Timer => {}
+            }
+            // Whatever else is queued joins this turn's write.
+            while self.end_reason.is_none() {
+                match commands.try_recv() {
+                    Ok(command) => self.handle(command),
+                    Err(_) => break,
+                }
+            }
+        }
+        self.finish().await;
+    }
+
+    async fn wait(&mut self, commands: &mut mpsc::Receiver<Command>) -> Wake {
+        let reading = self.member.is_some() && self.ledger.tracked() < self.config.max_tracked;
+        let timer = [
+            self.ledger.next_wakeup(),
+            self.join_at,
+            self.persist_retry_at,
+            self.connections_full.then(|| Instant::now() + FULL_RETRY),
+            (self.ledger.is_dirty() && self.waiting.is_empty())
+                .then(|| self.last_persist + LEASE_PERSIST),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let member = &mut self.member;
+        tokio::select! {
+            () = self.services.shutdown.cancelled() => Wake::Cancelled,
+            command = commands.recv() => Wake::Command(command),
+            event = next_event(member), if reading => Wake::Event(event),
+            Some(slot) = self.dead_lettered_rx.recv() => Wake::DeadLettered(slot),
+            () = sleep_until(timer) => Wake::Timer,
+        }
+    }
+
+    fn handle(&mut self, command: Command) {
+        let now = Instant::now();
+        match command {
+            Command::Connect { connection, pushes } => {
+                self.connections.insert(connection, pushes);
+            }
+            Command::Disconnect { connection } => self.disconnect(connection, now),
+            Command::Settle {
+                settlement,
+                ids,
+                reply,
+            } => {
+                let mut results = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let settled = if id.generation == self.config.generation {
+                        match self.ledger.settle(id.delivery, settlement.clone(), now) {
+                            Ok(dead_letter) => {
+                                if let Some(job) = dead_letter {
+                                    self.dead_letter(job);
+                                }
+                                true
+                            }
+                            Err(_stale) => false,
+                        }
+                    } else {
+                        false
+                    };
+                    results.push(settled);
+                }
+                self.waiting.push((reply, results));
+            }
+            Command::Figures { reply } => {
+                let _ = reply.send(EngineFigures {
+                    partitions: self.ledger.figures(),
+                    totals: self.ledger.totals(),
+                    consumers: self.connections.len(),
+                });
+            }
+            Command::Stop { reason } => self.end_reason = Some(reason),
+        }
+    }
+
+    fn disconnect(&mut self, connection: u64, now: Instant) {
+        if self.connections.remove(&connection).is_some() {
+            for job in self.ledger.disconnect(connection, now) {
+                self.dead_letter(job);
+            }
+        }
+    }
+
+    async fn on_event(&mut self, event: Option<Result<SubscriptionEvent, BusError>>) {
+        match event {
+            None | Some(Err(BusError::UnknownTopic { .. })) => {
+                self.end_reason = Some(format!("topic {} was deleted", self.config.topic));
+            }
+            Some(Err(error)) => {
+                tracing::warn!(subscription = %self.config.key, %error, "consumer failed; joining again");
+                self.member = None;
+                self.join_at = Some(Instant::now() + REJOIN_AFTER);
+            }
+            Some(Ok(SubscriptionEvent::Assigned(partitions))) => {
+                if partitions.is_empty() {
+                    return;
+                }
+                // Records retention removed while the subscription was away.
+                if let Some(starts) = self.log_starts().await {
+                    for (partition, start) in starts {
+                        if partitions.contains(&partition) {
+                            self.ledger.log_starts_at(partition, start);
+                        }
+                    }
+                }
+            }
+            Some(Ok(SubscriptionEvent::Message(message))) => {
+                let admitted = match self.ledger.admit(message.clone(), None) {
+                    Admission::NeedsLogStart => {
+                        let start = self
+                            .log_starts()
+                            .await
+                            .and_then(|starts| starts.get(&message.partition).copied())
+                            // Unknown: count nothing as lost.
+                            .unwrap_or(i64::MIN);
+                        self.ledger.admit(message, Some(start))
+                    }
+                    admitted => admitted,
+                };
+                if let Admission::Tracked(Some(job)) = admitted {
+                    self.dead_letter(job);
+                }
+            }
+            // Gaps are found from the offsets themselves (see `admit`).
+            Some(Ok(SubscriptionEvent::Lagged { .. })) => {}
+        }
+    }
+
+    /// The oldest retained offset of every partition, if the log says.
+    fn log_starts(&self) -> impl Future<Output = Option<BTreeMap<i32, i64>>> + Send + use<> {
+        let bus = Arc::clone(&self.services.bus);
+        let topic = self.config.topic.clone();
+        let key = self.config.key.clone();
+        async move {
+            match bus.watermarks(&topic).await {
+                Ok(marks) => Some(marks.iter().map(|m| (m.partition, m.start)).collect()),
+                Err(error) => {
+                    tracing::warn!(subscription = %key, %error, "cannot read watermarks");
+                    None
+                }
+            }
+        }
+    }
+
+    async fn join(&mut self) {
+        self.join_at = None;
+        // `from` was fixed as the group's offsets at creation; `earliest`
+        // here only matters where retention overtook them.
+        let joined = self
+            .services
+            .bus
+            .join_group(
+                &self.config.topic,
+                &self.config.group,
+                StartPosition::Earliest,
+            )
+            .await;
+        match joined {
+            Ok(member) => self.member = Some(member),
+            Err(BusError::UnknownTopic { .. }) => {
+                self.end_reason = Some(format!("topic {} was deleted", self.config.topic));
+            }
+            Err(error) => {
+                tracing::warn!(subscription = %self.config.key, %error, "cannot join the group; retrying");
+                self.join_at = Some(Instant::now() + REJOIN_AFTER);
+            }
+        }
+    }
+
+    /// Leases ready records to connections with room, round-robin.
+    fn dispatch(&mut self, now: Instant) {
+        self.connections_full = false;
+        while self.ledger.has_ready() {
+            let Some(connection) = self.connection_with_room(now) else {
+                self.connections_full = !self.connections.is_empty();
+                return;
+            };
+            let lease = self.ledger.lease(connection, now).expect("a ready record");
+            let id = DeliveryId {
+                generation: self.config.generation.clone(),
+                delivery: lease.delivery,
+            };
+            let left = lease.deadline.saturating_duration_since(now);
+            let push = Push::Delivery {
+                message: lease.message,
+                id: id.to_string(),
+                attempt: lease.delivery.attempt,
+                deadline: Utc::now() + left,
+            };
+            let sent = self
+                .connections
+                .get(&connection)
+                .is_some_and(|pushes| pushes.try_send(push).is_ok());
+            if !sent {
+                self.disconnect(connection, now);
+            }
+            self.last_served = connection;
+        }
+    }
+
+    /// The next connection after the last one served that has room in its
+    /// buffer; connections found closed are dropped on the way.
+    fn connection_with_room(&mut self, now: Instant) -> Option<u64> {
+        let after = self.last_served;
+        let order: Vec<u64> = self
+            .connections
+            .range(after + 1..)
+            .chain(self.connections.range(..=after))
+            .map(|(&id, _)| id)
+            .collect();
+        for connection in order {
+            let pushes = &self.connections[&connection];
+            if pushes.is_closed() {
+                self.disconnect(connection, now);
+            } else if pushes.capacity() > 0 {
+                return Some(connection);
+            }
+        }
+        None
+    }
+
+    fn announce_lost(&mut self) {
+        let lost = self.ledger.totals().lost;
+        if lost == self.announced_lost {
+            return;
+        }
+        let records = lost - self.announced_lost;
+        self.announced_lost = lost;
+        tracing::warn!(subscription = %self.config.key, records, "retention removed unsettled records");
+        for pushes in self.connections.values() {
+            let _ = pushes.try_send(Push::Lost { records });
+        }
+    }
+
+    async fn persist_if_due(&mut self, now: Instant) {
+        if self.persist_retry_at.is_some_and(|at| at > now) {
+            return;
+        }
+        let due = !self.waiting.is_empty()
+            || (self.ledger.is_dirty() && now >= self.last_persist + LEASE_PERSIST);
+        if due {
+            self.persist(now).await;
+        }
+    }
+
+    /// Stores the progress, commits the settled prefix to the group, and
+    /// answers the settlements waiting for it.
+    async fn persist(&mut self, now: Instant) {
+        if self.ledger.is_dirty() {
+            let progress = self.ledger.take_progress();
+            let value = serde_json::to_value(&progress).expect("progress serialises");
+            let stored = self
+                .services
+                .state
+                .put(KeyKind::DurableProgress, &self.config.key, &value)
+                .await;
+            if let Err(error) = stored {
+                tracing::warn!(subscription = %self.config.key, %error, "cannot store progress; retrying");
+                self.ledger.mark_dirty();
+                self.persist_retry_at = Some(now + PERSIST_RETRY);
+                return;
+            }
+            self.persist_retry_at = None;
+            self.last_persist = now;
+            if let Some(member) = &self.member {
+                member.offsets.commit(&self.ledger.committed());
+            }
+        }
+        for (reply, results) in self.waiting.drain(..) {
+            let _ = reply.send(results);
+        }
+    }
+
+    /// Produces `job` to the dead-letter topic (retrying until it lands or
+    /// the server stops), audits it, and reports back.
+    fn dead_letter(&self, job: DeadLetter) {
+        let services = self.services.clone();
+        let config = self.config.clone();
+        let done = self.dead_lettered_tx.clone();
+        self.dead_letter_tasks.spawn(async move {
+            let message = dead_letter_message(&config, &job);
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let produced = tokio::select! {
+                    () = services.shutdown.cancelled() => return,
+                    produced = services.bus.produce(&config.dead_letter_topic, message.clone()) => produced,
+                };
+                match produced {
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(subscription = %config.key, %error, "dead-lettering failed; retrying");
+                        tokio::select! {
+                            () = services.shutdown.cancelled() => return,
+                            () = tokio::time::sleep(backoff) => {}
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
+            services
+                .audit
+                .record(AuditRecord {
+                    id: 0,
+                    at: Utc::now(),
+                    tenant: config.topic.tenant().to_owned(),
+                    namespace: config.topic.namespace().to_owned(),
+                    topic: config.topic.kafka_topic_name(),
+                    key: job.message.key.clone(),
+                    principal: None,
+                    outcome: Outcome::DeadLettered,
+                    rule: None,
+                    silence: None,
+                    partition: Some(job.slot.partition),
+                    offset: Some(job.slot.offset),
+                    error: Some(format!(
+                        "subscription {} moved it to {} after {} attempts: {}",
+                        config.id, config.dead_letter_topic, job.attempts, job.reason
+                    )),
+                })
+                .await;
+            let _ = done.send(job.slot);
+        });
+    }
+
+    /// Stores the last progress, commits, and ends the connections.
+    async fn finish(&mut self) {
+        self.dead_letter_tasks.close();
+        let now = Instant::now();
+        self.persist_retry_at = None;
+        self.persist(now).await;
+        let reason = self
+            .end_reason
+            .clone()
+            .unwrap_or_else(|| "the server is shutting down".to_owned());
+        for pushes in std::mem::take(&mut self.connections).into_values() {
+            let _ = pushes.try_send(Push::Ended {
+                reason: reason.clone(),
+            });
+        }
+        // Dropping the member leaves the group, after a last commit.
+        self.member = None;
+    }
+}
+
+fn dead_letter_message(config: &EngineConfig, job: &DeadLetter) -> OutgoingMessage {
+    let mut headers = job.message.headers.clone();
+    let stamps = [
+        ("acteon.dlq.topic", job.message.topic.clone()),
+        ("acteon.dlq.partition", job.slot.partition.to_string()),
+        ("acteon.dlq.offset", job.slot.offset.to_string()),
+        ("acteon.dlq.subscription", config.id.clone()),
+        ("acteon.dlq.attempts", job.attempts.to_string()),
+        ("acteon.dlq.reason", job.reason.clone()),
+    ];
+    headers.extend(stamps.map(|(name, value)| (name.to_owned(), value)));
+    OutgoingMessage {
+        key: job.message.key.clone(),
+        payload: job.message.payload.clone(),
+        headers,
+    }
+}
+
+async fn next_event(
+    member: &mut Option<GroupMember>,
+) -> Option<Result<SubscriptionEvent, BusError>> {
+    match member {
+        Some(member) => member.events.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
