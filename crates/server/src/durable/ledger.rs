@@ -458,6 +458,9 @@ impl Ledger {
         now: Instant,
     ) -> Result<Option<DeadLetter>, Stale> {
         let slot = delivery.slot;
+        if self.settles_restored(delivery, &settlement)? {
+            return Ok(None);
+        }
         let record = self.record(slot).ok_or(Stale)?;
         let state = record.state;
         if record.attempts != delivery.attempt
@@ -496,6 +499,40 @@ impl Ledger {
                 Ok(Some(self.start_dead_letter(slot, reason)))
             }
         }
+    }
+
+    /// Settles a record of the stored progress that was not read again
+    /// yet, so that ids from before a restart stay valid at once. `Ok(false)`
+    /// when the record is not such a one.
+    fn settles_restored(
+        &mut self,
+        delivery: DeliveryRef,
+        settlement: &Settlement,
+    ) -> Result<bool, Stale> {
+        let slot = delivery.slot;
+        let Some(ledger) = self.partitions.get_mut(&slot.partition) else {
+            return Ok(false);
+        };
+        let Some((attempts, reason)) = ledger.restored.get_mut(&slot.offset) else {
+            return Ok(false);
+        };
+        if *attempts != delivery.attempt || reason.is_some() {
+            return Err(Stale);
+        }
+        match settlement {
+            Settlement::Ack => {
+                ledger.restored.remove(&slot.offset);
+                self.totals.acked += 1;
+            }
+            // Delivered again when it is read, after the other records
+            // that wait.
+            Settlement::Nack { .. } => {}
+            // Produced to the dead-letter topic when it is read.
+            Settlement::Reject { reason: why } => *reason = Some(why.clone()),
+            Settlement::Extend => return Err(Stale),
+        }
+        self.dirty = true;
+        Ok(true)
     }
 
     fn release(&mut self, leased: bool) {
@@ -986,6 +1023,33 @@ mod tests {
             .settle(lease.delivery, Settlement::Ack, now)
             .unwrap();
         assert_eq!(restarted.committed()[&0], 1);
+    }
+
+    #[test]
+    fn an_id_from_before_a_restart_settles_before_its_record_is_read_again() {
+        let now = Instant::now();
+        let mut ledger = Ledger::new(settings(), Progress::default());
+        admit_all(&mut ledger, (0..2).map(|o| record(0, o, None)));
+        let leases = lease_all(&mut ledger, 1, now);
+        let mut restarted = Ledger::new(settings(), ledger.take_progress());
+        restarted
+            .settle(leases[0].delivery, Settlement::Ack, now)
+            .unwrap();
+        let reason = "bad".to_owned();
+        let rejected = Settlement::Reject { reason };
+        restarted.settle(leases[1].delivery, rejected, now).unwrap();
+        assert!(matches!(
+            restarted.settle(leases[1].delivery, Settlement::Ack, now),
+            Err(Stale)
+        ));
+        assert!(matches!(
+            restarted.admit(record(0, 0, None), None),
+            Admission::Skipped
+        ));
+        let Admission::Tracked(Some(dead)) = restarted.admit(record(0, 1, None), None) else {
+            panic!("the rejected record is dead-lettered once read");
+        };
+        assert_eq!(dead.reason, "bad");
     }
 
     #[test]
