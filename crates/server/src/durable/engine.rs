@@ -17,7 +17,7 @@ use acteon_bus::{BusBackend, BusError, GroupId, GroupMember, SubscriptionEvent};
 use acteon_core::{BusMessage, OutgoingMessage, StartPosition, TopicName};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -35,9 +35,6 @@ const REJOIN_AFTER: Duration = Duration::from_secs(1);
 
 /// Wait before storing the progress again after a failure.
 const PERSIST_RETRY: Duration = Duration::from_millis(500);
-
-/// How often connections with full buffers are looked at again.
-const FULL_RETRY: Duration = Duration::from_millis(5);
 
 /// What an engine needs to know about its subscription.
 #[derive(Debug, Clone)]
@@ -79,9 +76,11 @@ pub(super) struct EngineFigures {
 /// Requests to an engine.
 #[derive(Debug)]
 pub(super) enum Command {
+    /// Answered with what the connection notifies when it takes a push.
     Connect {
         connection: u64,
         pushes: mpsc::Sender<Push>,
+        reply: oneshot::Sender<Arc<Notify>>,
     },
     Disconnect {
         connection: u64,
@@ -130,8 +129,10 @@ pub(super) struct Engine {
     connections: BTreeMap<u64, mpsc::Sender<Push>>,
     /// The connection served last, for round-robin.
     last_served: u64,
-    /// Some connection had no room at the last dispatch.
+    /// Every connection had no room at the last dispatch.
     connections_full: bool,
+    /// Notified when a connection takes a push from its buffer.
+    room: Arc<Notify>,
     waiting: Vec<(oneshot::Sender<Vec<bool>>, Vec<bool>)>,
     last_persist: Instant,
     persist_retry_at: Option<Instant>,
@@ -163,6 +164,7 @@ impl Engine {
             connections: BTreeMap::new(),
             last_served: 0,
             connections_full: false,
+            room: Arc::new(Notify::new()),
             waiting: Vec::new(),
             last_persist: Instant::now(),
             persist_retry_at: None,
@@ -212,7 +214,6 @@ impl Engine {
             self.ledger.next_wakeup(),
             self.join_at,
             self.persist_retry_at,
-            self.connections_full.then(|| Instant::now() + FULL_RETRY),
             (self.ledger.is_dirty() && self.waiting.is_empty())
                 .then(|| self.last_persist + LEASE_PERSIST),
         ]
@@ -220,7 +221,9 @@ impl Engine {
         .flatten()
         .min();
         let member = &mut self.member;
+        let full = self.connections_full;
         tokio::select! {
+            () = self.room.notified(), if full => Wake::Timer,
             () = self.services.shutdown.cancelled() => Wake::Cancelled,
             command = commands.recv() => Wake::Command(command),
             event = next_event(member), if reading => Wake::Event(event),
@@ -232,8 +235,13 @@ impl Engine {
     fn handle(&mut self, command: Command) {
         let now = Instant::now();
         match command {
-            Command::Connect { connection, pushes } => {
+            Command::Connect {
+                connection,
+                pushes,
+                reply,
+            } => {
                 self.connections.insert(connection, pushes);
+                let _ = reply.send(Arc::clone(&self.room));
             }
             Command::Disconnect { connection } => self.disconnect(connection, now),
             Command::Settle {

@@ -666,21 +666,28 @@ impl DurableSubscriptions {
             .next_connection
             .fetch_add(1, AtomicOrdering::Relaxed);
         let (pushes, receiver) = mpsc::channel(self.inner.config.connection_buffer.max(1));
+        let (reply, room) = oneshot::channel();
+        let gone = || ServiceError::SubscriptionNotFound { id: id.to_owned() };
         commands
-            .send(Command::Connect { connection, pushes })
+            .send(Command::Connect {
+                connection,
+                pushes,
+                reply,
+            })
             .await
-            .map_err(|_| ServiceError::SubscriptionNotFound { id: id.to_owned() })?;
+            .map_err(|_| gone())?;
+        let room = room.await.map_err(|_| gone())?;
         let guard = Disconnect {
             connection,
             commands,
         };
-        Ok(futures::StreamExt::map(
-            ReceiverStream::new(receiver),
-            move |push| {
-                let _connected = &guard;
-                push
-            },
-        ))
+        let pushes = ReceiverStream::new(receiver);
+        Ok(futures::StreamExt::map(pushes, move |push| {
+            let _connected = &guard;
+            // The engine waits for room when every buffer was full.
+            room.notify_one();
+            push
+        }))
     }
 
     /// Settles deliveries; answers once the result is stored.
