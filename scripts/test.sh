@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: checks formatting and lints, builds
 # (once) and starts a local Kafka-compatible broker on a free loopback port,
-# runs every test of the workspace and the bus simulation against it, and
+# runs every test of the workspace and the examples against it, and
 # stops the broker, also when tests fail.
 #
 # With CI=true a broker that cannot be installed or started fails the run.
@@ -33,6 +33,11 @@ if [ -n "${ACTEON_KAFKA_BOOTSTRAP:-}" ]; then
   # The competing-agents simulation against the same broker; it exits
   # non-zero if a record reached both agents, neither, or not the tail.
   cargo run --locked -p acteon-simulation --features bus --example bus_simulation
+  # The at-least-once task queue and the reconciler on durable
+  # subscriptions; each exits non-zero if a task or event was lost,
+  # done again after its ack, or applied out of order.
+  cargo run --locked -p acteon-simulation --example work_queue
+  cargo run --locked -p acteon-simulation --example reconciler
 fi
 # The benchmark harness, every scenario small, on the in-memory backend: it
 # exits non-zero if its report is not sane (failed requests, undelivered

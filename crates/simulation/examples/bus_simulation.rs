@@ -16,12 +16,9 @@
 use std::collections::BTreeSet;
 use std::process::ExitCode;
 
-use acteon_bus::KAFKA_BOOTSTRAP_ENV;
 use acteon_bus::conformance::{Reader, collect, wait_for_settled_group};
 use acteon_client::Client;
 use acteon_core::{Headers, OutgoingMessage, StartPosition, TopicSpec};
-use acteon_server::config::StateEngine;
-use acteon_server::{Cli, Config, Server};
 use anyhow::{Context, bail};
 use clap::Parser;
 
@@ -39,7 +36,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     let base_url = match std::env::var("ACTEON_URL") {
         Ok(url) => url,
-        Err(_) => start_server().await?,
+        Err(_) => acteon_simulation::start_server_on_kafka().await?,
     };
     let client = Client::builder(&base_url).build()?;
     let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
@@ -98,25 +95,6 @@ async fn main() -> anyhow::Result<ExitCode> {
 }
 
 /// Starts a server in this process on the Kafka backend.
-async fn start_server() -> anyhow::Result<String> {
-    if std::env::var_os(KAFKA_BOOTSTRAP_ENV).is_none() {
-        bail!("set {KAFKA_BOOTSTRAP_ENV} (a broker) or ACTEON_URL (a running server)");
-    }
-    let mut config = Config::load(&Cli::default())?;
-    config.server.listen = "127.0.0.1:0".parse()?;
-    config.state.engine = StateEngine::Memory;
-    if let Some(kafka) = &mut config.bus.kafka {
-        // Short group timings: members notice rebalances within a second.
-        kafka.session_timeout_ms = 6_000;
-        kafka.heartbeat_interval_ms = 1_000;
-    }
-    let server = Server::build(config).await?;
-    let listener = server.bind().await?;
-    let base_url = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(server.serve(listener));
-    Ok(base_url)
-}
-
 fn report(published: usize, seen: &[Vec<usize>]) -> anyhow::Result<ExitCode> {
     let [agent_a, agent_b, tail] = seen else {
         bail!("expected three readers");

@@ -7,6 +7,14 @@
 //! ACTEON_KAFKA_BOOTSTRAP=localhost:9092 cargo run -p acteon-simulation --features bus --example bus_simulation
 //! ```
 //!
+//! `work_queue`: three workers on one durable subscription, one dropping its
+//! connection mid-task and one task that always fails, checking that every
+//! task is done or dead-lettered and none is done again after its ack.
+//!
+//! `reconciler`: an API emitting Created/Updated/Deleted events per agent
+//! and a reconciler daemon (a child process, killed and started again
+//! mid-run) whose final state must equal the history applied in order.
+//!
 //! `bus-bench`: Acteon side by side with its baselines (see [`bench`] and
 //! `docs/benchmarks.md`):
 //!
@@ -16,3 +24,8 @@
 
 #[cfg(feature = "bus")]
 pub mod bench;
+
+#[cfg(feature = "bus")]
+mod server;
+#[cfg(feature = "bus")]
+pub use server::start_server_on_kafka;
