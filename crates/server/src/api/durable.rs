@@ -114,23 +114,25 @@ async fn events(
 
 fn to_sse(push: Push) -> Event {
     let sse = Event::default();
-    let built = match push {
+    let json = |sse: Event, data: serde_json::Value| {
+        sse.json_data(data).expect("bus events serialise to JSON")
+    };
+    match push {
         Push::Delivery {
-            message,
+            record,
             id,
             attempt,
             deadline,
         } => {
-            let mut data = serde_json::to_value(&*message).expect("records serialise");
-            data["delivery"] = json!({ "id": id, "attempt": attempt, "deadline": deadline });
-            sse.event("bus.message").id(id).json_data(data)
+            // The held JSON object, with `delivery` added before its end.
+            let delivery = json!({ "id": id, "attempt": attempt, "deadline": deadline });
+            let object = record.json.strip_suffix('}').unwrap_or("{");
+            let data = format!("{object},\"delivery\":{delivery}}}");
+            sse.event("bus.message").id(id).data(data)
         }
-        Push::Lost { records } => sse
-            .event("bus.lost")
-            .json_data(json!({ "records": records })),
-        Push::Ended { reason } => sse.event("bus.end").json_data(json!({ "reason": reason })),
-    };
-    built.expect("bus events serialise to JSON")
+        Push::Lost { records } => json(sse.event("bus.lost"), json!({ "records": records })),
+        Push::Ended { reason } => json(sse.event("bus.end"), json!({ "reason": reason })),
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -23,7 +23,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::delivery_id::DeliveryId;
-use super::ledger::{Admission, DeadLetter, Ledger, PartitionFigures, Settlement, Slot, Totals};
+use super::ledger::{
+    Admission, DeadLetter, HeldRecord, Ledger, PartitionFigures, Settlement, Slot, Totals,
+};
 use crate::pipeline::{AuditLog, AuditRecord, Outcome};
 use crate::state::{KeyKind, StateStore};
 
@@ -54,7 +56,7 @@ pub(super) struct EngineConfig {
 #[derive(Debug)]
 pub enum Push {
     Delivery {
-        message: Arc<BusMessage>,
+        record: Arc<HeldRecord>,
         id: String,
         attempt: u32,
         deadline: DateTime<Utc>,
@@ -311,7 +313,7 @@ impl Engine {
                 }
             }
             Some(Ok(SubscriptionEvent::Message(message))) => {
-                let admitted = match self.ledger.admit(message.clone(), None) {
+                let admitted = match self.ledger.admit(&message, None) {
                     Admission::NeedsLogStart => {
                         let start = self
                             .log_starts()
@@ -319,7 +321,7 @@ impl Engine {
                             .and_then(|starts| starts.get(&message.partition).copied())
                             // Unknown: count nothing as lost.
                             .unwrap_or(i64::MIN);
-                        self.ledger.admit(message, Some(start))
+                        self.ledger.admit(&message, Some(start))
                     }
                     admitted => admitted,
                 };
@@ -388,7 +390,7 @@ impl Engine {
             };
             let left = lease.deadline.saturating_duration_since(now);
             let push = Push::Delivery {
-                message: lease.message,
+                record: lease.message,
                 id: id.to_string(),
                 attempt: lease.delivery.attempt,
                 deadline: Utc::now() + left,
@@ -484,7 +486,8 @@ impl Engine {
         let config = self.config.clone();
         let done = self.dead_lettered_tx.clone();
         self.dead_letter_tasks.spawn(async move {
-            let message = dead_letter_message(&config, &job);
+            let original = job.message.message();
+            let message = dead_letter_message(&config, &job, &original);
             let mut backoff = Duration::from_millis(100);
             loop {
                 let produced = tokio::select! {
@@ -548,10 +551,14 @@ impl Engine {
     }
 }
 
-fn dead_letter_message(config: &EngineConfig, job: &DeadLetter) -> OutgoingMessage {
-    let mut headers = job.message.headers.clone();
+fn dead_letter_message(
+    config: &EngineConfig,
+    job: &DeadLetter,
+    original: &BusMessage,
+) -> OutgoingMessage {
+    let mut headers = original.headers.clone();
     let stamps = [
-        ("acteon.dlq.topic", job.message.topic.clone()),
+        ("acteon.dlq.topic", original.topic.clone()),
         ("acteon.dlq.partition", job.slot.partition.to_string()),
         ("acteon.dlq.offset", job.slot.offset.to_string()),
         ("acteon.dlq.subscription", config.id.clone()),
@@ -560,8 +567,8 @@ fn dead_letter_message(config: &EngineConfig, job: &DeadLetter) -> OutgoingMessa
     ];
     headers.extend(stamps.map(|(name, value)| (name.to_owned(), value)));
     OutgoingMessage {
-        key: job.message.key.clone(),
-        payload: job.message.payload.clone(),
+        key: original.key.clone(),
+        payload: original.payload.clone(),
         headers,
     }
 }

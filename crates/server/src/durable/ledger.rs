@@ -81,11 +81,36 @@ pub enum Settlement {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Stale;
 
+/// A record as the ledger holds it: the JSON text a delivery sends (a
+/// fraction of the memory of its parsed form), and its key.
+#[derive(Debug)]
+pub struct HeldRecord {
+    pub key: Option<String>,
+    /// The record as `BusMessage` JSON.
+    pub json: Box<str>,
+}
+
+impl HeldRecord {
+    fn new(message: &BusMessage) -> Self {
+        Self {
+            key: message.key.clone(),
+            json: serde_json::to_string(message)
+                .expect("records serialise")
+                .into_boxed_str(),
+        }
+    }
+
+    /// The record parsed again, for the rare paths that need its parts.
+    pub(super) fn message(&self) -> BusMessage {
+        serde_json::from_str(&self.json).expect("held records are BusMessage JSON")
+    }
+}
+
 /// A record leased to a connection.
 #[derive(Debug, Clone)]
 pub(super) struct Lease {
     pub delivery: DeliveryRef,
-    pub message: Arc<BusMessage>,
+    pub message: Arc<HeldRecord>,
     pub deadline: Instant,
 }
 
@@ -94,7 +119,7 @@ pub(super) struct Lease {
 #[derive(Debug, Clone)]
 pub(super) struct DeadLetter {
     pub slot: Slot,
-    pub message: Arc<BusMessage>,
+    pub message: Arc<HeldRecord>,
     pub attempts: u32,
     pub reason: String,
 }
@@ -166,7 +191,7 @@ enum State {
 
 #[derive(Debug)]
 struct Tracked {
-    message: Arc<BusMessage>,
+    message: Arc<HeldRecord>,
     attempts: u32,
     state: State,
     /// Bumped on every state change; queue entries of older versions are
@@ -286,7 +311,7 @@ impl Ledger {
 
     /// Takes a record read from the log. `log_start` is the partition's
     /// oldest retained offset, when [`Admission::NeedsLogStart`] asked.
-    pub(super) fn admit(&mut self, message: BusMessage, log_start: Option<i64>) -> Admission {
+    pub(super) fn admit(&mut self, message: &BusMessage, log_start: Option<i64>) -> Admission {
         let slot = Slot {
             partition: message.partition,
             offset: message.offset,
@@ -329,7 +354,7 @@ impl Ledger {
             }
             _ => false,
         };
-        let message = Arc::new(message);
+        let message = Arc::new(HeldRecord::new(message));
         let dead_letter = dead_letter_reason.as_ref().map(|reason| DeadLetter {
             slot,
             message: Arc::clone(&message),
@@ -781,7 +806,7 @@ mod tests {
     fn admit_all(ledger: &mut Ledger, records: impl IntoIterator<Item = BusMessage>) {
         for message in records {
             assert!(matches!(
-                ledger.admit(message, None),
+                ledger.admit(&message, None),
                 Admission::Tracked(None)
             ));
         }
@@ -994,7 +1019,7 @@ mod tests {
         // The group's commit is the prefix: the log is read again from 1.
         let mut restarted = Ledger::new(settings(), progress);
         for offset in 1..6 {
-            let admitted = restarted.admit(record(0, offset, None), None);
+            let admitted = restarted.admit(&record(0, offset, None), None);
             let expected_tracked = offset != 2;
             assert_eq!(
                 matches!(admitted, Admission::Tracked(None)),
@@ -1043,10 +1068,10 @@ mod tests {
             Err(Stale)
         ));
         assert!(matches!(
-            restarted.admit(record(0, 0, None), None),
+            restarted.admit(&record(0, 0, None), None),
             Admission::Skipped
         ));
-        let Admission::Tracked(Some(dead)) = restarted.admit(record(0, 1, None), None) else {
+        let Admission::Tracked(Some(dead)) = restarted.admit(&record(0, 1, None), None) else {
             panic!("the rejected record is dead-lettered once read");
         };
         assert_eq!(dead.reason, "bad");
@@ -1061,11 +1086,11 @@ mod tests {
         let mut restarted = Ledger::new(settings(), ledger.take_progress());
         // Offsets 0..=9 are gone; the log now starts at 10.
         assert!(matches!(
-            restarted.admit(record(0, 10, None), None),
+            restarted.admit(&record(0, 10, None), None),
             Admission::NeedsLogStart
         ));
         assert!(matches!(
-            restarted.admit(record(0, 10, None), Some(10)),
+            restarted.admit(&record(0, 10, None), Some(10)),
             Admission::Tracked(None)
         ));
         assert_eq!(restarted.totals().lost, 10);
@@ -1087,7 +1112,7 @@ mod tests {
             .unwrap()
             .expect("dead-lettering");
         let mut restarted = Ledger::new(settings(), ledger.take_progress());
-        let Admission::Tracked(Some(dead)) = restarted.admit(record(0, 0, None), None) else {
+        let Admission::Tracked(Some(dead)) = restarted.admit(&record(0, 0, None), None) else {
             panic!("the dead-lettering resumes");
         };
         assert_eq!((dead.reason.as_str(), dead.attempts), ("poison", 1));

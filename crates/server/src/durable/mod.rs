@@ -30,6 +30,7 @@ use self::delivery_id::DeliveryId;
 pub use self::delivery_id::MalformedDeliveryId;
 use self::engine::{Command, Engine, EngineConfig};
 pub use self::engine::{EngineServices, Push};
+pub use self::ledger::HeldRecord;
 pub use self::ledger::Ordering;
 pub use self::ledger::Settlement;
 use self::ledger::{Ledger, PartitionProgress, Progress, Settings};

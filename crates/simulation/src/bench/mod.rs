@@ -6,6 +6,7 @@
 //! See `docs/benchmarks.md` for what each scenario compares and a full run.
 
 pub mod bare;
+pub mod durable;
 pub mod fanout;
 pub mod in_process;
 pub mod latency;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use chrono::{SecondsFormat, Utc};
 
+use self::durable::DurableSize;
 use self::fanout::FanoutSize;
 use self::in_process::InProcessSize;
 use self::report::Report;
@@ -36,6 +38,7 @@ pub struct Plan {
     /// Fewer: each takes about Tansu's fetch wait (`docs/broker.md`).
     pub kafka_latency_messages: u64,
     pub fanout: FanoutSize,
+    pub durable: DurableSize,
 }
 
 impl Plan {
@@ -60,6 +63,14 @@ impl Plan {
                 paced: 50,
                 paced_per_second: 20,
                 burst: 200,
+            },
+            durable: DurableSize {
+                records: 20_000,
+                workers: 4,
+                rounds: 3,
+                redeliveries: 100,
+                in_flight_subscriptions: 10,
+                in_flight_per_subscription: 10_000,
             },
         }
     }
@@ -87,6 +98,14 @@ impl Plan {
                 paced_per_second: 50,
                 burst: 20,
             },
+            durable: DurableSize {
+                records: 1_000,
+                workers: 2,
+                rounds: 1,
+                redeliveries: 10,
+                in_flight_subscriptions: 2,
+                in_flight_per_subscription: 1_000,
+            },
         }
     }
 }
@@ -94,27 +113,29 @@ impl Plan {
 /// Runs every scenario of `plan`; the Kafka ones only with a broker.
 pub async fn run(plan: &Plan, kafka: Option<&str>) -> anyhow::Result<Report> {
     let date = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
-    eprintln!("1/5 publish in process");
+    eprintln!("1/6 publish in process");
     let in_process = in_process::run(plan.in_process).await?;
-    eprintln!("2/5 HTTP publish, in-memory backend");
+    eprintln!("2/6 HTTP publish, in-memory backend");
     let http_memory = throughput::http_memory(&plan.throughput).await?;
     let http_kafka = match kafka {
         Some(bootstrap) => {
-            eprintln!("3/5 HTTP publish, Kafka backend at {bootstrap}");
+            eprintln!("3/6 HTTP publish, Kafka backend at {bootstrap}");
             Some(throughput::http_kafka(&plan.throughput, bootstrap).await?)
         }
         None => None,
     };
-    eprintln!("4/5 publish → SSE latency");
+    eprintln!("4/6 publish → SSE latency");
     let mut end_to_end = vec![latency::end_to_end(None, plan.latency_messages).await?];
     if let Some(bootstrap) = kafka {
         end_to_end.push(latency::end_to_end(Some(bootstrap), plan.kafka_latency_messages).await?);
     }
     let mut fanout = Vec::new();
     for &subscribers in &plan.fanout.subscribers {
-        eprintln!("5/5 SSE fan-out to {subscribers} subscribers");
+        eprintln!("5/6 SSE fan-out to {subscribers} subscribers");
         fanout.push(fanout::fanout(subscribers, &plan.fanout).await?);
     }
+    eprintln!("6/6 durable subscriptions");
+    let durable = durable::run(&plan.durable, kafka).await?;
     let mut report = Report {
         date,
         cores: std::thread::available_parallelism().map_or(0, usize::from),
@@ -131,6 +152,7 @@ pub async fn run(plan: &Plan, kafka: Option<&str>) -> anyhow::Result<Report> {
         http_kafka,
         end_to_end,
         fanout,
+        durable,
         goals: Vec::new(),
     };
     report.judge_goals();

@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use super::durable::DurableReport;
 use super::fanout::FanoutRow;
 use super::in_process::InProcessReport;
 use super::latency::EndToEndRow;
@@ -27,6 +28,7 @@ pub struct Report {
     pub http_kafka: Option<ThroughputReport>,
     pub end_to_end: Vec<EndToEndRow>,
     pub fanout: Vec<FanoutRow>,
+    pub durable: DurableReport,
     pub goals: Vec<Goal>,
 }
 
@@ -99,7 +101,49 @@ impl Report {
                 met: row.delivered == row.expected && row.rss_per_subscriber_bytes < 256 * KIB,
             });
         }
+        self.judge_durable_goals(&mut goals);
         self.goals = goals;
+    }
+
+    fn judge_durable_goals(&self, goals: &mut Vec<Goal>) {
+        let durable = &self.durable;
+        if let Some(row) = durable
+            .work_queue
+            .iter()
+            .find(|row| row.backend == "memory")
+        {
+            goals.push(Goal {
+                goal: format!(
+                    "durable work queue, {} workers, in-memory backend: ≥ 0.5 of the ephemeral subscription's delivery rate",
+                    row.workers
+                ),
+                measured: format!("{:.2}", row.ratio),
+                met: row.ratio >= 0.5,
+            });
+        }
+        for row in &durable.redelivery {
+            let limit_us = row.ack_deadline_ms * 1_200;
+            goals.push(Goal {
+                goal: format!(
+                    "redelivery after a missed {} ms deadline within deadline + 20 %",
+                    row.ack_deadline_ms
+                ),
+                measured: format!("max {} ms", millis(row.redelivered_after.max_us)),
+                met: row.redelivered_after.max_us <= limit_us,
+            });
+        }
+        if let Some(row) = &durable.in_flight {
+            let for_100k = row.bytes_per_record as f64 * 100_000.0 / MIB;
+            goals.push(Goal {
+                goal: "100,000 records in flight across subscriptions: < 100 MiB of server memory"
+                    .to_owned(),
+                measured: format!(
+                    "{} bytes per record ({for_100k:.1} MiB per 100,000)",
+                    row.bytes_per_record
+                ),
+                met: for_100k < 100.0,
+            });
+        }
     }
 
     /// What makes the report unfit to read: missing or impossible figures,
@@ -161,6 +205,28 @@ impl Report {
             }
             check_latency(&mut problems, &name, &row.paced_latency);
             check_latency(&mut problems, &name, &row.burst_latency);
+        }
+        if self.durable.work_queue.is_empty() || self.durable.redelivery.is_empty() {
+            problems.push("durable subscriptions: no rows".to_owned());
+        }
+        for row in &self.durable.work_queue {
+            let rates = [row.ephemeral_per_second, row.durable_per_second];
+            if !rates.iter().all(|rate| rate.is_finite() && *rate > 0.0) {
+                problems.push(format!("work queue, {}: rates {rates:?}", row.backend));
+            }
+        }
+        for row in &self.durable.redelivery {
+            if row.redelivered_after.count != row.records {
+                problems.push(format!(
+                    "redelivery: {} of {} records redelivered",
+                    row.redelivered_after.count, row.records
+                ));
+            }
+            check_latency(&mut problems, "redelivery", &row.redelivered_after);
+        }
+        match &self.durable.in_flight {
+            Some(row) if row.idle_bytes > 0 => {}
+            _ => problems.push("records in flight: no resident memory read".to_owned()),
         }
         problems
     }
@@ -264,7 +330,64 @@ impl Report {
                 memory.closed_bytes as f64 / MIB,
             );
         }
+        self.durable_markdown(&mut out);
         out
+    }
+
+    fn durable_markdown(&self, out: &mut String) {
+        let durable = &self.durable;
+        out.push_str(
+            "\n### 7. Durable work queue against the ephemeral subscription\n\n\
+             The topic holds the records before the round starts; C connections of one ephemeral \
+             subscription id read them from the start, then C connections of one durable \
+             subscription receive and acknowledge each (the client batches acks). Rates from \
+             the first record to the last; median of the rounds, alternating.\n\n\
+             | backend | C | records | ephemeral records/s | durable acked/s | ratio |\n\
+             |---|---:|---:|---:|---:|---:|\n",
+        );
+        for row in &durable.work_queue {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {:.0} | {:.0} | {:.2} |",
+                row.backend,
+                row.workers,
+                row.records,
+                row.ephemeral_per_second,
+                row.durable_per_second,
+                row.ratio
+            );
+        }
+        out.push_str(
+            "\n### 8. Redelivery after a missed deadline\n\n\
+             | backend | deadline ms | records | p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|\n",
+        );
+        for row in &durable.redelivery {
+            let after = &row.redelivered_after;
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} |",
+                row.backend,
+                row.ack_deadline_ms,
+                row.records,
+                millis(after.p50_us),
+                millis(after.p99_us),
+                millis(after.max_us)
+            );
+        }
+        if let Some(row) = &durable.in_flight {
+            let _ = writeln!(
+                out,
+                "\n### 9. Server memory per record in flight\n\n\
+                 | subscriptions | records in flight | idle MiB | in flight MiB | bytes per record |\n\
+                 |---:|---:|---:|---:|---:|\n\
+                 | {} | {} | {:.1} | {:.1} | {} |",
+                row.subscriptions,
+                row.in_flight,
+                row.idle_bytes as f64 / MIB,
+                row.in_flight_bytes as f64 / MIB,
+                row.bytes_per_record
+            );
+        }
     }
 }
 
@@ -305,6 +428,7 @@ fn throughput_table(out: &mut String, report: &ThroughputReport, unit: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::durable::{InFlightRow, RedeliveryRow, WorkQueueRow};
     use crate::bench::fanout::ServerMemory;
     use crate::bench::in_process::InProcessCase;
     use crate::bench::throughput::{BARE_HANDLER, ThroughputRow};
@@ -388,6 +512,34 @@ mod tests {
                 },
                 rss_per_subscriber_bytes: 100 * KIB,
             }],
+            durable: DurableReport {
+                work_queue: vec![WorkQueueRow {
+                    backend: "memory".to_owned(),
+                    workers: 2,
+                    records: 100,
+                    ephemeral_per_second: 1_000.0,
+                    durable_per_second: 600.0,
+                    ratio: 0.6,
+                }],
+                redelivery: vec![RedeliveryRow {
+                    backend: "memory".to_owned(),
+                    ack_deadline_ms: 1_000,
+                    records: 100,
+                    redelivered_after: LatencySummary {
+                        count: 100,
+                        p50_us: 1_000_500,
+                        p99_us: 1_002_000,
+                        max_us: 1_003_000,
+                    },
+                }],
+                in_flight: Some(InFlightRow {
+                    subscriptions: 2,
+                    in_flight: 2_000,
+                    idle_bytes: 10 << 20,
+                    in_flight_bytes: 12 << 20,
+                    bytes_per_record: 1_000,
+                }),
+            },
             goals: Vec::new(),
         };
         report.judge_goals();
@@ -398,7 +550,7 @@ mod tests {
     fn a_sane_report_has_no_problems_and_meets_its_goals() {
         let report = report();
         assert_eq!(report.problems(), Vec::<String>::new());
-        assert_eq!(report.goals.len(), 4, "{:?}", report.goals);
+        assert_eq!(report.goals.len(), 7, "{:?}", report.goals);
         assert!(
             report.goals.iter().all(|goal| goal.met),
             "{:?}",
@@ -425,10 +577,11 @@ mod tests {
         let mut report = report();
         report.http_memory.rows[2].ratio = 0.5;
         report.fanout[0].rss_per_subscriber_bytes = 300 * KIB;
+        report.durable.redelivery[0].redelivered_after.max_us = 1_300_000;
         report.judge_goals();
         assert!(report.problems().is_empty());
         let missed: Vec<_> = report.goals.iter().filter(|goal| !goal.met).collect();
-        assert_eq!(missed.len(), 2, "{missed:?}");
+        assert_eq!(missed.len(), 3, "{missed:?}");
         assert!(report.markdown().contains("| **no** |"));
     }
 }
