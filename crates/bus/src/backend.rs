@@ -8,6 +8,7 @@ use acteon_core::{
     DeliveryReceipt, OutgoingMessage, StartPosition, SubscriptionEvent, Topic, TopicName,
 };
 use async_trait::async_trait;
+use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use thiserror::Error;
 
@@ -81,6 +82,19 @@ pub trait CommitOffsets: Send + Sync + fmt::Debug {
 pub struct GroupMember {
     pub events: EventStream,
     pub offsets: Box<dyn CommitOffsets>,
+    /// Resolves once the member, its stream dropped, has made its last
+    /// commit and left the group.
+    pub left: BoxFuture<'static, ()>,
+}
+
+impl GroupMember {
+    /// Leaves the group and waits until that is done, so that what is done
+    /// to the group next (deleting it, setting its offsets) is not undone
+    /// by this member's last commit.
+    pub async fn leave(self) {
+        drop(self.events);
+        self.left.await;
+    }
 }
 
 impl fmt::Debug for GroupMember {

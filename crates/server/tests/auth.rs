@@ -106,6 +106,132 @@ fn topic_spec(tenant: &str, name: &str) -> Value {
     json!({ "namespace": "agents", "tenant": tenant, "name": name, "partitions": 1, "replication_factor": 1 })
 }
 
+/// Durable subscriptions: `manage` creates and deletes, `subscribe`
+/// consumes and settles, and another tenant's subscription answers like a
+/// missing one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durable_subscriptions_follow_the_grants() {
+    use Method as M;
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with_config(&Backend::Memory, dir.path(), &config(true));
+    let spec = json!({ "namespace": "agents", "tenant": "acme", "id": "w", "topic": "jobs" });
+    let topic = topic_spec("acme", "jobs");
+    assert_eq!(
+        call(
+            &server,
+            M::POST,
+            "/v1/bus/topics",
+            Some(ACME_OPS),
+            Some(topic)
+        )
+        .await
+        .0,
+        201
+    );
+    let create = |key| {
+        call(
+            &server,
+            M::POST,
+            "/v1/bus/subscriptions",
+            Some(key),
+            Some(spec.clone()),
+        )
+    };
+    assert_eq!(create(ACME_AGENT).await.0, 403, "subscribe is not manage");
+    assert_eq!(create(GLOBEX_ADMIN).await.0, 403, "another tenant");
+    assert_eq!(create(ACME_OPS).await.0, 201);
+
+    let one = "/v1/bus/subscriptions/agents/acme/w";
+    let missing = "/v1/bus/subscriptions/agents/acme/nobody";
+    let stale = json!({ "ids": ["0a1b-0-0-1"] });
+    let at = &server;
+    let events = |key: &'static str, path: &'static str| async move {
+        let request = at.http.get(at.url(&format!("{path}/events")));
+        request
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    for path in [one, missing] {
+        let (status, body, _) = call(&server, M::GET, path, Some(GLOBEX_ADMIN), None).await;
+        assert_eq!(status, 403, "{path}: {body}");
+        assert_eq!(events(GLOBEX_ADMIN, path).await, 403);
+        let ack = format!("{path}/ack");
+        let settled = call(
+            &server,
+            M::POST,
+            &ack,
+            Some(GLOBEX_ADMIN),
+            Some(stale.clone()),
+        );
+        assert_eq!(settled.await.0, 403);
+        assert_eq!(
+            call(&server, M::DELETE, path, Some(GLOBEX_ADMIN), None)
+                .await
+                .0,
+            403
+        );
+    }
+    let listed = call(
+        &server,
+        M::GET,
+        "/v1/bus/subscriptions",
+        Some(GLOBEX_ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(
+        listed.1,
+        json!([]),
+        "another tenant's subscriptions are not listed"
+    );
+    assert_eq!(call(&server, M::GET, one, None, None).await.0, 401);
+
+    assert_eq!(
+        call(&server, M::GET, one, Some(ACME_AGENT), None).await.0,
+        200
+    );
+    assert_eq!(
+        call(&server, M::GET, missing, Some(ACME_AGENT), None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(events(ACME_AGENT, one).await, 200);
+    let ack = format!("{one}/ack");
+    let settled = call(
+        &server,
+        M::POST,
+        &ack,
+        Some(ACME_AGENT),
+        Some(stale.clone()),
+    )
+    .await;
+    assert_eq!(settled.0, 200, "{}", settled.1);
+    let listed = call(
+        &server,
+        M::GET,
+        "/v1/bus/subscriptions",
+        Some(ACME_AGENT),
+        None,
+    )
+    .await;
+    assert_eq!(listed.1.as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        call(&server, M::DELETE, one, Some(ACME_AGENT), None)
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        call(&server, M::DELETE, one, Some(ACME_OPS), None).await.0,
+        204
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_reach_their_own_tenant_and_never_another() {
     use Method as M;

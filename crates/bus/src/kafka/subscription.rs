@@ -34,7 +34,7 @@ use rdkafka::message::{BorrowedMessage, Headers as _, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use tokio::runtime::RuntimeFlavor;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -57,8 +57,12 @@ const AUTO_COMMIT_INTERVAL_MS: &str = "1000";
 enum Commits {
     /// The pump, as it hands records to the reader.
     Delivered,
-    /// The owner, through [`OwnerCommits`].
-    Owner(watch::Receiver<PartitionOffsets>),
+    /// The owner, through [`OwnerCommits`]; `left` is told when the
+    /// consumer has closed.
+    Owner {
+        commits: watch::Receiver<PartitionOffsets>,
+        left: oneshot::Sender<()>,
+    },
 }
 
 /// The [`CommitOffsets`] of a [`GroupMember`]: the latest positions, which
@@ -107,12 +111,21 @@ impl Subscriptions {
         start: StartPosition,
     ) -> Result<GroupMember, BusError> {
         let (offsets, commits) = watch::channel(PartitionOffsets::new());
+        let (left_tx, left) = oneshot::channel();
+        let commits = Commits::Owner {
+            commits,
+            left: left_tx,
+        };
         let events = self
-            .start_pump(config, kafka_name, group, start, Commits::Owner(commits))
+            .start_pump(config, kafka_name, group, start, commits)
             .await?;
         Ok(GroupMember {
             events,
             offsets: Box::new(OwnerCommits(offsets)),
+            left: Box::pin(async move {
+                // A pump that is gone has left too.
+                let _ = left.await;
+            }),
         })
     }
 
@@ -347,7 +360,9 @@ fn commit_owner_offsets(
 /// Resolves when the owner commits; never for [`Commits::Delivered`].
 async fn owner_committed(commits: &mut Commits) -> Option<PartitionOffsets> {
     match commits {
-        Commits::Owner(offsets) => {
+        Commits::Owner {
+            commits: offsets, ..
+        } => {
             if offsets.changed().await.is_err() {
                 // The owner is gone; so is the stream, shortly.
                 std::future::pending::<()>().await;
@@ -421,9 +436,9 @@ async fn pump(
         }
     }
     // The owner's last positions, in case their commit had not gone out.
-    let last = match &commits {
-        Commits::Owner(offsets) => offsets.borrow().clone(),
-        Commits::Delivered => PartitionOffsets::new(),
+    let (last, left) = match commits {
+        Commits::Owner { commits, left } => (commits.borrow().clone(), Some(left)),
+        Commits::Delivered => (PartitionOffsets::new(), None),
     };
     // Committing synchronously and closing block until done, the latter
     // until the group has been left.
@@ -437,6 +452,9 @@ async fn pump(
     .await;
     if let Err(error) = closed {
         tracing::error!(topic = %kafka_name, %error, "closing a consumer failed");
+    }
+    if let Some(left) = left {
+        let _ = left.send(());
     }
 }
 

@@ -209,6 +209,8 @@ impl Member {
         GroupMember {
             events: self.into_stream(),
             offsets,
+            // Dropping the stream leaves at once.
+            left: Box::pin(std::future::ready(())),
         }
     }
 

@@ -35,6 +35,9 @@ const LEASE_PERSIST: Duration = Duration::from_millis(200);
 /// Wait before joining the group again after a failure.
 const REJOIN_AFTER: Duration = Duration::from_secs(1);
 
+/// Longest the engine waits for the log's watermarks.
+const WATERMARKS_WAIT: Duration = Duration::from_secs(2);
+
 /// Wait before storing the progress again after a failure.
 const PERSIST_RETRY: Duration = Duration::from_millis(500);
 
@@ -142,6 +145,8 @@ pub(super) struct Engine {
     dead_lettered_tx: mpsc::UnboundedSender<Slot>,
     dead_lettered_rx: mpsc::UnboundedReceiver<Slot>,
     dead_letter_tasks: TaskTracker,
+    /// Ends this engine's dead-lettering tasks.
+    dead_letters_cancel: CancellationToken,
     end_reason: Option<String>,
 }
 
@@ -156,6 +161,7 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     pub(super) fn new(config: EngineConfig, services: EngineServices, ledger: Ledger) -> Self {
         let (dead_lettered_tx, dead_lettered_rx) = mpsc::unbounded_channel();
+        let dead_letters_cancel = services.shutdown.child_token();
         let totals = ledger.totals();
         Self {
             config,
@@ -174,6 +180,7 @@ impl Engine {
             dead_lettered_tx,
             dead_lettered_rx,
             dead_letter_tasks: TaskTracker::new(),
+            dead_letters_cancel,
             end_reason: None,
         }
     }
@@ -216,7 +223,8 @@ impl Engine {
             self.ledger.next_wakeup(),
             self.join_at,
             self.persist_retry_at,
-            (self.ledger.is_dirty() && self.waiting.is_empty())
+            // While a failed write waits for its retry, only the retry.
+            (self.ledger.is_dirty() && self.waiting.is_empty() && self.persist_retry_at.is_none())
                 .then(|| self.last_persist + LEASE_PERSIST),
         ]
         .into_iter()
@@ -291,8 +299,13 @@ impl Engine {
 
     async fn on_event(&mut self, event: Option<Result<SubscriptionEvent, BusError>>) {
         match event {
-            None | Some(Err(BusError::UnknownTopic { .. })) => {
-                self.end_reason = Some(format!("topic {} was deleted", self.config.topic));
+            // A topic deleted through Acteon stops its subscriptions'
+            // engines; anything else (a broker that lost the topic for a
+            // while) is waited out.
+            None => {
+                tracing::warn!(subscription = %self.config.key, "the consumer's stream ended; joining again");
+                self.member = None;
+                self.join_at = Some(Instant::now() + REJOIN_AFTER);
             }
             Some(Err(error)) => {
                 tracing::warn!(subscription = %self.config.key, %error, "consumer failed; joining again");
@@ -334,16 +347,21 @@ impl Engine {
         }
     }
 
-    /// The oldest retained offset of every partition, if the log says.
+    /// The oldest retained offset of every partition, if the log says
+    /// within [`WATERMARKS_WAIT`].
     fn log_starts(&self) -> impl Future<Output = Option<BTreeMap<i32, i64>>> + Send + use<> {
         let bus = Arc::clone(&self.services.bus);
         let topic = self.config.topic.clone();
         let key = self.config.key.clone();
         async move {
-            match bus.watermarks(&topic).await {
-                Ok(marks) => Some(marks.iter().map(|m| (m.partition, m.start)).collect()),
-                Err(error) => {
+            match tokio::time::timeout(WATERMARKS_WAIT, bus.watermarks(&topic)).await {
+                Ok(Ok(marks)) => Some(marks.iter().map(|m| (m.partition, m.start)).collect()),
+                Ok(Err(error)) => {
                     tracing::warn!(subscription = %key, %error, "cannot read watermarks");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!(subscription = %key, "watermarks did not come in time");
                     None
                 }
             }
@@ -365,9 +383,6 @@ impl Engine {
             .await;
         match joined {
             Ok(member) => self.member = Some(member),
-            Err(BusError::UnknownTopic { .. }) => {
-                self.end_reason = Some(format!("topic {} was deleted", self.config.topic));
-            }
             Err(error) => {
                 tracing::warn!(subscription = %self.config.key, %error, "cannot join the group; retrying");
                 self.join_at = Some(Instant::now() + REJOIN_AFTER);
@@ -410,21 +425,24 @@ impl Engine {
     /// buffer; connections found closed are dropped on the way.
     fn connection_with_room(&mut self, now: Instant) -> Option<u64> {
         let after = self.last_served;
-        let order: Vec<u64> = self
+        let mut closed = None;
+        let chosen = self
             .connections
             .range(after + 1..)
             .chain(self.connections.range(..=after))
-            .map(|(&id, _)| id)
-            .collect();
-        for connection in order {
-            let pushes = &self.connections[&connection];
-            if pushes.is_closed() {
-                self.disconnect(connection, now);
-            } else if pushes.capacity() > 0 {
-                return Some(connection);
-            }
+            .find_map(|(&id, pushes)| {
+                if pushes.is_closed() {
+                    closed.get_or_insert(id);
+                    None
+                } else {
+                    (pushes.capacity() > 0).then_some(id)
+                }
+            });
+        if let Some(connection) = closed {
+            // Found on the way; the next round looks again.
+            self.disconnect(connection, now);
         }
-        None
+        chosen
     }
 
     fn announce_lost(&mut self) {
@@ -485,13 +503,14 @@ impl Engine {
         let services = self.services.clone();
         let config = self.config.clone();
         let done = self.dead_lettered_tx.clone();
+        let cancel = self.dead_letters_cancel.clone();
         self.dead_letter_tasks.spawn(async move {
             let original = job.message.message();
             let message = dead_letter_message(&config, &job, &original);
             let mut backoff = Duration::from_millis(100);
             loop {
                 let produced = tokio::select! {
-                    () = services.shutdown.cancelled() => return,
+                    () = cancel.cancelled() => return,
                     produced = services.bus.produce(&config.dead_letter_topic, message.clone()) => produced,
                 };
                 match produced {
@@ -499,7 +518,7 @@ impl Engine {
                     Err(error) => {
                         tracing::warn!(subscription = %config.key, %error, "dead-lettering failed; retrying");
                         tokio::select! {
-                            () = services.shutdown.cancelled() => return,
+                            () = cancel.cancelled() => return,
                             () = tokio::time::sleep(backoff) => {}
                         }
                         backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -533,6 +552,8 @@ impl Engine {
 
     /// Stores the last progress, commits, and ends the connections.
     async fn finish(&mut self) {
+        // Dead-letterings not done are redone from the stored progress.
+        self.dead_letters_cancel.cancel();
         self.dead_letter_tasks.close();
         let now = Instant::now();
         self.persist_retry_at = None;
@@ -546,8 +567,9 @@ impl Engine {
                 reason: reason.clone(),
             });
         }
-        // Dropping the member leaves the group, after a last commit.
-        self.member = None;
+        if let Some(member) = self.member.take() {
+            member.leave().await;
+        }
     }
 }
 

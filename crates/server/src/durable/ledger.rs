@@ -24,6 +24,8 @@ use acteon_core::BusMessage;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use super::progress::{PartitionProgress, Progress, Runs};
+
 /// How records with the same key are delivered.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -149,25 +151,6 @@ pub(super) enum Admission {
     NeedsLogStart,
 }
 
-/// One unsettled record in [`PartitionProgress`]: offset, attempts, and the
-/// reason of a dead-lettering under way.
-pub(super) type UnsettledEntry = (i64, u32, Option<String>);
-
-/// A partition's durable state.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct PartitionProgress {
-    pub committed: i64,
-    pub through: i64,
-    pub unsettled: Vec<UnsettledEntry>,
-}
-
-/// What a restart needs to redeliver exactly the unsettled records.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct Progress {
-    pub partitions: BTreeMap<i32, PartitionProgress>,
-    pub totals: Totals,
-}
-
 /// Live figures of one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct PartitionFigures {
@@ -263,16 +246,20 @@ impl Ledger {
             .partitions
             .into_iter()
             .map(|(partition, stored)| {
-                let ledger = PartitionLedger {
-                    next: stored.committed,
-                    through: stored.through.max(stored.committed),
-                    restored: stored
-                        .unsettled
-                        .into_iter()
-                        .map(|(offset, attempts, reason)| (offset, (attempts, reason)))
-                        .collect(),
-                    ..PartitionLedger::default()
-                };
+                let ledger =
+                    PartitionLedger {
+                        next: stored.committed,
+                        through: stored.through.max(stored.committed),
+                        restored: stored
+                            .unsettled
+                            .entries()
+                            .map(|(offset, attempts)| (offset, (attempts, None)))
+                            .chain(stored.dead_lettering.into_iter().map(
+                                |(offset, attempts, reason)| (offset, (attempts, Some(reason))),
+                            ))
+                            .collect(),
+                        ..PartitionLedger::default()
+                    };
                 (partition, ledger)
             })
             .collect();
@@ -332,9 +319,19 @@ impl Ledger {
             let Some(log_start) = log_start else {
                 return Admission::NeedsLogStart;
             };
-            let lost = ledger.lose_until(log_start.min(slot.offset));
+            let mut lost = ledger.lose_until(log_start.min(slot.offset));
+            // The rest of the gap holds no records (transaction markers,
+            // compaction); stored unsettled records in it are gone too.
+            let vanished: Vec<i64> = ledger
+                .restored
+                .range(..slot.offset)
+                .map(|(&o, _)| o)
+                .collect();
+            for offset in vanished {
+                ledger.restored.remove(&offset);
+                lost += 1;
+            }
             self.totals.lost += lost;
-            // The rest of the gap holds no records (transaction markers).
             ledger.next = slot.offset;
             self.dirty = true;
         }
@@ -405,6 +402,7 @@ impl Ledger {
             .expect("state of a tracked record");
         record.state = state;
         record.version = version;
+        self.compact_queues();
         match state {
             State::Ready => self.ready.push_back((slot, version)),
             State::Delayed(at) => self.delayed.push(Reverse((at, slot, version))),
@@ -412,6 +410,34 @@ impl Ledger {
                 self.deadlines.push(Reverse((deadline, slot, version)));
             }
             State::Blocked | State::DeadLettering => {}
+        }
+    }
+
+    /// Drops the queue entries of states that changed since, once they
+    /// outnumber the tracked records: settled leases would otherwise stay
+    /// in `deadlines` until their (up to an hour long) deadline.
+    fn compact_queues(&mut self) {
+        let bound = 2 * self.tracked + 1024;
+        if self.deadlines.len() > bound {
+            let heap = std::mem::take(&mut self.deadlines);
+            self.deadlines = heap
+                .into_iter()
+                .filter(|Reverse((_, slot, version))| self.is_current(*slot, *version))
+                .collect();
+        }
+        if self.delayed.len() > bound {
+            let heap = std::mem::take(&mut self.delayed);
+            self.delayed = heap
+                .into_iter()
+                .filter(|Reverse((_, slot, version))| self.is_current(*slot, *version))
+                .collect();
+        }
+        if self.ready.len() > bound {
+            let queue = std::mem::take(&mut self.ready);
+            self.ready = queue
+                .into_iter()
+                .filter(|&(slot, version)| self.is_current(slot, version))
+                .collect();
         }
     }
 
@@ -752,17 +778,31 @@ impl Ledger {
                 let tracked = ledger
                     .records
                     .range(..through)
-                    .map(|(&offset, r)| (offset, r.attempts, r.dead_letter_reason.clone()));
+                    .map(|(&offset, r)| (offset, r.attempts, r.dead_letter_reason.as_ref()));
                 let restored = ledger
                     .restored
                     .iter()
-                    .map(|(&offset, (attempts, reason))| (offset, *attempts, reason.clone()));
-                let mut unsettled: Vec<UnsettledEntry> = tracked.chain(restored).collect();
+                    .map(|(&offset, (attempts, reason))| (offset, *attempts, reason.as_ref()));
+                let mut unsettled: Vec<(i64, u32, Option<&String>)> =
+                    tracked.chain(restored).collect();
                 unsettled.sort_unstable_by_key(|entry| entry.0);
+                let dead_lettering = unsettled
+                    .iter()
+                    .filter_map(|&(offset, attempts, reason)| {
+                        Some((offset, attempts, reason?.clone()))
+                    })
+                    .collect();
+                let unsettled = Runs::collect(
+                    unsettled
+                        .iter()
+                        .filter(|entry| entry.2.is_none())
+                        .map(|&(offset, attempts, _)| (offset, attempts)),
+                );
                 let progress = PartitionProgress {
                     committed,
                     through,
                     unsettled,
+                    dead_lettering,
                 };
                 (partition, progress)
             })
@@ -952,6 +992,32 @@ mod tests {
     }
 
     #[test]
+    fn settled_leases_do_not_pile_up_in_the_deadline_queue() {
+        let now = Instant::now();
+        let mut ledger = Ledger::new(
+            Settings {
+                ack_deadline: Duration::from_secs(3600),
+                ..settings()
+            },
+            Progress::default(),
+        );
+        for offset in 0..20_000 {
+            admit_all(&mut ledger, [record(0, offset, None)]);
+            let lease = ledger.lease(1, now).unwrap();
+            ledger
+                .settle(lease.delivery, Settlement::Extend, now)
+                .unwrap();
+            ledger.settle(lease.delivery, Settlement::Ack, now).unwrap();
+        }
+        assert!(
+            ledger.deadlines.len() <= 1024 + 2,
+            "{}",
+            ledger.deadlines.len()
+        );
+        assert!(ledger.ready.len() <= 1024 + 2);
+    }
+
+    #[test]
     fn a_dropped_connection_hands_its_leases_on_at_once() {
         let now = Instant::now();
         let mut ledger = Ledger::new(settings(), Progress::default());
@@ -1012,7 +1078,8 @@ mod tests {
             PartitionProgress {
                 committed: 1,
                 through: 4,
-                unsettled: vec![(1, 1, None), (3, 1, None)],
+                unsettled: Runs::collect([(1, 1), (3, 1)]),
+                dead_lettering: Vec::new(),
             }
         );
 

@@ -11,6 +11,7 @@
 mod delivery_id;
 mod engine;
 mod ledger;
+mod progress;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
@@ -33,7 +34,8 @@ pub use self::engine::{EngineServices, Push};
 pub use self::ledger::HeldRecord;
 pub use self::ledger::Ordering;
 pub use self::ledger::Settlement;
-use self::ledger::{Ledger, PartitionProgress, Progress, Settings};
+use self::ledger::{Ledger, Settings};
+use self::progress::{PartitionProgress, Progress};
 use crate::error::ServiceError;
 use crate::state::{KeyKind, StateStore};
 use crate::topics::TopicRegistry;
@@ -429,6 +431,18 @@ impl DurableSubscriptions {
                 subscription.tenant
             )));
         }
+        // A subscription stored but not running (unreadable at start, or
+        // a delete that failed half way) keeps its group and progress.
+        if self
+            .state()
+            .get(KeyKind::DurableSubscription, &key)
+            .await?
+            .is_some()
+        {
+            return Err(ServiceError::SubscriptionExists {
+                id: subscription.id,
+            });
+        }
         let bus = &self.inner.services.bus;
         let marks = bus.watermarks(&topic).await?;
         if self
@@ -437,8 +451,15 @@ impl DurableSubscriptions {
             .require_registered(&dead_letter_topic)
             .is_err()
         {
-            let partitions = marks.len().max(1) as u32;
-            let dead_letters = Topic::new(dead_letter_topic.clone(), partitions, 1, None)?;
+            // Shaped like its topic, replication included.
+            let source = self.inner.topics.list(&Scope::topic(&topic)).await?;
+            let (partitions, replication) = source
+                .first()
+                .map_or((marks.len().max(1) as u32, 1), |record| {
+                    (record.topic.partitions(), record.topic.replication_factor())
+                });
+            let dead_letters =
+                Topic::new(dead_letter_topic.clone(), partitions, replication, None)?;
             match self.inner.topics.create(dead_letters).await {
                 Ok(_) | Err(ServiceError::TopicExists { .. }) => {}
                 Err(error) => return Err(error),
@@ -467,7 +488,8 @@ impl DurableSubscriptions {
                     let progress = PartitionProgress {
                         committed: offset,
                         through: offset,
-                        unsettled: Vec::new(),
+                        unsettled: Default::default(),
+                        dead_lettering: Vec::new(),
                     };
                     (partition, progress)
                 })
@@ -517,16 +539,6 @@ impl DurableSubscriptions {
             .get(&key(namespace, tenant, id))
             .map(|r| (Arc::clone(&r.subscription), r.commands.clone()))
             .ok_or_else(|| ServiceError::SubscriptionNotFound { id: id.to_owned() })
-    }
-
-    /// The subscription, for grant checks.
-    pub fn get(
-        &self,
-        namespace: &str,
-        tenant: &str,
-        id: &str,
-    ) -> Result<Arc<Subscription>, ServiceError> {
-        Ok(self.find(namespace, tenant, id)?.0)
     }
 
     /// The definition and its live figures.
@@ -713,19 +725,17 @@ impl DurableSubscriptions {
         let (_, commands) = self.find(namespace, tenant, id)?;
         let (reply, answer) = oneshot::channel();
         let unavailable = || ServiceError::SubscriptionUnavailable { id: id.to_owned() };
-        commands
-            .send(Command::Settle {
-                settlement,
-                ids: parsed,
-                reply,
-            })
-            .await
-            .map_err(|_| unavailable())?;
+        let settle = Command::Settle {
+            settlement,
+            ids: parsed,
+            reply,
+        };
         let timeout = Duration::from_millis(self.inner.config.settle_timeout_ms);
-        let results = tokio::time::timeout(timeout, answer)
-            .await
-            .map_err(|_| unavailable())?
-            .map_err(|_| unavailable())?;
+        let answered = tokio::time::timeout(timeout, async move {
+            commands.send(settle).await.ok()?;
+            answer.await.ok()
+        });
+        let results = answered.await.ok().flatten().ok_or_else(unavailable)?;
         let mut settled = Settled::default();
         for (text, ok) in ids.into_iter().zip(results) {
             if ok {
