@@ -302,8 +302,11 @@ async fn send_batches(
             let ids: Vec<String> = queued.iter().map(|q| q.id.clone()).collect();
             match client.settle(&subscription, &settlement, &ids).await {
                 Ok(answer) => {
+                    // Usually empty: what is not stale was settled.
+                    let stale: std::collections::HashSet<&str> =
+                        answer.stale.iter().map(String::as_str).collect();
                     for q in queued {
-                        let settled = answer.settled.contains(&q.id);
+                        let settled = !stale.contains(q.id.as_str());
                         let _ = q.reply.send(Ok(settled));
                     }
                 }

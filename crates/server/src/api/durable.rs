@@ -10,6 +10,7 @@
 //! deleted or the server stops).
 
 use std::convert::Infallible;
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use acteon_core::Scope;
@@ -18,6 +19,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::{get, post};
+use chrono::SecondsFormat;
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
@@ -130,9 +132,15 @@ fn to_sse(push: Push) -> Event {
             deadline,
         } => {
             // The held JSON object, with `delivery` added before its end.
-            let delivery = json!({ "id": id, "attempt": attempt, "deadline": deadline });
+            // Delivery ids and RFC 3339 times need no escaping.
             let object = record.json.strip_suffix('}').unwrap_or("{");
-            let data = format!("{object},\"delivery\":{delivery}}}");
+            let deadline = deadline.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+            let mut data = String::with_capacity(object.len() + 40 + id.len() + deadline.len());
+            data.push_str(object);
+            let _ = write!(
+                data,
+                r#","delivery":{{"id":"{id}","attempt":{attempt},"deadline":"{deadline}"}}}}"#
+            );
             sse.event("bus.message").id(id).data(data)
         }
         Push::Lost { records } => json(sse.event("bus.lost"), json!({ "records": records })),

@@ -25,14 +25,17 @@ pub(super) struct DeliveryId {
 #[error("{0:?} is not a delivery id")]
 pub struct MalformedDeliveryId(pub String);
 
+impl DeliveryId {
+    /// The id of `delivery` of a subscription of `generation`.
+    pub(super) fn format(generation: &str, delivery: DeliveryRef) -> String {
+        let DeliveryRef { slot, attempt } = delivery;
+        format!("{generation}-{}-{}-{attempt}", slot.partition, slot.offset)
+    }
+}
+
 impl fmt::Display for DeliveryId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let DeliveryRef { slot, attempt } = self.delivery;
-        write!(
-            f,
-            "{}-{}-{}-{attempt}",
-            self.generation, slot.partition, slot.offset
-        )
+        f.write_str(&Self::format(&self.generation, self.delivery))
     }
 }
 

@@ -3,17 +3,19 @@
 //! number of connections), its [`Ledger`], and its connections.
 //!
 //! Each turn of the loop waits for one thing (a command, a record, a timer,
-//! a finished dead-lettering), then takes every other command already
-//! queued, so that the settlements of many requests share one write of the
-//! progress: a settlement is answered only once the state that reflects it
-//! is stored, and the group commit follows the store. Leases alone (which
-//! only raise attempt counts) are stored at most every [`LEASE_PERSIST`].
+//! a finished dead-lettering or progress write), then takes every other
+//! command already queued. A settlement is answered only once the state
+//! that reflects it is stored, and the group commit follows the store. One
+//! progress write is in flight at a time, beside the loop, which goes on
+//! leasing meanwhile; the settlements that arrive during a write share the
+//! next one. Leases alone (which only raise attempt counts) are stored at
+//! most every [`LEASE_PERSIST`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use acteon_bus::{BusBackend, BusError, GroupId, GroupMember, SubscriptionEvent};
+use acteon_bus::{BusBackend, BusError, GroupId, GroupMember, PartitionOffsets, SubscriptionEvent};
 use acteon_core::{BusMessage, OutgoingMessage, StartPosition, TopicName};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -27,7 +29,7 @@ use super::ledger::{
     Admission, DeadLetter, HeldRecord, Ledger, PartitionFigures, Settlement, Slot, Totals,
 };
 use crate::pipeline::{AuditLog, AuditRecord, Outcome};
-use crate::state::{KeyKind, StateStore};
+use crate::state::{KeyKind, StateError, StateStore};
 
 /// Longest a lease's raised attempt count waits to be stored.
 const LEASE_PERSIST: Duration = Duration::from_millis(200);
@@ -111,8 +113,17 @@ enum Wake {
     Command(Option<Command>),
     Event(Option<Result<SubscriptionEvent, BusError>>),
     DeadLettered(Slot),
+    Written(Result<(), StateError>),
     Timer,
     Cancelled,
+}
+
+/// The progress write in flight, and what waits for it.
+struct Write {
+    done: oneshot::Receiver<Result<(), StateError>>,
+    /// The settled prefix the written progress has.
+    committed: PartitionOffsets,
+    replies: Vec<(oneshot::Sender<Vec<bool>>, Vec<bool>)>,
 }
 
 /// Shared services an engine uses.
@@ -139,6 +150,7 @@ pub(super) struct Engine {
     /// Notified when a connection takes a push from its buffer.
     room: Arc<Notify>,
     waiting: Vec<(oneshot::Sender<Vec<bool>>, Vec<bool>)>,
+    writing: Option<Write>,
     last_persist: Instant,
     persist_retry_at: Option<Instant>,
     announced_lost: u64,
@@ -174,6 +186,7 @@ impl Engine {
             connections_full: false,
             room: Arc::new(Notify::new()),
             waiting: Vec::new(),
+            writing: None,
             last_persist: Instant::now(),
             persist_retry_at: None,
             announced_lost: totals.lost,
@@ -197,13 +210,14 @@ impl Engine {
             }
             self.dispatch(now);
             self.announce_lost();
-            self.persist_if_due(now).await;
+            self.persist_if_due(now);
             match self.wait(&mut commands).await {
                 Wake::Cancelled => break,
                 Wake::Command(None) => break,
                 Wake::Command(Some(command)) => self.handle(command),
                 Wake::Event(event) => self.on_event(event).await,
                 Wake::DeadLettered(slot) => self.ledger.dead_lettered(slot),
+                Wake::Written(result) => self.written(result),
                 Wake::Timer => {}
             }
             // Whatever else is queued joins this turn's write.
@@ -222,10 +236,11 @@ impl Engine {
         let timer = [
             self.ledger.next_wakeup(),
             self.join_at,
-            self.persist_retry_at,
-            // While a failed write waits for its retry, only the retry.
-            (self.ledger.is_dirty() && self.waiting.is_empty() && self.persist_retry_at.is_none())
-                .then(|| self.last_persist + LEASE_PERSIST),
+            // The next write, once the one in flight is done.
+            self.writing
+                .is_none()
+                .then(|| self.next_persist())
+                .flatten(),
         ]
         .into_iter()
         .flatten()
@@ -238,6 +253,7 @@ impl Engine {
             command = commands.recv() => Wake::Command(command),
             event = next_event(member), if reading => Wake::Event(event),
             Some(slot) = self.dead_lettered_rx.recv() => Wake::DeadLettered(slot),
+            written = write_done(&mut self.writing) => Wake::Written(written),
             () = sleep_until(timer) => Wake::Timer,
         }
     }
@@ -393,22 +409,19 @@ impl Engine {
     /// Leases ready records to connections with room, round-robin.
     fn dispatch(&mut self, now: Instant) {
         self.connections_full = false;
+        // Every lease of one pass gets the same deadline.
+        let deadline = Utc::now() + self.ledger.ack_deadline();
         while self.ledger.has_ready() {
             let Some(connection) = self.connection_with_room(now) else {
                 self.connections_full = !self.connections.is_empty();
                 return;
             };
             let lease = self.ledger.lease(connection, now).expect("a ready record");
-            let id = DeliveryId {
-                generation: self.config.generation.clone(),
-                delivery: lease.delivery,
-            };
-            let left = lease.deadline.saturating_duration_since(now);
             let push = Push::Delivery {
                 record: lease.message,
-                id: id.to_string(),
+                id: DeliveryId::format(&self.config.generation, lease.delivery),
                 attempt: lease.delivery.attempt,
-                deadline: Utc::now() + left,
+                deadline,
             };
             let sent = self
                 .connections
@@ -458,42 +471,92 @@ impl Engine {
         }
     }
 
-    async fn persist_if_due(&mut self, now: Instant) {
-        if self.persist_retry_at.is_some_and(|at| at > now) {
-            return;
-        }
-        let due = !self.waiting.is_empty()
-            || (self.ledger.is_dirty() && now >= self.last_persist + LEASE_PERSIST);
-        if due {
-            self.persist(now).await;
+    fn persist_if_due(&mut self, now: Instant) {
+        if self.writing.is_none() && self.next_persist().is_some_and(|at| at <= now) {
+            self.start_write(now);
         }
     }
 
-    /// Stores the progress, commits the settled prefix to the group, and
-    /// answers the settlements waiting for it.
-    async fn persist(&mut self, now: Instant) {
+    /// When the progress is to be written next: at once for waiting
+    /// settlements, within [`LEASE_PERSIST`] for leases alone; not while a
+    /// failed write waits for its retry.
+    fn next_persist(&self) -> Option<Instant> {
+        if let Some(retry) = self.persist_retry_at {
+            return Some(retry);
+        }
+        if !self.waiting.is_empty() {
+            // At once: any instant already past.
+            return Some(self.last_persist);
+        }
+        self.ledger
+            .is_dirty()
+            .then_some(self.last_persist + LEASE_PERSIST)
+    }
+
+    /// Starts writing the progress; the waiting settlements are answered
+    /// when it is stored ([`Engine::written`]).
+    fn start_write(&mut self, now: Instant) {
+        self.persist_retry_at = None;
+        self.last_persist = now;
+        let replies = std::mem::take(&mut self.waiting);
+        let committed = self.ledger.committed();
+        let (done_tx, done) = oneshot::channel();
         if self.ledger.is_dirty() {
             let progress = self.ledger.take_progress();
             let value = serde_json::to_value(&progress).expect("progress serialises");
-            let stored = self
-                .services
-                .state
-                .put(KeyKind::DurableProgress, &self.config.key, &value)
-                .await;
-            if let Err(error) = stored {
+            let state = Arc::clone(&self.services.state);
+            let key = self.config.key.clone();
+            tokio::spawn(async move {
+                let stored = state.put(KeyKind::DurableProgress, &key, &value).await;
+                let _ = done_tx.send(stored);
+            });
+        } else {
+            // Only stale ids: nothing to write, answered on the next turn.
+            let _ = done_tx.send(Ok(()));
+        }
+        self.writing = Some(Write {
+            done,
+            committed,
+            replies,
+        });
+    }
+
+    /// A write finished: commit its prefix and answer its settlements, or
+    /// keep them for the retry.
+    fn written(&mut self, result: Result<(), StateError>) {
+        let Some(write) = self.writing.take() else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                if let Some(member) = &self.member {
+                    member.offsets.commit(&write.committed);
+                }
+                for (reply, results) in write.replies {
+                    let _ = reply.send(results);
+                }
+            }
+            Err(error) => {
                 tracing::warn!(subscription = %self.config.key, %error, "cannot store progress; retrying");
                 self.ledger.mark_dirty();
-                self.persist_retry_at = Some(now + PERSIST_RETRY);
-                return;
-            }
-            self.persist_retry_at = None;
-            self.last_persist = now;
-            if let Some(member) = &self.member {
-                member.offsets.commit(&self.ledger.committed());
+                self.persist_retry_at = Some(Instant::now() + PERSIST_RETRY);
+                let mut replies = write.replies;
+                replies.append(&mut self.waiting);
+                self.waiting = replies;
             }
         }
-        for (reply, results) in self.waiting.drain(..) {
-            let _ = reply.send(results);
+    }
+
+    /// Finishes the write in flight, then writes what changed since.
+    async fn persist_now(&mut self) {
+        if self.writing.is_some() {
+            let result = write_done(&mut self.writing).await;
+            self.written(result);
+        }
+        if self.ledger.is_dirty() || !self.waiting.is_empty() {
+            self.start_write(Instant::now());
+            let result = write_done(&mut self.writing).await;
+            self.written(result);
         }
     }
 
@@ -555,9 +618,7 @@ impl Engine {
         // Dead-letterings not done are redone from the stored progress.
         self.dead_letters_cancel.cancel();
         self.dead_letter_tasks.close();
-        let now = Instant::now();
-        self.persist_retry_at = None;
-        self.persist(now).await;
+        self.persist_now().await;
         let reason = self
             .end_reason
             .clone()
@@ -592,6 +653,22 @@ fn dead_letter_message(
         key: original.key.clone(),
         payload: original.payload.clone(),
         headers,
+    }
+}
+
+/// Resolves when the write in flight is done; never without one.
+async fn write_done(writing: &mut Option<Write>) -> Result<(), StateError> {
+    match writing {
+        // A dropped sender means the write task panicked: not stored.
+        Some(write) => (&mut write.done).await.unwrap_or_else(|_| {
+            Err(StateError::Storage {
+                operation: "put",
+                kind: KeyKind::DurableProgress,
+                id: String::new(),
+                source: "the write task ended".into(),
+            })
+        }),
+        None => std::future::pending().await,
     }
 }
 

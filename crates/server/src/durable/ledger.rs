@@ -113,7 +113,6 @@ impl HeldRecord {
 pub(super) struct Lease {
     pub delivery: DeliveryRef,
     pub message: Arc<HeldRecord>,
-    pub deadline: Instant,
 }
 
 /// A record to produce to the dead-letter topic; settled once that is done
@@ -275,6 +274,10 @@ impl Ledger {
             totals: progress.totals,
             dirty: false,
         }
+    }
+
+    pub(super) fn ack_deadline(&self) -> Duration {
+        self.settings.ack_deadline
     }
 
     /// Records read and not settled.
@@ -496,7 +499,6 @@ impl Ledger {
         Some(Lease {
             delivery: DeliveryRef { slot, attempt },
             message,
-            deadline,
         })
     }
 
@@ -785,7 +787,9 @@ impl Ledger {
                     .map(|(&offset, (attempts, reason))| (offset, *attempts, reason.as_ref()));
                 let mut unsettled: Vec<(i64, u32, Option<&String>)> =
                     tracked.chain(restored).collect();
-                unsettled.sort_unstable_by_key(|entry| entry.0);
+                if !ledger.restored.is_empty() {
+                    unsettled.sort_unstable_by_key(|entry| entry.0);
+                }
                 let dead_lettering = unsettled
                     .iter()
                     .filter_map(|&(offset, attempts, reason)| {
