@@ -18,7 +18,7 @@ use std::time::Duration;
 use acteon_bus::{BusBackend, BusError, GroupId, GroupMember, PartitionOffsets, SubscriptionEvent};
 use acteon_core::{BusMessage, OutgoingMessage, StartPosition, TopicName};
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +36,9 @@ const LEASE_PERSIST: Duration = Duration::from_millis(200);
 
 /// Wait before joining the group again after a failure.
 const REJOIN_AFTER: Duration = Duration::from_secs(1);
+
+/// Records taken from the member per turn of the loop, at most.
+const READ_AT_ONCE: usize = 256;
 
 /// Longest the engine waits for the log's watermarks.
 const WATERMARKS_WAIT: Duration = Duration::from_secs(2);
@@ -215,7 +218,10 @@ impl Engine {
                 Wake::Cancelled => break,
                 Wake::Command(None) => break,
                 Wake::Command(Some(command)) => self.handle(command),
-                Wake::Event(event) => self.on_event(event).await,
+                Wake::Event(event) => {
+                    self.on_event(event).await;
+                    self.read_ready().await;
+                }
                 Wake::DeadLettered(slot) => self.ledger.dead_lettered(slot),
                 Wake::Written(result) => self.written(result),
                 Wake::Timer => {}
@@ -309,6 +315,24 @@ impl Engine {
         if self.connections.remove(&connection).is_some() {
             for job in self.ledger.disconnect(connection, now) {
                 self.dead_letter(job);
+            }
+        }
+    }
+
+    /// Takes the records the member has ready without waiting, up to
+    /// [`READ_AT_ONCE`] or the tracking bound: one turn of the loop per
+    /// batch rather than per record.
+    async fn read_ready(&mut self) {
+        for _ in 0..READ_AT_ONCE {
+            if self.ledger.tracked() >= self.config.max_tracked {
+                return;
+            }
+            let Some(member) = self.member.as_mut() else {
+                return;
+            };
+            match member.events.next().now_or_never() {
+                Some(event) => self.on_event(event).await,
+                None => return,
             }
         }
     }
