@@ -114,6 +114,11 @@ pub trait BusBackend: Send + Sync + fmt::Debug {
     /// A short name for logs and readiness reports ("kafka", "memory").
     fn kind(&self) -> &'static str;
 
+    /// Whether topics' records outlive this process (Kafka), or go with it
+    /// (the in-memory backend): positions stored elsewhere only mean
+    /// something in the first case.
+    fn keeps_records(&self) -> bool;
+
     /// Creates the topic. Creating a topic that already exists with the same
     /// partition count succeeds; a different count is
     /// [`BusError::TopicConflict`].

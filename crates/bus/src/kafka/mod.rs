@@ -146,6 +146,10 @@ impl BusBackend for KafkaBackend {
         "kafka"
     }
 
+    fn keeps_records(&self) -> bool {
+        true
+    }
+
     async fn create_topic(&self, topic: &Topic) -> Result<(), BusError> {
         let kafka_name = topic.kafka_topic_name();
         let retention = topic.retention_ms().map(|ms| ms.to_string());

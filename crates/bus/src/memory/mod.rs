@@ -75,6 +75,10 @@ impl BusBackend for MemoryBackend {
         "memory"
     }
 
+    fn keeps_records(&self) -> bool {
+        false
+    }
+
     async fn create_topic(&self, topic: &Topic) -> Result<(), BusError> {
         let mut topics = self.topics.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(existing) = topics.get(topic.name()) {

@@ -275,8 +275,19 @@ impl DurableSubscriptions {
 
     /// Starts the engines of the stored subscriptions.
     pub async fn restore(&self) -> Result<(), ServiceError> {
+        let keeps_records = self.inner.services.bus.keeps_records();
         for subscription in self.stored().await? {
-            let progress = self.stored_progress(&subscription.key()).await?;
+            let key = subscription.key();
+            let mut progress = self.stored_progress(&key).await?;
+            if !keeps_records {
+                // The records went with the last process; their offsets
+                // start again at 0 and must not be taken as settled.
+                progress = progress.for_a_new_log();
+                let row = serde_json::to_value(&progress).expect("progress serialises");
+                self.state()
+                    .put(KeyKind::DurableProgress, &key, &row)
+                    .await?;
+            }
             self.start_engine(subscription, progress);
         }
         Ok(())

@@ -36,6 +36,24 @@ pub(super) struct Progress {
     pub totals: Totals,
 }
 
+impl Progress {
+    /// The progress on a log that starts afresh (the in-memory backend
+    /// after a restart): no positions; what was unsettled is lost.
+    pub(super) fn for_a_new_log(self) -> Self {
+        let unsettled: usize = self
+            .partitions
+            .values()
+            .map(|p| p.unsettled.entries().count() + p.dead_lettering.len())
+            .sum();
+        let mut totals = self.totals;
+        totals.lost += unsettled as u64;
+        Self {
+            partitions: BTreeMap::new(),
+            totals,
+        }
+    }
+}
+
 /// Offsets with their attempt counts, as runs of consecutive offsets that
 /// share a count: `(first, last, attempts)`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

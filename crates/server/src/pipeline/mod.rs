@@ -227,6 +227,9 @@ mod tests {
         fn kind(&self) -> &'static str {
             "gated"
         }
+        fn keeps_records(&self) -> bool {
+            self.inner.keeps_records()
+        }
         async fn create_topic(&self, topic: &Topic) -> Result<(), BusError> {
             self.inner.create_topic(topic).await
         }
