@@ -15,7 +15,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use acteon_bus::{BusBackend, BusError, GroupId, GroupMember, PartitionOffsets, SubscriptionEvent};
+use acteon_bus::{
+    BusBackend, BusError, GroupId, GroupMember, PartitionOffsets, SubscriptionEvent, Watermarks,
+};
 use acteon_core::{BusMessage, OutgoingMessage, StartPosition, TopicName};
 use chrono::{DateTime, Utc};
 use futures::{FutureExt, StreamExt};
@@ -356,11 +358,12 @@ impl Engine {
                 if partitions.is_empty() {
                     return;
                 }
-                // Records retention removed while the subscription was away.
-                if let Some(starts) = self.log_starts().await {
-                    for (partition, start) in starts {
-                        if partitions.contains(&partition) {
-                            self.ledger.log_starts_at(partition, start);
+                // Records retention removed while the subscription was
+                // away, or a log that is not the one the progress is of.
+                if let Some(marks) = self.watermarks().await {
+                    for mark in marks.values() {
+                        if partitions.contains(&mark.partition) {
+                            self.ledger.log_spans(mark.partition, mark.start, mark.end);
                         }
                     }
                 }
@@ -369,9 +372,9 @@ impl Engine {
                 let admitted = match self.ledger.admit(&message, None) {
                     Admission::NeedsLogStart => {
                         let start = self
-                            .log_starts()
+                            .watermarks()
                             .await
-                            .and_then(|starts| starts.get(&message.partition).copied())
+                            .and_then(|marks| marks.get(&message.partition).map(|m| m.start))
                             // Unknown: count nothing as lost.
                             .unwrap_or(i64::MIN);
                         self.ledger.admit(&message, Some(start))
@@ -387,15 +390,15 @@ impl Engine {
         }
     }
 
-    /// The oldest retained offset of every partition, if the log says
+    /// The watermarks of every partition, by partition, if the log says
     /// within [`WATERMARKS_WAIT`].
-    fn log_starts(&self) -> impl Future<Output = Option<BTreeMap<i32, i64>>> + Send + use<> {
+    fn watermarks(&self) -> impl Future<Output = Option<BTreeMap<i32, Watermarks>>> + Send + use<> {
         let bus = Arc::clone(&self.services.bus);
         let topic = self.config.topic.clone();
         let key = self.config.key.clone();
         async move {
             match tokio::time::timeout(WATERMARKS_WAIT, bus.watermarks(&topic)).await {
-                Ok(Ok(marks)) => Some(marks.iter().map(|m| (m.partition, m.start)).collect()),
+                Ok(Ok(marks)) => Some(marks.into_iter().map(|m| (m.partition, m)).collect()),
                 Ok(Err(error)) => {
                     tracing::warn!(subscription = %key, %error, "cannot read watermarks");
                     None

@@ -381,13 +381,29 @@ impl Ledger {
         Admission::Tracked(dead_letter)
     }
 
-    /// The log of `partition` starts at `log_start` now: unsettled records
-    /// before it are lost. Returns how many.
-    pub(super) fn log_starts_at(&mut self, partition: i32, log_start: i64) -> u64 {
+    /// The log of `partition` holds `[start, end)` now: unsettled records
+    /// before `start` are lost. A log that ends before what was delivered
+    /// of it, read nothing from yet, is another log than the progress is of (a
+    /// topic deleted and created again behind Acteon's back): the
+    /// partition starts afresh on it, its stored unsettled records lost.
+    /// Returns how many were lost.
+    pub(super) fn log_spans(&mut self, partition: i32, start: i64, end: i64) -> u64 {
         let Some(ledger) = self.partitions.get_mut(&partition) else {
             return 0;
         };
-        let lost = ledger.lose_until(log_start);
+        let read_up_to = ledger.next.max(ledger.through);
+        let lost = if end < read_up_to && ledger.records.is_empty() {
+            let lost = ledger.restored.len() as u64;
+            *ledger = PartitionLedger {
+                next: start,
+                through: start,
+                ..PartitionLedger::default()
+            };
+            self.dirty = true;
+            lost
+        } else {
+            ledger.lose_until(start)
+        };
         if lost > 0 {
             self.totals.lost += lost;
             self.dirty = true;
@@ -1169,6 +1185,27 @@ mod tests {
             restarted.settle(lease.delivery, Settlement::Ack, now),
             Err(Stale)
         ));
+    }
+
+    #[test]
+    fn a_log_shorter_than_the_stored_position_is_read_afresh() {
+        let now = Instant::now();
+        let mut ledger = Ledger::new(settings(), Progress::default());
+        admit_all(&mut ledger, (0..5).map(|o| record(0, o, None)));
+        let leases = lease_all(&mut ledger, 1, now);
+        ledger
+            .settle(leases[0].delivery, Settlement::Ack, now)
+            .unwrap();
+        let mut restarted = Ledger::new(settings(), ledger.take_progress());
+        // The topic was made again: it holds two records, from offset 0.
+        assert_eq!(restarted.log_spans(0, 0, 2), 4);
+        admit_all(&mut restarted, (0..2).map(|o| record(0, o, None)));
+        assert_eq!(offsets(&lease_all(&mut restarted, 1, now)), vec![0, 1]);
+        // A log that only moved its start keeps the progress.
+        let mut ledger = Ledger::new(settings(), Progress::default());
+        admit_all(&mut ledger, (0..3).map(|o| record(0, o, None)));
+        let mut restarted = Ledger::new(settings(), ledger.take_progress());
+        assert_eq!(restarted.log_spans(0, 0, 10), 0);
     }
 
     #[test]
