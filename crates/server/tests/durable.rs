@@ -2,6 +2,7 @@
 //! driven through `acteon-client`: the conformance cases of at-least-once
 //! delivery, and bad input on every route.
 
+#[macro_use]
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,29 +18,6 @@ use common::{Backend, TestServer};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::time::{Instant, timeout};
-
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Backend::Memory).await;
-                }
-            )*
-        }
-        mod kafka {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    if let Some(backend) = super::Backend::kafka(stringify!($case)) {
-                        super::$case(backend).await;
-                    }
-                }
-            )*
-        }
-    };
-}
 
 on_both_backends!(
     every_route_answers_bad_input_with_a_clear_error,

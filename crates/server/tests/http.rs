@@ -1,5 +1,6 @@
 //! The HTTP API against the real server binary, on both backends.
 
+#[macro_use]
 mod common;
 
 use std::time::Duration;
@@ -7,30 +8,6 @@ use std::time::Duration;
 use acteon_bus::conformance::{DEADLINE, collect, wait_for_settled_group};
 use common::{Backend, TestServer};
 use serde_json::json;
-
-/// Generates one test per case and backend; Kafka cases skip without a broker.
-macro_rules! on_both_backends {
-    ($($case:ident),* $(,)?) => {
-        mod memory {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    super::$case(super::Backend::Memory).await;
-                }
-            )*
-        }
-        mod kafka {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $case() {
-                    if let Some(backend) = super::Backend::kafka(stringify!($case)) {
-                        super::$case(backend).await;
-                    }
-                }
-            )*
-        }
-    };
-}
 
 on_both_backends!(
     topic_crud_follows_the_contract,

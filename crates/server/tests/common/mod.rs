@@ -1,9 +1,35 @@
 //! Black-box harness: the real `acteon-server` binary on a free loopback
 //! port, driven over HTTP, on either backend.
 
-#![allow(dead_code, unreachable_pub)]
+#![allow(dead_code, unreachable_pub, unused_macros)]
 
 pub mod broker;
+
+/// Generates one test per case and backend; Kafka cases skip without a
+/// broker. Each case is `async fn case(backend: Backend)` in the calling
+/// file, which has `Backend` in scope.
+macro_rules! on_both_backends {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Backend::Memory).await;
+                }
+            )*
+        }
+        mod kafka {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    if let Some(backend) = super::Backend::kafka(stringify!($case)) {
+                        super::$case(backend).await;
+                    }
+                }
+            )*
+        }
+    };
+}
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
