@@ -149,6 +149,17 @@ pub trait BusBackend: Send + Sync + fmt::Debug {
         start: StartPosition,
     ) -> Result<EventStream, BusError>;
 
+    /// Reads `topic` in no group: every stream gets every record, each
+    /// partition from `start`. The stream first yields `Assigned` with
+    /// every partition; every record produced after that reaches it. A
+    /// stream too slow for what arrives is told with `Lagged` how many
+    /// records of a partition it missed; it never holds back the others.
+    async fn broadcast(
+        &self,
+        topic: &TopicName,
+        start: StartPosition,
+    ) -> Result<EventStream, BusError>;
+
     /// Joins `group` as [`BusBackend::subscribe`] does, but commits nothing
     /// by itself: the member commits through [`GroupMember::offsets`].
     /// After a rebalance a member may be handed records again from the

@@ -84,6 +84,10 @@ macro_rules! conformance_tests {
             watermarks_span_each_partition,
             unknown_topic_is_a_clear_error,
             deleting_a_topic_ends_its_subscriptions,
+            broadcast_streams_each_see_every_record,
+            broadcast_from_earliest_replays_then_follows,
+            a_slow_broadcast_stream_holds_back_no_other,
+            deleting_a_topic_ends_its_broadcast_streams,
         );
     };
     (@cases $test:ident => $backend:expr; $($case:ident),* $(,)?) => {
@@ -182,6 +186,25 @@ impl std::fmt::Debug for Reader {
 }
 
 impl Reader {
+    /// A broadcast stream, past its assignment.
+    pub async fn broadcast(backend: &dyn BusBackend, topic: &Topic, start: StartPosition) -> Self {
+        let mut reader: Self = backend
+            .broadcast(topic.name(), start)
+            .await
+            .expect("broadcast")
+            .into();
+        match reader.next_event(DEADLINE).await {
+            Some(Ok(SubscriptionEvent::Assigned(partitions))) => reader.assignment = partitions,
+            other => panic!("expected the broadcast's assignment, got {other:?}"),
+        }
+        let every: Vec<i32> = (0..topic.partitions() as i32).collect();
+        assert_eq!(
+            reader.assignment, every,
+            "a broadcast reads every partition"
+        );
+        reader
+    }
+
     pub async fn join(
         backend: &dyn BusBackend,
         topic: &Topic,
@@ -210,7 +233,7 @@ impl Reader {
 
     /// The next record, tracking assignments on the way; `None` if nothing
     /// arrives within `wait`.
-    pub async fn next_message(&mut self, wait: Duration) -> Option<BusMessage> {
+    pub async fn next_message(&mut self, wait: Duration) -> Option<Arc<BusMessage>> {
         let deadline = Instant::now() + wait;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -225,7 +248,7 @@ impl Reader {
 
     /// Reads until nothing arrives for `wait`, tracking assignments; returns
     /// the records read meanwhile.
-    async fn drain_assignments(&mut self, wait: Duration) -> Vec<BusMessage> {
+    async fn drain_assignments(&mut self, wait: Duration) -> Vec<Arc<BusMessage>> {
         let mut seen = Vec::new();
         while let Some(message) = self.next_message(wait).await {
             seen.push(message);
@@ -685,4 +708,106 @@ pub async fn watermarks_span_each_partition(backend: Arc<dyn BusBackend>) {
         );
     }
     backend.delete_topic(topic.name()).await.expect("delete");
+}
+
+/// Reads `reader` until `expected` records and skips arrived or nothing
+/// came for a while; checks that no record came twice and that each
+/// partition's records came in order. Returns the sequence numbers read
+/// and the records reported skipped.
+async fn read_broadcast(reader: &mut Reader, expected: usize) -> (BTreeSet<usize>, i64) {
+    let (mut seen, mut skipped) = (BTreeSet::new(), 0);
+    let mut last_offsets = BTreeMap::new();
+    while seen.len() + (skipped as usize) < expected {
+        match reader.next_event(DEADLINE).await {
+            Some(Ok(SubscriptionEvent::Message(message))) => {
+                assert!(seen.insert(seq_of(&message)), "{message:?} came twice");
+                let last = last_offsets.insert(message.partition, message.offset);
+                assert!(
+                    last.is_none_or(|last| last < message.offset),
+                    "partition {} went from {last:?} to {}",
+                    message.partition,
+                    message.offset
+                );
+            }
+            Some(Ok(SubscriptionEvent::Lagged { skipped: n, .. })) => skipped += n,
+            other => panic!("after {} records: {other:?}", seen.len()),
+        }
+    }
+    assert_quiet(reader).await;
+    (seen, skipped)
+}
+
+pub async fn broadcast_streams_each_see_every_record(backend: Arc<dyn BusBackend>) {
+    let topic = create(&*backend, "broadcast_streams_each_see_every_record", 3).await;
+    let mut a = Reader::broadcast(&*backend, &topic, StartPosition::Latest).await;
+    let mut b = Reader::broadcast(&*backend, &topic, StartPosition::Latest).await;
+    // A group on the same topic takes nothing from them.
+    let mut member = Reader::join(&*backend, &topic, &unique_group(), StartPosition::Latest).await;
+    wait_for_settled_group(&mut [&mut member], 3).await;
+    produce_keyed(&*backend, &topic, 0, 20).await;
+    for reader in [&mut a, &mut b] {
+        assert_eq!(read_broadcast(reader, 20).await, ((0..20).collect(), 0));
+    }
+    assert_eq!(collect(&mut [&mut member], 20).await[0].len(), 20);
+    // The last stream gone, a new one starts afresh from `latest`.
+    drop((a, b));
+    let mut c = Reader::broadcast(&*backend, &topic, StartPosition::Latest).await;
+    produce_keyed(&*backend, &topic, 20, 5).await;
+    assert_eq!(read_broadcast(&mut c, 5).await, ((20..25).collect(), 0));
+    backend.delete_topic(topic.name()).await.expect("delete");
+}
+
+pub async fn broadcast_from_earliest_replays_then_follows(backend: Arc<dyn BusBackend>) {
+    let topic = create(&*backend, "broadcast_from_earliest_replays_then_follows", 3).await;
+    produce_keyed(&*backend, &topic, 0, 30).await;
+    let mut live = Reader::broadcast(&*backend, &topic, StartPosition::Latest).await;
+    let mut replay = Reader::broadcast(&*backend, &topic, StartPosition::Earliest).await;
+    // Produced while the replay is under way: each must come exactly once,
+    // whether the replay reads it or the shared feed hands it over.
+    let producing = {
+        let backend = Arc::clone(&backend);
+        let topic = topic.clone();
+        tokio::spawn(async move { produce_keyed(&*backend, &topic, 30, 30).await })
+    };
+    assert_eq!(
+        read_broadcast(&mut replay, 60).await,
+        ((0..60).collect(), 0)
+    );
+    producing.await.expect("producer");
+    assert_eq!(read_broadcast(&mut live, 30).await, ((30..60).collect(), 0));
+    backend.delete_topic(topic.name()).await.expect("delete");
+}
+
+pub async fn a_slow_broadcast_stream_holds_back_no_other(backend: Arc<dyn BusBackend>) {
+    let topic = create(&*backend, "a_slow_broadcast_stream_holds_back_no_other", 2).await;
+    let mut slow = Reader::broadcast(&*backend, &topic, StartPosition::Latest).await;
+    let mut fast = Reader::broadcast(&*backend, &topic, StartPosition::Latest).await;
+    // More than a Kafka broadcast buffers per topic; `slow` reads nothing
+    // meanwhile.
+    let count = 5_000;
+    let producing = {
+        let backend = Arc::clone(&backend);
+        let topic = topic.clone();
+        tokio::spawn(async move { produce_keyed(&*backend, &topic, 0, count).await })
+    };
+    assert_eq!(
+        read_broadcast(&mut fast, count).await,
+        ((0..count).collect(), 0)
+    );
+    producing.await.expect("producer");
+    // Whatever `slow` missed it is told about, and nothing comes twice.
+    let (seen, skipped) = read_broadcast(&mut slow, count).await;
+    assert_eq!(seen.len() + skipped as usize, count, "{skipped} skipped");
+    backend.delete_topic(topic.name()).await.expect("delete");
+}
+
+pub async fn deleting_a_topic_ends_its_broadcast_streams(backend: Arc<dyn BusBackend>) {
+    let topic = create(&*backend, "deleting_a_topic_ends_its_broadcast_streams", 2).await;
+    let mut latest = Reader::broadcast(&*backend, &topic, StartPosition::Latest).await;
+    let mut earliest = Reader::broadcast(&*backend, &topic, StartPosition::Earliest).await;
+    backend.delete_topic(topic.name()).await.expect("delete");
+    for reader in [&mut latest, &mut earliest] {
+        let end = reader.next_event(DEADLINE).await;
+        assert!(end.is_none(), "expected the stream to end, got {end:?}");
+    }
 }

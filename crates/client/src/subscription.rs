@@ -69,7 +69,7 @@ impl Subscription {
 fn decode(event: Event) -> Option<Result<SubscriptionEvent, Error>> {
     let parsed = match event.event.as_str() {
         "bus.message" => serde_json::from_str::<BusMessage>(&event.data)
-            .map(SubscriptionEvent::Message)
+            .map(|message| SubscriptionEvent::Message(message.into()))
             .map_err(|error| Error::Decode(format!("bus.message: {error}"))),
         "bus.assignment" => serde_json::from_str::<Assignment>(&event.data)
             .map(|assignment| SubscriptionEvent::Assigned(assignment.partitions))

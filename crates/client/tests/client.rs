@@ -1,6 +1,7 @@
 //! The client against a real server on a free loopback port, built with the
 //! same builder as the `acteon-server` binary.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use acteon_client::{Client, Error, PublishOutcome, TopicFilter};
@@ -72,7 +73,9 @@ async fn next_message(
             .await
             .ok()??
         {
-            Ok(SubscriptionEvent::Message(message)) => return Some(Ok(message)),
+            Ok(SubscriptionEvent::Message(message)) => {
+                return Some(Ok(Arc::unwrap_or_clone(message)));
+            }
             Ok(SubscriptionEvent::Assigned(_) | SubscriptionEvent::Lagged { .. }) => continue,
             Err(error) => return Some(Err(error)),
         }

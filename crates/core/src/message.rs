@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -81,8 +82,9 @@ pub enum SubscriptionEvent {
     /// the member first gets an assignment and after every rebalance, so a
     /// reader knows when records produced from now on will reach it.
     Assigned(Vec<i32>),
-    /// One record.
-    Message(BusMessage),
+    /// One record, shared: a broadcast hands the same record to every
+    /// reader.
+    Message(Arc<BusMessage>),
     /// Retention removed records of `partition` before this reader got to
     /// them: `skipped` records were never delivered, and reading goes on
     /// from the oldest one retained.

@@ -602,7 +602,7 @@ async fn read_dead_letters(fixture: &Fixture, count: usize) -> Vec<Value> {
             .next_message(DEADLINE)
             .await
             .expect("a dead-lettered record");
-        records.push(serde_json::to_value(&message).unwrap());
+        records.push(serde_json::to_value(&*message).unwrap());
     }
     records
 }

@@ -105,7 +105,7 @@ async fn rules_decide_in_priority_order_and_are_listed() {
     let mut reader = server.subscribe("check", &topic, "earliest").await;
     let mut produced = Vec::new();
     while let Some(message) = reader.next_message(Duration::from_secs(2)).await {
-        produced.push(message.payload);
+        produced.push(message.payload.clone());
     }
     assert_eq!(produced.len(), 3, "{produced:?}");
 

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 /// server's configuration and for the Kafka tests alike.
 pub const KAFKA_BOOTSTRAP_ENV: &str = "ACTEON_KAFKA_BOOTSTRAP";
 
+/// The group id of consumers in no group.
+const READER_GROUP_ID: &str = "acteon.reader";
+
 /// librdkafka properties that `properties` may not set, and why: each is
 /// either a setting of its own here, or a guarantee the backend relies on
 /// (acknowledged means written by every in-sync replica, retries never
@@ -234,23 +237,44 @@ impl KafkaConfig {
         self.with_overrides(self.base())
     }
 
-    pub(super) fn consumer(&self, group_id: &str, auto_offset_reset: &str) -> ClientConfig {
+    /// Base settings of every consumer.
+    fn fetching(&self) -> ClientConfig {
         let mut config = self.base();
         config
-            .set("group.id", group_id)
-            .set("auto.offset.reset", auto_offset_reset)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
-            .set("session.timeout.ms", self.session_timeout_ms.to_string())
-            .set(
-                "max.poll.interval.ms",
-                self.max_poll_interval_ms.to_string(),
-            )
             .set("fetch.wait.max.ms", self.fetch_wait_max_ms.to_string())
             .set(
                 "queued.max.messages.kbytes",
                 self.consumer_queue_kbytes.to_string(),
             );
+        config
+    }
+
+    /// A consumer in group `group_id`.
+    pub(super) fn consumer(&self, group_id: &str, auto_offset_reset: &str) -> ClientConfig {
+        let mut config = self.fetching();
+        config
+            .set("group.id", group_id)
+            .set("auto.offset.reset", auto_offset_reset)
+            .set("session.timeout.ms", self.session_timeout_ms.to_string())
+            .set(
+                "max.poll.interval.ms",
+                self.max_poll_interval_ms.to_string(),
+            );
+        self.with_overrides(config)
+    }
+
+    /// A consumer in no group, reading the partitions it assigns itself;
+    /// with `partition_eof`, it says when it reaches a partition's end.
+    pub(super) fn reader(&self, partition_eof: bool) -> ClientConfig {
+        let mut config = self.fetching();
+        config
+            // librdkafka assigns partitions only with a group id set; this
+            // one is never joined and never committed to.
+            .set("group.id", READER_GROUP_ID)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", partition_eof.to_string());
         self.with_overrides(config)
     }
 }

@@ -1,9 +1,11 @@
 //! The Kafka backend, over rdkafka.
 //!
 //! One idempotent producer ([`producer`], replaced when it can no longer
-//! deliver) and one admin client serve every call; each subscription is its
-//! own consumer ([`subscription`]).
+//! deliver) and one admin client serve every call; each group subscription
+//! is its own consumer ([`subscription`]), and the broadcast streams of a
+//! topic share one ([`broadcast`]).
 
+mod broadcast;
 mod config;
 mod error;
 mod producer;
@@ -25,6 +27,7 @@ use rdkafka::producer::{FutureRecord, Producer as _};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaErrorCode;
 
+use self::broadcast::Broadcasts;
 pub use self::config::{KAFKA_BOOTSTRAP_ENV, KafkaConfig, ProtectedProperty};
 use self::error::{classify, refuses_producer_state};
 use self::producer::{KEEPS_FAILING_FOR, Producer};
@@ -69,6 +72,7 @@ pub struct KafkaBackend {
     producer: Producer,
     admin: Arc<AdminClient<DefaultClientContext>>,
     subscriptions: Subscriptions,
+    broadcasts: Broadcasts,
 }
 
 impl std::fmt::Debug for KafkaBackend {
@@ -100,6 +104,7 @@ impl KafkaBackend {
             producer,
             admin,
             subscriptions: Subscriptions::default(),
+            broadcasts: Broadcasts::default(),
         })
     }
 
@@ -250,6 +255,22 @@ impl BusBackend for KafkaBackend {
         self.subscriptions
             .start(&self.config, kafka_name, group, start)
             .await
+    }
+
+    async fn broadcast(
+        &self,
+        topic: &TopicName,
+        start: StartPosition,
+    ) -> Result<EventStream, BusError> {
+        let kafka_name = topic.kafka_topic_name();
+        let partitions = self.partition_count(&kafka_name).await?;
+        Ok(self.broadcasts.open(
+            &self.subscriptions,
+            &self.config,
+            kafka_name,
+            partitions,
+            start,
+        ))
     }
 
     async fn join_group(

@@ -22,7 +22,7 @@
 //! tag that crashes librdkafka 2.12's leader discovery.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use acteon_core::{BusMessage, Headers, StartPosition};
@@ -76,17 +76,28 @@ impl CommitOffsets for OwnerCommits {
     }
 }
 
-/// The live subscriptions of one topic.
-#[derive(Debug, Default)]
-struct TopicSubscriptions {
+/// The tasks that read one topic.
+#[derive(Debug, Default, Clone)]
+pub(super) struct TopicTasks {
     cancel: CancellationToken,
     tasks: TaskTracker,
+}
+
+impl TopicTasks {
+    /// Runs `task`, given a token that is cancelled when the topic is
+    /// deleted; the delete waits for the task to end.
+    pub(super) fn spawn<F>(&self, task: impl FnOnce(CancellationToken) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(task(self.cancel.child_token()));
+    }
 }
 
 /// Every live subscription of a backend, by Kafka topic.
 #[derive(Debug, Default)]
 pub(super) struct Subscriptions {
-    by_topic: Mutex<HashMap<String, TopicSubscriptions>>,
+    by_topic: Mutex<HashMap<String, TopicTasks>>,
 }
 
 impl Subscriptions {
@@ -164,18 +175,24 @@ impl Subscriptions {
         .expect("consumer creation panicked")
         .map_err(|source| classify(Operation::Subscribe, &kafka_name, source))?;
         let (events, receiver) = mpsc::channel(BUFFER);
-        let mut by_topic = self.by_topic.lock().unwrap_or_else(PoisonError::into_inner);
-        let topic = by_topic.entry(kafka_name.clone()).or_default();
-        let cancel = topic.cancel.child_token();
-        topic.tasks.spawn(pump(
-            consumer,
-            assignments,
-            commits,
-            events,
-            kafka_name,
-            cancel,
-        ));
+        self.spawn(&kafka_name.clone(), |cancel| {
+            pump(consumer, assignments, commits, events, kafka_name, cancel)
+        });
         Ok(ReceiverStream::new(receiver).boxed())
+    }
+
+    /// Runs a task that reads `kafka_name`; see [`TopicTasks::spawn`].
+    pub(super) fn spawn<F>(&self, kafka_name: &str, task: impl FnOnce(CancellationToken) -> F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.spawner(kafka_name).spawn(task);
+    }
+
+    /// Runs tasks that read `kafka_name`, later.
+    pub(super) fn spawner(&self, kafka_name: &str) -> TopicTasks {
+        let mut by_topic = self.by_topic.lock().unwrap_or_else(PoisonError::into_inner);
+        by_topic.entry(kafka_name.to_owned()).or_default().clone()
     }
 
     /// Ends the topic's subscriptions and waits (up to `timeout`) until their
@@ -393,7 +410,7 @@ async fn pump(
                 Ok(SubscriptionEvent::Assigned(assignments.borrow_and_update().clone()))
             }
             received = consumer.recv() => match received {
-                Ok(message) => Ok(SubscriptionEvent::Message(to_bus_message(&message))),
+                Ok(message) => Ok(SubscriptionEvent::Message(Arc::new(to_bus_message(&message)))),
                 Err(source) => {
                     let error = classify(Operation::Consume, &kafka_name, source);
                     if !matches!(error, BusError::UnknownTopic { .. }) {
@@ -458,7 +475,7 @@ async fn pump(
     }
 }
 
-fn to_bus_message(message: &BorrowedMessage<'_>) -> BusMessage {
+pub(super) fn to_bus_message(message: &BorrowedMessage<'_>) -> BusMessage {
     let payload = message.payload().unwrap_or_default();
     // Records written by other Kafka clients may not be JSON; they are
     // delivered as a JSON string rather than dropped.

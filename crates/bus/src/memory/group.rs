@@ -1,4 +1,4 @@
-//! Consumer groups of the in-memory backend.
+//! Consumer groups and broadcast readers of the in-memory backend.
 //!
 //! The live members of a group share the topic's partitions by range
 //! assignment over their join order; every join and leave reassigns them. A
@@ -146,18 +146,30 @@ fn forget_idle_groups(groups: &mut HashMap<GroupId, GroupState>) {
     }
 }
 
-/// One subscription: a member of a group that reads its assigned partitions.
-/// Dropping it leaves the group.
+/// How a [`Reader`] comes by its partitions.
 #[derive(Debug)]
-pub(super) struct Member {
+enum Membership {
+    /// A member of a group: the group assigns partitions, and positions in
+    /// newly gained ones come from the group.
+    Group {
+        group: GroupId,
+        id: u64,
+        positions: Arc<GroupPositions>,
+        /// Whether what the member yields is committed as it goes.
+        commits_delivered: bool,
+        assignment: watch::Receiver<Vec<i32>>,
+    },
+    /// A broadcast reader: every partition, from its own start position.
+    Broadcast { announced: bool },
+}
+
+/// One subscription: a group member or a broadcast reader of one topic.
+/// Dropping a member leaves its group.
+#[derive(Debug)]
+pub(super) struct Reader {
     log: Arc<TopicLog>,
-    group: GroupId,
-    id: u64,
+    membership: Membership,
     start: StartPosition,
-    positions: Arc<GroupPositions>,
-    /// Whether what the member yields is committed as it goes.
-    commits_delivered: bool,
-    assignment: watch::Receiver<Vec<i32>>,
     appends: watch::Receiver<u64>,
     /// Next offset to read, per assigned partition.
     read_positions: BTreeMap<i32, i64>,
@@ -167,13 +179,38 @@ pub(super) struct Member {
     rotation: usize,
 }
 
-impl Member {
-    pub(super) fn join(
+impl Reader {
+    /// A member of `group` on the topic of `log` that commits what it
+    /// yields.
+    pub(super) fn subscribe(
+        log: Arc<TopicLog>,
+        group: GroupId,
+        start: StartPosition,
+    ) -> EventStream {
+        Self::join(log, group, start, true).0.into_stream()
+    }
+
+    /// A member of `group` that commits through [`GroupMember::offsets`].
+    pub(super) fn join_group(
+        log: Arc<TopicLog>,
+        group: GroupId,
+        start: StartPosition,
+    ) -> GroupMember {
+        let (member, positions) = Self::join(log, group, start, false);
+        GroupMember {
+            events: member.into_stream(),
+            offsets: Box::new(positions),
+            // Dropping the stream leaves at once.
+            left: Box::pin(std::future::ready(())),
+        }
+    }
+
+    fn join(
         log: Arc<TopicLog>,
         group: GroupId,
         start: StartPosition,
         commits_delivered: bool,
-    ) -> Self {
+    ) -> (Self, Arc<GroupPositions>) {
         let (assignment_tx, assignment) = watch::channel(Vec::new());
         let (id, positions) = {
             let mut groups = log.groups.lock().unwrap_or_else(PoisonError::into_inner);
@@ -187,15 +224,27 @@ impl Member {
             state.rebalance(log.partition_count());
             (id, Arc::clone(&state.positions))
         };
+        let membership = Membership::Group {
+            group,
+            id,
+            positions: Arc::clone(&positions),
+            commits_delivered,
+            assignment,
+        };
+        (Self::new(log, membership, start), positions)
+    }
+
+    /// Reads every partition of the topic of `log`, in no group.
+    pub(super) fn broadcast(log: Arc<TopicLog>, start: StartPosition) -> EventStream {
+        Self::new(log, Membership::Broadcast { announced: false }, start).into_stream()
+    }
+
+    fn new(log: Arc<TopicLog>, membership: Membership, start: StartPosition) -> Self {
         let appends = log.watch_appends();
         Self {
             log,
-            group,
-            id,
+            membership,
             start,
-            positions,
-            commits_delivered,
-            assignment,
             appends,
             read_positions: BTreeMap::new(),
             pending: VecDeque::new(),
@@ -203,23 +252,28 @@ impl Member {
         }
     }
 
-    /// A member that commits through [`GroupMember::offsets`].
-    pub(super) fn into_group_member(self) -> GroupMember {
-        let offsets = Box::new(Arc::clone(&self.positions));
-        GroupMember {
-            events: self.into_stream(),
-            offsets,
-            // Dropping the stream leaves at once.
-            left: Box::pin(std::future::ready(())),
+    fn into_stream(self) -> EventStream {
+        futures::stream::unfold(self, |mut reader| async move {
+            let event = reader.next_event().await?;
+            Some((Ok(event), reader))
+        })
+        .boxed()
+    }
+
+    /// Whether the partitions to read changed since they were last taken.
+    fn assignment_changed(&self) -> bool {
+        match &self.membership {
+            Membership::Group { assignment, .. } => assignment.has_changed().unwrap_or(false),
+            Membership::Broadcast { announced } => !announced,
         }
     }
 
-    pub(super) fn into_stream(self) -> EventStream {
-        futures::stream::unfold(self, |mut member| async move {
-            let event = member.next_event().await?;
-            Some((Ok(event), member))
-        })
-        .boxed()
+    /// Resolves when the assignment changes, `None` when the group is gone.
+    async fn next_assignment(membership: &mut Membership) -> Option<()> {
+        match membership {
+            Membership::Group { assignment, .. } => assignment.changed().await.ok(),
+            Membership::Broadcast { .. } => std::future::pending().await,
+        }
     }
 
     /// The next event, or `None` once the topic is deleted.
@@ -227,14 +281,20 @@ impl Member {
         loop {
             // Before handing out what was read: records of a partition that
             // moved to another member are the new owner's now.
-            if self.assignment.has_changed().unwrap_or(false) {
+            if self.assignment_changed() {
                 return Some(SubscriptionEvent::Assigned(self.take_assignment()));
             }
             if let Some(event) = self.pending.pop_front() {
-                if let (true, SubscriptionEvent::Message(message)) =
-                    (self.commits_delivered, &event)
+                if let (
+                    Membership::Group {
+                        positions,
+                        commits_delivered: true,
+                        ..
+                    },
+                    SubscriptionEvent::Message(message),
+                ) = (&self.membership, &event)
                 {
-                    self.positions.set(message.partition, message.offset + 1);
+                    positions.set(message.partition, message.offset + 1);
                 }
                 return Some(event);
             }
@@ -253,31 +313,45 @@ impl Member {
                         return None;
                     }
                 }
-                changed = self.assignment.changed() => {
+                changed = Self::next_assignment(&mut self.membership) => {
                     // `changed` marks the new assignment seen: take it now.
-                    changed.ok()?;
+                    changed?;
                     return Some(SubscriptionEvent::Assigned(self.take_assignment()));
                 }
             }
         }
     }
 
+    /// Where reading `partition` starts when nothing else says.
+    fn start_offset(&self, partition: i32) -> i64 {
+        match self.start {
+            StartPosition::Earliest => self.log.start_offset(partition),
+            StartPosition::Latest => self.log.end_offset(partition),
+        }
+    }
+
     fn take_assignment(&mut self) -> Vec<i32> {
-        let partitions = self.assignment.borrow_and_update().clone();
+        let partitions = match &mut self.membership {
+            Membership::Group { assignment, .. } => assignment.borrow_and_update().clone(),
+            Membership::Broadcast { announced } => {
+                *announced = true;
+                (0..self.log.partition_count() as i32).collect()
+            }
+        };
         let mut positions = BTreeMap::new();
         for &partition in &partitions {
-            let position = match self.read_positions.get(&partition) {
-                Some(&kept) => kept,
-                None => self.positions.get(partition).unwrap_or_else(|| {
-                    // The start position becomes the group's, so a later
-                    // owner goes on from there too.
-                    let start = match self.start {
-                        StartPosition::Earliest => self.log.start_offset(partition),
-                        StartPosition::Latest => self.log.end_offset(partition),
-                    };
-                    self.positions.set(partition, start);
-                    start
-                }),
+            let position = match (self.read_positions.get(&partition), &self.membership) {
+                (Some(&kept), _) => kept,
+                (None, Membership::Group { positions, .. }) => {
+                    positions.get(partition).unwrap_or_else(|| {
+                        // The start position becomes the group's, so a later
+                        // owner goes on from there too.
+                        let start = self.start_offset(partition);
+                        positions.set(partition, start);
+                        start
+                    })
+                }
+                (None, Membership::Broadcast { .. }) => self.start_offset(partition),
             };
             positions.insert(partition, position);
         }
@@ -321,15 +395,18 @@ impl Member {
     }
 }
 
-impl Drop for Member {
+impl Drop for Reader {
     fn drop(&mut self) {
+        let Membership::Group { group, id, .. } = &self.membership else {
+            return;
+        };
         let mut groups = self
             .log
             .groups
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(state) = groups.get_mut(&self.group) {
-            state.members.remove(&self.id);
+        if let Some(state) = groups.get_mut(group) {
+            state.members.remove(id);
             if state.members.is_empty() {
                 state.idle_since = Some(Instant::now());
                 forget_idle_groups(&mut groups);

@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use acteon_core::{BusMessage, DeliveryReceipt, OutgoingMessage, Topic};
 use chrono::{TimeDelta, Utc};
@@ -36,7 +36,7 @@ fn serialized_len(payload: &serde_json::Value) -> usize {
 
 #[derive(Debug)]
 struct StoredRecord {
-    message: BusMessage,
+    message: Arc<BusMessage>,
     size: usize,
 }
 
@@ -64,7 +64,7 @@ impl PartitionLog {
 /// What [`TopicLog::read`] found.
 #[derive(Debug)]
 pub(super) struct Read {
-    pub(super) records: Vec<BusMessage>,
+    pub(super) records: Vec<Arc<BusMessage>>,
     /// The offset to read next.
     pub(super) next: i64,
     /// Records removed by retention before they were read.
@@ -129,7 +129,7 @@ impl TopicLog {
             let mut log = self.lock(partition as i32);
             let offset = log.end_offset();
             log.records.push_back(StoredRecord {
-                message: BusMessage {
+                message: Arc::new(BusMessage {
                     topic: self.kafka_name.clone(),
                     key: message.key,
                     payload: message.payload,
@@ -137,7 +137,7 @@ impl TopicLog {
                     partition: partition as i32,
                     offset,
                     timestamp: now,
-                },
+                }),
                 size,
             });
             log.bytes += size;
@@ -194,12 +194,12 @@ impl TopicLog {
         let log = self.lock(partition);
         let from = offset.max(log.start_offset);
         let skip = (from - log.start_offset) as usize;
-        let records: Vec<BusMessage> = log
+        let records: Vec<Arc<BusMessage>> = log
             .records
             .iter()
             .skip(skip)
             .take(max)
-            .map(|record| record.message.clone())
+            .map(|record| Arc::clone(&record.message))
             .collect();
         Read {
             next: from + records.len() as i64,

@@ -16,7 +16,7 @@ use acteon_core::{DeliveryReceipt, OutgoingMessage, StartPosition, Topic, TopicN
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use self::group::Member;
+use self::group::Reader;
 use self::log::TopicLog;
 use crate::{
     BusBackend, BusError, EventStream, GroupId, GroupMember, PartitionOffsets, Watermarks,
@@ -130,7 +130,16 @@ impl BusBackend for MemoryBackend {
         start: StartPosition,
     ) -> Result<EventStream, BusError> {
         let log = self.topic(topic)?;
-        Ok(Member::join(log, group.clone(), start, true).into_stream())
+        Ok(Reader::subscribe(log, group.clone(), start))
+    }
+
+    async fn broadcast(
+        &self,
+        topic: &TopicName,
+        start: StartPosition,
+    ) -> Result<EventStream, BusError> {
+        let log = self.topic(topic)?;
+        Ok(Reader::broadcast(log, start))
     }
 
     async fn join_group(
@@ -140,7 +149,7 @@ impl BusBackend for MemoryBackend {
         start: StartPosition,
     ) -> Result<GroupMember, BusError> {
         let log = self.topic(topic)?;
-        Ok(Member::join(log, group.clone(), start, false).into_group_member())
+        Ok(Reader::join_group(log, group.clone(), start))
     }
 
     async fn set_group_offsets(

@@ -68,7 +68,7 @@ fn to_sse(event: Result<SubscriptionEvent, BusError>) -> Event {
         Ok(SubscriptionEvent::Message(message)) => sse
             .event("bus.message")
             .id(message.offset.to_string())
-            .json_data(&message),
+            .json_data(&*message),
         Ok(SubscriptionEvent::Assigned(partitions)) => sse
             .event("bus.assignment")
             .json_data(json!({ "partitions": partitions })),
