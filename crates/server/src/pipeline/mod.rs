@@ -252,6 +252,13 @@ mod tests {
         ) -> Result<EventStream, BusError> {
             self.inner.subscribe(topic, group, start).await
         }
+        async fn broadcast(
+            &self,
+            topic: &TopicName,
+            start: StartPosition,
+        ) -> Result<EventStream, BusError> {
+            self.inner.broadcast(topic, start).await
+        }
         async fn join_group(
             &self,
             topic: &TopicName,
