@@ -193,16 +193,18 @@ impl Reader {
             .await
             .expect("broadcast")
             .into();
-        match reader.next_event(DEADLINE).await {
-            Some(Ok(SubscriptionEvent::Assigned(partitions))) => reader.assignment = partitions,
+        reader.wait_for_every_partition(topic.partitions()).await;
+        reader
+    }
+
+    /// Reads a broadcast's first event: its assignment of all `partitions`.
+    pub async fn wait_for_every_partition(&mut self, partitions: u32) {
+        match self.next_event(DEADLINE).await {
+            Some(Ok(SubscriptionEvent::Assigned(assigned))) => self.assignment = assigned,
             other => panic!("expected the broadcast's assignment, got {other:?}"),
         }
-        let every: Vec<i32> = (0..topic.partitions() as i32).collect();
-        assert_eq!(
-            reader.assignment, every,
-            "a broadcast reads every partition"
-        );
-        reader
+        let every: Vec<i32> = (0..partitions as i32).collect();
+        assert_eq!(self.assignment, every, "a broadcast reads every partition");
     }
 
     pub async fn join(
@@ -714,7 +716,7 @@ pub async fn watermarks_span_each_partition(backend: Arc<dyn BusBackend>) {
 /// came for a while; checks that no record came twice and that each
 /// partition's records came in order. Returns the sequence numbers read
 /// and the records reported skipped.
-async fn read_broadcast(reader: &mut Reader, expected: usize) -> (BTreeSet<usize>, i64) {
+pub async fn read_broadcast(reader: &mut Reader, expected: usize) -> (BTreeSet<usize>, i64) {
     let (mut seen, mut skipped) = (BTreeSet::new(), 0);
     let mut last_offsets = BTreeMap::new();
     while seen.len() + (skipped as usize) < expected {

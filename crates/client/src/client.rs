@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use acteon_core::{
-    DeliveryReceipt, OutgoingMessage, StartPosition, TopicName, TopicRecord, TopicSpec,
+    DeliveryReceipt, OutgoingMessage, StartPosition, SubscriptionMode, TopicName, TopicRecord,
+    TopicSpec,
 };
 use reqwest::{RequestBuilder, Response, header};
 use serde::de::DeserializeOwned;
@@ -228,13 +229,26 @@ impl Client {
         decoded.map_err(|error| Error::Decode(error.to_string()))
     }
 
-    /// `GET /v1/bus/subscribe/{subscription_id}`: the subscription's events
-    /// until the server ends the stream.
+    /// `GET /v1/bus/subscribe/{subscription_id}`: the events of a shared
+    /// subscription until the server ends the stream.
     pub async fn subscribe(
         &self,
         subscription_id: &str,
         topic: &TopicName,
         from: StartPosition,
+    ) -> Result<Subscription, Error> {
+        self.subscribe_in_mode(subscription_id, topic, from, SubscriptionMode::Shared)
+            .await
+    }
+
+    /// `GET /v1/bus/subscribe/{subscription_id}?mode=`: `broadcast` gets
+    /// every record from `from`, whatever else reads the topic.
+    pub async fn subscribe_in_mode(
+        &self,
+        subscription_id: &str,
+        topic: &TopicName,
+        from: StartPosition,
+        mode: SubscriptionMode,
     ) -> Result<Subscription, Error> {
         let topic = topic.to_string();
         let from = from.to_string();
@@ -243,7 +257,11 @@ impl Client {
                 reqwest::Method::GET,
                 &["v1", "bus", "subscribe", subscription_id],
             )
-            .query(&[("topic", topic.as_str()), ("from", from.as_str())])
+            .query(&[
+                ("topic", topic.as_str()),
+                ("from", from.as_str()),
+                ("mode", mode.as_str()),
+            ])
             .header(header::ACCEPT, "text/event-stream");
         let response = check(request.send().await?).await?;
         Ok(Subscription::new(response))

@@ -12,7 +12,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use acteon_core::{BusMessage, StartPosition};
+use acteon_core::{BusMessage, StartPosition, SubscriptionMode};
 use chrono::{DateTime, Utc};
 use eventsource_stream::{Event, Eventsource};
 use futures::Stream;
@@ -49,6 +49,9 @@ pub struct DurableSubscriptionSpec {
     /// `"none"` or `"key"`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ordering: Option<String>,
+    /// Durable subscriptions are shared; the server refuses `broadcast`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<SubscriptionMode>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dead_letter_topic: Option<String>,
 }
@@ -66,6 +69,7 @@ pub struct DurableSubscription {
     pub backoff_ms: Vec<u64>,
     pub max_in_flight: usize,
     pub ordering: String,
+    pub mode: SubscriptionMode,
     pub dead_letter_topic: String,
     pub created_at: DateTime<Utc>,
     pub generation: String,

@@ -11,7 +11,7 @@ mod topic;
 
 pub use message::{
     BusMessage, DeliveryReceipt, HeaderError, Headers, OutgoingMessage, RESERVED_HEADER_PREFIX,
-    StartPosition, StartPositionError, SubscriptionEvent, check_client_headers,
+    StartPosition, StartPositionError, SubscriptionEvent, SubscriptionMode, check_client_headers,
 };
 pub use name::{Fragment, FragmentKind, NameError, TopicName};
 pub use scope::{DisjointScopes, Pattern, Scope, WILDCARD};

@@ -111,6 +111,29 @@ impl fmt::Display for StartPosition {
     }
 }
 
+/// How the connections of one subscription id read a topic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SubscriptionMode {
+    /// Connections with the same id compete for the topic's partitions, as
+    /// the members of one Kafka consumer group do, and the group keeps its
+    /// positions.
+    #[default]
+    Shared,
+    /// Every connection gets every record from its start position, in no
+    /// group: nothing is shared and no position is kept.
+    Broadcast,
+}
+
+impl SubscriptionMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Shared => "shared",
+            Self::Broadcast => "broadcast",
+        }
+    }
+}
+
 /// A start position other than `earliest` or `latest`.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 #[error("start position must be \"earliest\" or \"latest\", got {0:?}")]

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use acteon_bus::{BusBackend, EventStream, GroupId};
-use acteon_core::{OutgoingMessage, StartPosition, TopicName, check_client_headers};
+use acteon_core::{
+    OutgoingMessage, StartPosition, SubscriptionMode, TopicName, check_client_headers,
+};
 
 use crate::error::ServiceError;
 use crate::limits::LimitsConfig;
@@ -79,17 +81,25 @@ impl MessageService {
         self.pipeline.publish(topic, message, principal).await
     }
 
-    /// Joins subscription `id` on a registered topic. Its consumer group
-    /// belongs to the topic's namespace and tenant: another tenant's
-    /// subscription of the same id is another group.
+    /// Subscription `id` on a registered topic. Shared, it joins a
+    /// consumer group of the topic's namespace and tenant (another tenant's
+    /// subscription of the same id is another group); broadcast, it reads
+    /// every record in no group.
     pub async fn subscribe(
         &self,
         topic: &TopicName,
         id: &GroupId,
         start: StartPosition,
+        mode: SubscriptionMode,
     ) -> Result<EventStream, ServiceError> {
         self.topics.require_registered(topic)?;
-        let group = GroupId::scoped("sub", topic.namespace(), topic.tenant(), id);
-        Ok(self.bus.subscribe(topic, &group, start).await?)
+        let events = match mode {
+            SubscriptionMode::Shared => {
+                let group = GroupId::scoped("sub", topic.namespace(), topic.tenant(), id);
+                self.bus.subscribe(topic, &group, start).await?
+            }
+            SubscriptionMode::Broadcast => self.bus.broadcast(topic, start).await?,
+        };
+        Ok(events)
     }
 }

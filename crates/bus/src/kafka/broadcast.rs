@@ -21,10 +21,12 @@ use std::time::Duration;
 
 use acteon_core::{BusMessage, StartPosition};
 use futures::{FutureExt, StreamExt};
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::ClientContext;
+use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -431,7 +433,8 @@ impl CatchUp {
             behind.keys().copied().collect::<Vec<_>>(),
         );
         let created = tokio::task::spawn_blocking(move || {
-            let consumer: StreamConsumer = reader.create()?;
+            let consumer: StreamConsumer<CatchUpContext> =
+                reader.create_with_context(CatchUpContext)?;
             let mut assignment = TopicPartitionList::with_capacity(partitions.len());
             for partition in partitions {
                 assignment.add_partition_offset(&topic, partition, Offset::Beginning)?;
@@ -441,7 +444,7 @@ impl CatchUp {
         })
         .await
         .expect("creating a catch-up reader panicked");
-        let consumer: StreamConsumer = match created {
+        let consumer = match created {
             Ok(consumer) => consumer,
             Err(source) => {
                 let error = classify(Operation::Subscribe, &kafka_name, source);
@@ -494,8 +497,28 @@ impl CatchUp {
     }
 }
 
+/// The context of catch-up readers: reaching a partition's end is what they
+/// wait for, not an error to log.
+struct CatchUpContext;
+
+impl ClientContext for CatchUpContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let end = matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
+        if !end {
+            tracing::error!(%error, reason, "catch-up reader");
+        }
+    }
+}
+
+impl ConsumerContext for CatchUpContext {}
+
 /// Where `consumer` reads `partition` next, having reached its end.
-fn end_position(consumer: &StreamConsumer, kafka_name: &str, partition: i32) -> Option<i64> {
+fn end_position(
+    consumer: &StreamConsumer<CatchUpContext>,
+    kafka_name: &str,
+    partition: i32,
+) -> Option<i64> {
     let positions = consumer.position().ok()?;
     match positions.find_partition(kafka_name, partition)?.offset() {
         Offset::Offset(next) => Some(next),
@@ -504,7 +527,7 @@ fn end_position(consumer: &StreamConsumer, kafka_name: &str, partition: i32) -> 
 }
 
 /// Closes a consumer on a blocking thread: closing waits for librdkafka.
-async fn close(consumer: StreamConsumer, kafka_name: &str) {
+async fn close<C: ConsumerContext + 'static>(consumer: StreamConsumer<C>, kafka_name: &str) {
     if let Err(error) = tokio::task::spawn_blocking(move || drop(consumer)).await {
         tracing::error!(topic = %kafka_name, %error, "closing a broadcast reader failed");
     }

@@ -1,5 +1,9 @@
-//! `GET /v1/bus/subscribe/{subscription_id}?topic=&from=`: records as
-//! Server-Sent Events.
+//! `GET /v1/bus/subscribe/{subscription_id}?topic=&from=&mode=`: records
+//! as Server-Sent Events.
+//!
+//! `mode=shared` (the default): connections with one id share the topic's
+//! partitions as a consumer group. `mode=broadcast`: every connection gets
+//! every record from `from`, in no group; the id only names the connection.
 //!
 //! Events: `bus.message` (id = offset, data = the record),
 //! `bus.assignment` (data = `{"partitions": [...]}`, after the subscription's
@@ -12,7 +16,7 @@
 use std::convert::Infallible;
 
 use acteon_bus::{BusError, GroupId, SubscriptionEvent};
-use acteon_core::{Scope, StartPosition, TopicName};
+use acteon_core::{Scope, StartPosition, SubscriptionMode, TopicName};
 use axum::Router;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -35,6 +39,8 @@ pub(super) fn routes() -> Router<AppState> {
 struct SubscribeQuery {
     topic: String,
     from: Option<String>,
+    #[serde(default)]
+    mode: SubscriptionMode,
 }
 
 async fn subscribe(
@@ -51,7 +57,10 @@ async fn subscribe(
     };
     let group = GroupId::parse(&subscription_id).map_err(ServiceError::from)?;
     let permit = app.connections.open(topic.tenant(), caller.principal())?;
-    let events = app.messages.subscribe(&topic, &group, start).await?;
+    let events = app
+        .messages
+        .subscribe(&topic, &group, start, query.mode)
+        .await?;
     let events = events
         .take_until(app.shutdown.clone().cancelled_owned())
         .map(move |event| {

@@ -19,7 +19,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use acteon_bus::{GroupId, PartitionOffsets};
-use acteon_core::{Fragment, FragmentKind, NameError, Scope, StartPosition, Topic, TopicName};
+use acteon_core::{
+    Fragment, FragmentKind, NameError, Scope, StartPosition, SubscriptionMode, Topic, TopicName,
+};
 use chrono::{DateTime, Utc};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
@@ -94,6 +96,9 @@ pub struct SubscriptionRequest {
     pub max_in_flight: usize,
     #[serde(default)]
     pub ordering: Ordering,
+    /// Only `shared`: see [`DurableSubscriptions::check`].
+    #[serde(default)]
+    pub mode: SubscriptionMode,
     pub dead_letter_topic: Option<String>,
 }
 
@@ -123,6 +128,8 @@ pub struct Subscription {
     pub backoff_ms: Vec<u64>,
     pub max_in_flight: usize,
     pub ordering: Ordering,
+    #[serde(default)]
+    pub mode: SubscriptionMode,
     /// Kafka name.
     pub dead_letter_topic: String,
     pub created_at: DateTime<Utc>,
@@ -355,6 +362,15 @@ impl DurableSubscriptions {
         let tenant = Fragment::parse(FragmentKind::Tenant, &request.tenant)?;
         Fragment::parse(FragmentKind::Subscription, &request.id)?;
         let topic = topic_of(&namespace, &tenant, &request.topic, "topic")?;
+        if request.mode != SubscriptionMode::Shared {
+            // Each record is settled once, by one consumer: there is
+            // nothing for a broadcast to mean here.
+            return Err(invalid(
+                "mode",
+                "a durable subscription is shared; for every connection to get every record, \
+                 subscribe with mode=broadcast",
+            ));
+        }
         if !(1_000..=3_600_000).contains(&request.ack_deadline_ms) {
             return Err(invalid("ack_deadline_ms", "must be 1000 to 3600000"));
         }
@@ -395,6 +411,7 @@ impl DurableSubscriptions {
             backoff_ms: request.backoff_ms,
             max_in_flight: request.max_in_flight,
             ordering: request.ordering,
+            mode: request.mode,
             dead_letter_topic: dead_letter_topic.kafka_topic_name(),
             created_at: Utc::now(),
             generation: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),

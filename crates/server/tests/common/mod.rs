@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use acteon_bus::KAFKA_BOOTSTRAP_ENV;
 use acteon_bus::conformance::{Reader, test_kafka_config};
+use acteon_core::SubscriptionMode;
 use serde_json::{Value, json};
 
 /// Which backend a server under test runs on.
@@ -300,18 +301,40 @@ impl TestServer {
     /// Opens an SSE subscription through `acteon-client`, as a conformance
     /// [`Reader`].
     pub async fn subscribe(&self, subscription: &str, topic: &str, from: &str) -> Reader {
+        self.subscribe_in_mode(subscription, topic, from, SubscriptionMode::Shared)
+            .await
+    }
+
+    pub async fn subscribe_in_mode(
+        &self,
+        subscription: &str,
+        topic: &str,
+        from: &str,
+        mode: SubscriptionMode,
+    ) -> Reader {
         let client = acteon_client::Client::builder(&self.base_url)
             .build()
             .expect("client");
         let events = client
-            .subscribe(
+            .subscribe_in_mode(
                 subscription,
                 &topic.parse().expect("topic name"),
                 from.parse().expect("start"),
+                mode,
             )
             .await
             .expect("subscribe");
         Reader::from_events(events)
+    }
+
+    /// A broadcast connection to `topic` of `partitions` partitions, past
+    /// its assignment.
+    pub async fn broadcast(&self, topic: &str, partitions: u32, from: &str) -> Reader {
+        let mut reader = self
+            .subscribe_in_mode("broadcast", topic, from, SubscriptionMode::Broadcast)
+            .await;
+        reader.wait_for_every_partition(partitions).await;
+        reader
     }
 }
 
