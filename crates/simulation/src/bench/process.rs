@@ -108,18 +108,31 @@ impl ServerProcess {
 
     /// Resident memory now, in bytes.
     pub fn rss_bytes(&self) -> anyhow::Result<u64> {
-        let path = format!("/proc/{}/status", self.pid);
-        let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
-        let kib = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmRSS:"))
-            .context("no VmRSS line")?
-            .trim()
+        let field = self.status_field("VmRSS")?;
+        let kib: u64 = field
             .trim_end_matches("kB")
             .trim()
-            .parse::<u64>()
+            .parse()
             .context("VmRSS is not a number")?;
         Ok(kib * 1024)
+    }
+
+    /// The server's threads now.
+    pub fn threads(&self) -> anyhow::Result<u64> {
+        self.status_field("Threads")?
+            .parse()
+            .context("Threads is not a number")
+    }
+
+    /// One field of `/proc/<pid>/status`, trimmed.
+    fn status_field(&self, name: &str) -> anyhow::Result<String> {
+        let path = format!("/proc/{}/status", self.pid);
+        let status = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+        let value = status
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .with_context(|| format!("no {name} line in {path}"))?;
+        Ok(value.trim().to_owned())
     }
 
     /// CPU time the server has used so far, user and system.

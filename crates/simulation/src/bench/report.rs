@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use acteon_core::SubscriptionMode;
 use serde::Serialize;
 
 use super::durable::DurableReport;
@@ -41,6 +42,10 @@ pub struct Goal {
 }
 
 const KIB: u64 = 1024;
+
+/// Threads a Kafka broadcast may add to an idle server, whatever its
+/// subscribers: the shared reader's librdkafka threads and a few catch-ups.
+const MAX_BROADCAST_THREADS: u64 = 32;
 const MIB: f64 = 1024.0 * 1024.0;
 
 impl Report {
@@ -86,23 +91,91 @@ impl Report {
                 met: row.end_to_end.p99_us < 5_000,
             });
         }
-        if let Some(row) = self.fanout.iter().max_by_key(|row| row.subscribers) {
-            goals.push(Goal {
-                goal: format!(
-                    "{} subscribers: every event delivered, < 256 KiB of server memory each",
-                    row.subscribers
-                ),
-                measured: format!(
-                    "{} of {} delivered, {} KiB each",
-                    row.delivered,
-                    row.expected,
-                    row.rss_per_subscriber_bytes / KIB
-                ),
-                met: row.delivered == row.expected && row.rss_per_subscriber_bytes < 256 * KIB,
-            });
-        }
+        self.judge_fanout_goals(&mut goals);
         self.judge_durable_goals(&mut goals);
         self.goals = goals;
+    }
+
+    /// The largest fan-out run of `mode` on `backend`.
+    fn fanout_row(&self, backend: &str, mode: SubscriptionMode) -> Option<&FanoutRow> {
+        self.fanout
+            .iter()
+            .filter(|row| row.run.backend == backend && row.run.mode == mode)
+            .max_by_key(|row| row.run.subscribers)
+    }
+
+    fn judge_fanout_goals(&self, goals: &mut Vec<Goal>) {
+        let delivered = |row: &FanoutRow| format!("{} of {} delivered", row.delivered, row.expected);
+        let all_delivered = |row: &FanoutRow| row.delivered == row.expected;
+        if let Some(row) = self.fanout_row("memory", SubscriptionMode::Shared) {
+            goals.push(Goal {
+                goal: format!(
+                    "{} subscribers with distinct ids, in-memory backend: every event delivered, < 32 KiB each",
+                    row.run.subscribers
+                ),
+                measured: format!(
+                    "{}, {} KiB each",
+                    delivered(row),
+                    row.rss_per_subscriber_bytes / KIB
+                ),
+                met: all_delivered(row) && row.rss_per_subscriber_bytes < 32 * KIB,
+            });
+        }
+        if let Some(row) = self.fanout_row("kafka", SubscriptionMode::Broadcast) {
+            let added_threads = row.threads_subscribed.saturating_sub(row.threads_idle);
+            goals.push(Goal {
+                goal: format!(
+                    "{} broadcast subscribers on Kafka: every event delivered, < 64 KiB each, \
+                     threads independent of subscribers, subscribe p99 < 2 s",
+                    row.run.subscribers
+                ),
+                measured: format!(
+                    "{}, {} KiB each, {} threads more than idle, p99 {} ms",
+                    delivered(row),
+                    row.rss_per_subscriber_bytes / KIB,
+                    added_threads,
+                    millis(row.subscribe_latency.p99_us)
+                ),
+                met: all_delivered(row)
+                    && row.rss_per_subscriber_bytes < 64 * KIB
+                    && added_threads <= MAX_BROADCAST_THREADS
+                    && row.subscribe_latency.p99_us < 2_000_000,
+            });
+            if let Some(memory) = self
+                .fanout
+                .iter()
+                .find(|m| m.run.backend == "memory" && m.run.mode == SubscriptionMode::Broadcast && m.run.subscribers == row.run.subscribers)
+            {
+                let ratio = row.burst_deliveries_per_second / memory.burst_deliveries_per_second.max(f64::EPSILON);
+                goals.push(Goal {
+                    goal: format!(
+                        "broadcast delivery rate to {} subscribers on Kafka ≥ 0.5 of the in-memory backend's",
+                        row.run.subscribers
+                    ),
+                    measured: format!("{ratio:.2}"),
+                    met: ratio >= 0.5,
+                });
+            }
+        }
+        if let Some(row) = self.fanout_row("kafka", SubscriptionMode::Shared) {
+            goals.push(Goal {
+                goal: format!(
+                    "{} shared subscriptions with distinct ids on Kafka: every event delivered, \
+                     ≥ 10 × the 80 deliveries/s of one consumer per connection",
+                    row.run.subscribers
+                ),
+                measured: format!(
+                    "{}, {:.0} deliveries/s, {} KiB and {:.1} threads each, subscribe p99 {} ms",
+                    delivered(row),
+                    row.burst_deliveries_per_second,
+                    row.rss_per_subscriber_bytes / KIB,
+                    row.threads_subscribed.saturating_sub(row.threads_idle) as f64
+                        / row.run.subscribers.max(1) as f64,
+                    millis(row.subscribe_latency.p99_us)
+                ),
+                met: all_delivered(row) && row.burst_deliveries_per_second >= 800.0,
+            });
+        }
     }
 
     fn judge_durable_goals(&self, goals: &mut Vec<Goal>) {
@@ -193,7 +266,7 @@ impl Report {
             problems.push("fan-out: no rows".to_owned());
         }
         for row in &self.fanout {
-            let name = format!("fan-out to {}", row.subscribers);
+            let name = row.name();
             if row.delivered != row.expected {
                 problems.push(format!(
                     "{name}: {} of {} events delivered, {} subscribers short",
@@ -292,18 +365,22 @@ impl Report {
         }
 
         out.push_str(
-            "\n### 5. SSE fan-out, in-memory backend\n\n\
-             | subscribers | events each | delivered / expected | paced p50 ms | paced p99 ms | burst deliveries/s | burst p99 ms | server cores | generator cores | RSS per subscriber KiB |\n\
-             |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+            "\n### 5. SSE fan-out\n\n\
+             | backend | mode | subscribers | events each | delivered / expected | subscribe p50 ms | subscribe p99 ms | paced p50 ms | paced p99 ms | burst deliveries/s | burst p99 ms | server cores | generator cores | RSS per subscriber KiB | threads idle / subscribed |\n\
+             |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         );
         for row in &self.fanout {
             let _ = writeln!(
                 out,
-                "| {} | {} | {} / {} | {} | {} | {:.0} | {} | {:.2} | {:.2} | {} |",
-                row.subscribers,
+                "| {} | {} | {} | {} | {} / {} | {} | {} | {} | {} | {:.0} | {} | {:.2} | {:.2} | {} | {} / {} |",
+                row.run.backend,
+                row.run.mode.as_str(),
+                row.run.subscribers,
                 row.messages,
                 row.delivered,
                 row.expected,
+                millis(row.subscribe_latency.p50_us),
+                millis(row.subscribe_latency.p99_us),
                 millis(row.paced_latency.p50_us),
                 millis(row.paced_latency.p99_us),
                 row.burst_deliveries_per_second,
@@ -311,6 +388,8 @@ impl Report {
                 row.server_cores_burst,
                 row.generator_cores_burst,
                 row.rss_per_subscriber_bytes / KIB,
+                row.threads_idle,
+                row.threads_subscribed,
             );
         }
 
@@ -322,8 +401,8 @@ impl Report {
             let memory = row.memory;
             let _ = writeln!(
                 out,
-                "| fan-out to {} | {:.1} | {:.1} | {:.1} | {:.1} |",
-                row.subscribers,
+                "| {} | {:.1} | {:.1} | {:.1} | {:.1} |",
+                row.name(),
                 memory.idle_bytes as f64 / MIB,
                 memory.subscribed_bytes as f64 / MIB,
                 memory.delivered_bytes as f64 / MIB,
@@ -429,7 +508,7 @@ fn throughput_table(out: &mut String, report: &ThroughputReport, unit: &str) {
 mod tests {
     use super::*;
     use crate::bench::durable::{InFlightRow, RedeliveryRow, WorkQueueRow};
-    use crate::bench::fanout::ServerMemory;
+    use crate::bench::fanout::{FanoutRun, ServerMemory};
     use crate::bench::in_process::InProcessCase;
     use crate::bench::throughput::{BARE_HANDLER, ThroughputRow};
 
@@ -493,7 +572,11 @@ mod tests {
                 publish: latency(100),
             }],
             fanout: vec![FanoutRow {
-                subscribers: 10,
+                run: FanoutRun {
+                    backend: "memory",
+                    mode: SubscriptionMode::Shared,
+                    subscribers: 10,
+                },
                 messages: 5,
                 delivered: 50,
                 expected: 50,
@@ -510,7 +593,11 @@ mod tests {
                     delivered_bytes: 11 << 20,
                     closed_bytes: 11 << 20,
                 },
-                rss_per_subscriber_bytes: 100 * KIB,
+                rss_per_subscriber_bytes: 20 * KIB,
+                subscribe_latency: latency(1_000),
+                subscribe_seconds: 0.1,
+                threads_idle: 10,
+                threads_subscribed: 10,
             }],
             durable: DurableReport {
                 work_queue: vec![WorkQueueRow {
@@ -556,7 +643,7 @@ mod tests {
             "{:?}",
             report.goals
         );
-        assert!(report.markdown().contains("| fan-out to 10 |"));
+        assert!(report.markdown().contains("| fan-out to 10 shared subscribers, memory |"));
     }
 
     #[test]
@@ -576,7 +663,7 @@ mod tests {
     fn a_slow_acteon_misses_its_goal_without_making_the_report_insane() {
         let mut report = report();
         report.http_memory.rows[2].ratio = 0.5;
-        report.fanout[0].rss_per_subscriber_bytes = 300 * KIB;
+        report.fanout[0].rss_per_subscriber_bytes = 40 * KIB;
         report.durable.redelivery[0].redelivered_after.max_us = 1_300_000;
         report.judge_goals();
         assert!(report.problems().is_empty());

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use acteon_client::{Client, Subscription};
-use acteon_core::{StartPosition, SubscriptionEvent, TopicName};
+use acteon_core::{StartPosition, SubscriptionEvent, SubscriptionMode, TopicName};
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use tokio::sync::watch;
@@ -55,16 +55,19 @@ impl SendTimes {
     }
 }
 
-/// Opens a subscription from `latest` and waits for its assignment, after
-/// which every message published reaches it.
+/// Opens a subscription from `latest` in `mode` and waits for its
+/// assignment, after which every message published reaches it; returns it
+/// with the time from the request to the assignment.
 pub async fn subscribe_assigned(
     client: &Client,
     topic: &TopicName,
     subscription_id: &str,
+    mode: SubscriptionMode,
     timeout: Duration,
-) -> anyhow::Result<Subscription> {
+) -> anyhow::Result<(Subscription, Duration)> {
+    let asked = Instant::now();
     let mut subscription = client
-        .subscribe(subscription_id, topic, StartPosition::Latest)
+        .subscribe_in_mode(subscription_id, topic, StartPosition::Latest, mode)
         .await
         .with_context(|| format!("subscribing {subscription_id}"))?;
     let assigned = async {
@@ -78,7 +81,7 @@ pub async fn subscribe_assigned(
     tokio::time::timeout(timeout, assigned)
         .await
         .with_context(|| format!("{subscription_id} was not assigned in {timeout:?}"))??;
-    Ok(subscription)
+    Ok((subscription, asked.elapsed()))
 }
 
 /// What one subscriber received.
