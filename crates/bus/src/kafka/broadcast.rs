@@ -75,6 +75,7 @@ impl Default for Broadcasts {
 #[derive(Debug)]
 struct SharedReader {
     feed: Arc<Feed>,
+    partitions: u32,
     streams: usize,
 }
 
@@ -163,6 +164,16 @@ struct CatchUp {
 }
 
 impl Broadcasts {
+    /// The partition count of a topic with a running shared reader: asking
+    /// the broker once per stream would cost a blocking request each.
+    pub(super) fn partitions(&self, kafka_name: &str) -> Option<u32> {
+        let readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
+        readers
+            .get(kafka_name)
+            .filter(|shared| !shared.feed.stopped.is_cancelled())
+            .map(|shared| shared.partitions)
+    }
+
     /// A broadcast stream of `kafka_name`, which has `partitions`
     /// partitions.
     pub(super) fn open(
@@ -184,7 +195,12 @@ impl Broadcasts {
                     subscriptions.spawn(&kafka_name, move |cancel| {
                         read_shared(reader, config, topic, partitions, cancel)
                     });
-                    readers.insert(kafka_name.clone(), SharedReader { feed, streams: 0 });
+                    let shared = SharedReader {
+                        feed,
+                        partitions,
+                        streams: 0,
+                    };
+                    readers.insert(kafka_name.clone(), shared);
                     readers.get_mut(&kafka_name).expect("just inserted")
                 }
             };

@@ -263,7 +263,10 @@ impl BusBackend for KafkaBackend {
         start: StartPosition,
     ) -> Result<EventStream, BusError> {
         let kafka_name = topic.kafka_topic_name();
-        let partitions = self.partition_count(&kafka_name).await?;
+        let partitions = match self.broadcasts.partitions(&kafka_name) {
+            Some(partitions) => partitions,
+            None => self.partition_count(&kafka_name).await?,
+        };
         Ok(self.broadcasts.open(
             &self.subscriptions,
             &self.config,

@@ -105,7 +105,8 @@ impl Report {
     }
 
     fn judge_fanout_goals(&self, goals: &mut Vec<Goal>) {
-        let delivered = |row: &FanoutRow| format!("{} of {} delivered", row.delivered, row.expected);
+        let delivered =
+            |row: &FanoutRow| format!("{} of {} delivered", row.delivered, row.expected);
         let all_delivered = |row: &FanoutRow| row.delivered == row.expected;
         if let Some(row) = self.fanout_row("memory", SubscriptionMode::Shared) {
             goals.push(Goal {
@@ -141,12 +142,13 @@ impl Report {
                     && added_threads <= MAX_BROADCAST_THREADS
                     && row.subscribe_latency.p99_us < 2_000_000,
             });
-            if let Some(memory) = self
-                .fanout
-                .iter()
-                .find(|m| m.run.backend == "memory" && m.run.mode == SubscriptionMode::Broadcast && m.run.subscribers == row.run.subscribers)
-            {
-                let ratio = row.burst_deliveries_per_second / memory.burst_deliveries_per_second.max(f64::EPSILON);
+            if let Some(memory) = self.fanout.iter().find(|m| {
+                m.run.backend == "memory"
+                    && m.run.mode == SubscriptionMode::Broadcast
+                    && m.run.subscribers == row.run.subscribers
+            }) {
+                let ratio = row.burst_deliveries_per_second
+                    / memory.burst_deliveries_per_second.max(f64::EPSILON);
                 goals.push(Goal {
                     goal: format!(
                         "broadcast delivery rate to {} subscribers on Kafka ≥ 0.5 of the in-memory backend's",
@@ -643,7 +645,11 @@ mod tests {
             "{:?}",
             report.goals
         );
-        assert!(report.markdown().contains("| fan-out to 10 shared subscribers, memory |"));
+        assert!(
+            report
+                .markdown()
+                .contains("| fan-out to 10 shared subscribers, memory |")
+        );
     }
 
     #[test]
