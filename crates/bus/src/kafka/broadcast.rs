@@ -124,10 +124,16 @@ impl Feed {
         }
     }
 
-    /// A place in the ring, and where each partition stood there.
-    fn join(&self) -> (broadcast::Receiver<Arc<BusMessage>>, Vec<i64>) {
+    /// A place in the ring, and where each partition stood there, once the
+    /// reader is positioned; `None` if it stopped first.
+    async fn place(&self) -> Option<Place> {
+        let mut positioned = self.positioned.subscribe();
+        tokio::select! {
+            ready = positioned.wait_for(|&ready| ready) => ready.ok()?,
+            () = self.stopped.cancelled() => return None,
+        };
         let positions = self.positions();
-        (self.ring.subscribe(), positions.clone())
+        Some((self.ring.subscribe(), positions.clone()))
     }
 }
 
@@ -174,6 +180,45 @@ impl Broadcasts {
             .map(|shared| shared.partitions)
     }
 
+    /// The shared reader of `kafka_name`, started if need be, and a guard
+    /// that counts one more user of it until dropped.
+    fn attach(
+        &self,
+        subscriptions: &Subscriptions,
+        config: &KafkaConfig,
+        kafka_name: &str,
+        partitions: u32,
+    ) -> StreamGuard {
+        let feed = {
+            let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
+            let shared = match readers.get_mut(kafka_name) {
+                Some(shared) if !shared.feed.stopped.is_cancelled() => shared,
+                _ => {
+                    let feed = Arc::new(Feed::new());
+                    let reader = Arc::clone(&feed);
+                    let (config, topic) = (config.clone(), kafka_name.to_owned());
+                    subscriptions.spawn(kafka_name, move |cancel| {
+                        read_shared(reader, config, topic, partitions, cancel)
+                    });
+                    let shared = SharedReader {
+                        feed,
+                        partitions,
+                        streams: 0,
+                    };
+                    readers.insert(kafka_name.to_owned(), shared);
+                    readers.get_mut(kafka_name).expect("just inserted")
+                }
+            };
+            shared.streams += 1;
+            Arc::clone(&shared.feed)
+        };
+        StreamGuard {
+            readers: Arc::clone(&self.readers),
+            kafka_name: kafka_name.to_owned(),
+            feed,
+        }
+    }
+
     /// A broadcast stream of `kafka_name`, which has `partitions`
     /// partitions.
     pub(super) fn open(
@@ -184,44 +229,12 @@ impl Broadcasts {
         partitions: u32,
         start: StartPosition,
     ) -> EventStream {
-        let feed = {
-            let mut readers = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
-            let shared = match readers.get_mut(&kafka_name) {
-                Some(shared) if !shared.feed.stopped.is_cancelled() => shared,
-                _ => {
-                    let feed = Arc::new(Feed::new());
-                    let reader = Arc::clone(&feed);
-                    let (config, topic) = (config.clone(), kafka_name.clone());
-                    subscriptions.spawn(&kafka_name, move |cancel| {
-                        read_shared(reader, config, topic, partitions, cancel)
-                    });
-                    let shared = SharedReader {
-                        feed,
-                        partitions,
-                        streams: 0,
-                    };
-                    readers.insert(kafka_name.clone(), shared);
-                    readers.get_mut(&kafka_name).expect("just inserted")
-                }
-            };
-            shared.streams += 1;
-            Arc::clone(&shared.feed)
-        };
-        let guard = StreamGuard {
-            readers: Arc::clone(&self.readers),
-            kafka_name: kafka_name.clone(),
-            feed: Arc::clone(&feed),
-        };
+        let guard = self.attach(subscriptions, config, &kafka_name, partitions);
         let catch_ups = Arc::clone(&self.catch_ups);
         let config = config.clone();
         let spawner = subscriptions.spawner(&kafka_name);
         let joined = async move {
-            let mut positioned = feed.positioned.subscribe();
-            tokio::select! {
-                ready = positioned.wait_for(|&ready| ready) => ready.ok()?,
-                () = feed.stopped.cancelled() => return None,
-            };
-            let (ring, positions) = feed.join();
+            let (ring, positions) = guard.feed.place().await?;
             let catching_up = (start == StartPosition::Earliest).then(|| {
                 let (events, receiver) = mpsc::channel(CATCH_UP_BUFFER);
                 let catch_up = CatchUp {
@@ -234,13 +247,12 @@ impl Broadcasts {
             });
             let partitions = (0..positions.len() as i32).collect();
             Some(BroadcastStream {
-                feed,
                 catching_up,
                 ring,
                 next: positions,
                 lagged: false,
                 pending: VecDeque::from([SubscriptionEvent::Assigned(partitions)]),
-                _guard: guard,
+                guard,
             })
         };
         futures::stream::once(joined)
@@ -248,11 +260,93 @@ impl Broadcasts {
             .flat_map(BroadcastStream::into_stream)
             .boxed()
     }
+
+    /// The ring of `kafka_name`, for a group member to take its records
+    /// from once it has caught up with the shared reader.
+    pub(super) fn member_ring(
+        &self,
+        subscriptions: &Subscriptions,
+        config: &KafkaConfig,
+        kafka_name: &str,
+        partitions: u32,
+    ) -> MemberRing {
+        let guard = self.attach(subscriptions, config, kafka_name, partitions);
+        let feed = Arc::clone(&guard.feed);
+        MemberRing {
+            joining: Some(Box::pin(async move { feed.place().await })),
+            ring: None,
+            next: Vec::new(),
+            _guard: guard,
+        }
+    }
+}
+
+/// What a group member's ring yields.
+pub(super) enum RingEvent {
+    /// The member has its place in the ring.
+    Joined,
+    Record(Arc<BusMessage>),
+    /// The member fell out of the ring: it must fetch for itself again.
+    Lagged,
+}
+
+/// A group member's place in its topic's ring.
+pub(super) struct MemberRing {
+    joining: Option<futures::future::BoxFuture<'static, Option<Place>>>,
+    ring: Option<broadcast::Receiver<Arc<BusMessage>>>,
+    /// Per partition, the offset of the next record the ring shows.
+    next: Vec<i64>,
+    _guard: StreamGuard,
+}
+
+type Place = (broadcast::Receiver<Arc<BusMessage>>, Vec<i64>);
+
+impl MemberRing {
+    /// The next event; pending for good if the ring is gone.
+    pub(super) async fn next(&mut self) -> RingEvent {
+        if let Some(joining) = &mut self.joining {
+            let place = joining.await;
+            self.joining = None;
+            return match place {
+                Some((ring, next)) => {
+                    (self.ring, self.next) = (Some(ring), next);
+                    RingEvent::Joined
+                }
+                None => std::future::pending().await,
+            };
+        }
+        let Some(ring) = &mut self.ring else {
+            return std::future::pending().await;
+        };
+        match ring.recv().await {
+            Ok(record) => {
+                if let Some(next) = self.next.get_mut(record.partition as usize) {
+                    *next = record.offset + 1;
+                }
+                RingEvent::Record(record)
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => RingEvent::Lagged,
+            Err(broadcast::error::RecvError::Closed) => {
+                self.ring = None;
+                std::future::pending().await
+            }
+        }
+    }
+
+    /// Whether a member that delivers `partition` from `next` on can take
+    /// the rest from the ring: it has every record before what the ring
+    /// shows next.
+    pub(super) fn covers(&self, partition: i32, next: i64) -> bool {
+        self.ring.is_some()
+            && self
+                .next
+                .get(partition as usize)
+                .is_some_and(|&ring_next| next >= ring_next)
+    }
 }
 
 /// One broadcast stream: its catch-up, if any, then its place in the ring.
 struct BroadcastStream {
-    feed: Arc<Feed>,
     catching_up: Option<mpsc::Receiver<Event>>,
     ring: broadcast::Receiver<Arc<BusMessage>>,
     /// Per partition, the offset this stream takes next from the ring.
@@ -261,7 +355,8 @@ struct BroadcastStream {
     /// of every partition; gaps then count as missed.
     lagged: bool,
     pending: VecDeque<SubscriptionEvent>,
-    _guard: StreamGuard,
+    /// Keeps the shared reader going.
+    guard: StreamGuard,
 }
 
 impl BroadcastStream {
@@ -287,8 +382,9 @@ impl BroadcastStream {
             }
             let record = tokio::select! {
                 received = self.ring.recv() => received,
-                () = self.feed.stopped.cancelled() => {
-                    let gone = self.feed.gone.lock().unwrap_or_else(PoisonError::into_inner).take();
+                () = self.guard.feed.stopped.cancelled() => {
+                    let feed = &self.guard.feed;
+                    let gone = feed.gone.lock().unwrap_or_else(PoisonError::into_inner).take();
                     return gone.map(|topic| Err(BusError::UnknownTopic { topic }));
                 }
             };

@@ -251,9 +251,12 @@ impl BusBackend for KafkaBackend {
     ) -> Result<EventStream, BusError> {
         let kafka_name = topic.kafka_topic_name();
         // A consumer of a missing topic would wait forever; say so instead.
-        self.partition_count(&kafka_name).await?;
+        let partitions = self.partition_count(&kafka_name).await?;
+        let ring =
+            self.broadcasts
+                .member_ring(&self.subscriptions, &self.config, &kafka_name, partitions);
         self.subscriptions
-            .start(&self.config, kafka_name, group, start)
+            .start(&self.config, kafka_name, group, start, ring)
             .await
     }
 

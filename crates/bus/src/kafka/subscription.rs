@@ -40,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::KafkaConfig;
+use super::broadcast::{MemberRing, RingEvent};
 use super::error::classify;
 use crate::{
     BusError, CommitOffsets, EventStream, GroupId, GroupMember, Operation, PartitionOffsets,
@@ -102,15 +103,29 @@ pub(super) struct Subscriptions {
 
 impl Subscriptions {
     /// A subscription that commits what it delivers.
+    /// A subscription that commits what it delivers; it takes a
+    /// partition's records from `ring` once it has caught up with it.
     pub(super) async fn start(
         &self,
         config: &KafkaConfig,
         kafka_name: String,
         group: &GroupId,
         start: StartPosition,
+        ring: MemberRing,
     ) -> Result<EventStream, BusError> {
-        self.start_pump(config, kafka_name, group, start, Commits::Delivered)
-            .await
+        let feeds = RingFeeds {
+            ring,
+            partitions: HashMap::new(),
+        };
+        self.start_pump(
+            config,
+            kafka_name,
+            group,
+            start,
+            Commits::Delivered,
+            Some(feeds),
+        )
+        .await
     }
 
     /// A member whose owner commits.
@@ -128,7 +143,7 @@ impl Subscriptions {
             left: left_tx,
         };
         let events = self
-            .start_pump(config, kafka_name, group, start, commits)
+            .start_pump(config, kafka_name, group, start, commits, None)
             .await?;
         Ok(GroupMember {
             events,
@@ -147,8 +162,9 @@ impl Subscriptions {
         group: &GroupId,
         start: StartPosition,
         commits: Commits,
+        feeds: Option<RingFeeds>,
     ) -> Result<EventStream, BusError> {
-        let (assignment_tx, assignments) = watch::channel(Vec::new());
+        let (assignment_tx, assignments) = watch::channel(Assignment::default());
         let commits_delivered = matches!(commits, Commits::Delivered);
         let context = PositioningContext {
             start,
@@ -176,7 +192,12 @@ impl Subscriptions {
         .map_err(|source| classify(Operation::Subscribe, &kafka_name, source))?;
         let (events, receiver) = mpsc::channel(BUFFER);
         self.spawn(&kafka_name.clone(), |cancel| {
-            pump(consumer, assignments, commits, events, kafka_name, cancel)
+            let pump = Pump {
+                consumer,
+                kafka_name,
+                feeds,
+            };
+            pump.run(assignments, commits, events, cancel)
         });
         Ok(ReceiverStream::new(receiver).boxed())
     }
@@ -217,6 +238,13 @@ impl Subscriptions {
     }
 }
 
+/// A member's partitions and, where known, the offset each starts from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Assignment {
+    partitions: Vec<i32>,
+    starts: HashMap<i32, i64>,
+}
+
 /// Positions newly assigned partitions before they are handed to the
 /// consumer, and publishes every assignment.
 ///
@@ -229,7 +257,7 @@ impl Subscriptions {
 struct PositioningContext {
     start: StartPosition,
     watermark_timeout: Duration,
-    assignment: watch::Sender<Vec<i32>>,
+    assignment: watch::Sender<Assignment>,
     /// Whether the delivered positions are committed before a revoke.
     commits_delivered: bool,
 }
@@ -243,14 +271,20 @@ impl ConsumerContext for PositioningContext {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        let partitions = if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
+        let assignment = if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
             self.position(consumer, tpl);
             if let Err(error) = consumer.assign(tpl) {
                 tracing::error!(%error, "assigning partitions failed");
             }
-            let mut partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-            partitions.sort_unstable();
-            partitions
+            let mut assignment = Assignment::default();
+            for element in tpl.elements() {
+                assignment.partitions.push(element.partition());
+                if let Offset::Offset(start) = element.offset() {
+                    assignment.starts.insert(element.partition(), start);
+                }
+            }
+            assignment.partitions.sort_unstable();
+            assignment
         } else {
             // Revocation, or a rebalance error: drop the whole assignment
             // (eager protocol); the group assigns again, and the next owner
@@ -267,11 +301,11 @@ impl ConsumerContext for PositioningContext {
             if let Err(error) = consumer.unassign() {
                 tracing::error!(%error, "revoking partitions failed");
             }
-            Vec::new()
+            Assignment::default()
         };
         self.assignment.send_if_modified(|current| {
-            let changed = *current != partitions;
-            *current = partitions;
+            let changed = *current != assignment;
+            *current = assignment;
             changed
         });
     }
@@ -390,88 +424,270 @@ async fn owner_committed(commits: &mut Commits) -> Option<PartitionOffsets> {
     }
 }
 
-async fn pump(
+/// A member's consumer and where its records come from.
+struct Pump {
     consumer: StreamConsumer<PositioningContext>,
-    mut assignments: watch::Receiver<Vec<i32>>,
-    mut commits: Commits,
-    events: mpsc::Sender<Result<SubscriptionEvent, BusError>>,
     kafka_name: String,
-    cancel: CancellationToken,
-) {
-    loop {
-        let event = tokio::select! {
-            _ = events.closed() => break,
-            () = cancel.cancelled() => break,
-            Some(offsets) = owner_committed(&mut commits) => {
-                commit_owner_offsets(&consumer, &kafka_name, &offsets, CommitMode::Async);
-                continue;
-            }
-            Ok(()) = assignments.changed() => {
-                Ok(SubscriptionEvent::Assigned(assignments.borrow_and_update().clone()))
-            }
-            received = consumer.recv() => match received {
-                Ok(message) => Ok(SubscriptionEvent::Message(Arc::new(to_bus_message(&message)))),
-                Err(source) => {
-                    let error = classify(Operation::Consume, &kafka_name, source);
-                    if !matches!(error, BusError::UnknownTopic { .. }) {
-                        // librdkafka reconnects and rejoins by itself.
-                        tracing::warn!(topic = %kafka_name, %error, "consumer error");
-                        continue;
-                    }
-                    Err(error)
-                }
-            },
-        };
-        let ends_stream = event.is_err();
-        let delivered = match (&commits, &event) {
-            (Commits::Delivered, Ok(SubscriptionEvent::Message(message))) => {
-                Some((message.partition, message.offset))
-            }
-            _ => None,
-        };
-        // A reader that stopped reading must not keep the consumer alive
-        // past a topic delete, nor hold back its owner's commits.
-        let permit = loop {
-            tokio::select! {
-                permit = events.reserve() => break permit.ok(),
-                () = cancel.cancelled() => break None,
+    /// For a member that commits what it delivers: the topic's ring.
+    feeds: Option<RingFeeds>,
+}
+
+impl Pump {
+    async fn run(
+        mut self,
+        mut assignments: watch::Receiver<Assignment>,
+        mut commits: Commits,
+        events: mpsc::Sender<Result<SubscriptionEvent, BusError>>,
+        cancel: CancellationToken,
+    ) {
+        let (consumer, kafka_name) = (&self.consumer, self.kafka_name.as_str());
+        loop {
+            let event = tokio::select! {
+                _ = events.closed() => break,
+                () = cancel.cancelled() => break,
                 Some(offsets) = owner_committed(&mut commits) => {
-                    commit_owner_offsets(&consumer, &kafka_name, &offsets, CommitMode::Async);
+                    commit_owner_offsets(consumer, kafka_name, &offsets, CommitMode::Async);
+                    continue;
+                }
+                Ok(()) = assignments.changed() => {
+                    let assignment = assignments.borrow_and_update().clone();
+                    if let Some(feeds) = &mut self.feeds {
+                        feeds.assigned(&assignment, consumer, kafka_name);
+                    }
+                    Ok(SubscriptionEvent::Assigned(assignment.partitions))
+                }
+                ring = ring_event(&mut self.feeds) => {
+                    let feeds = self.feeds.as_mut().expect("only a member with a ring has its events");
+                    match ring {
+                        RingEvent::Joined => {
+                            feeds.take_caught_up(consumer, kafka_name);
+                            continue;
+                        }
+                        RingEvent::Record(record) if feeds.takes_from_ring(&record) => {
+                            Ok(SubscriptionEvent::Message(record))
+                        }
+                        RingEvent::Record(_) => continue,
+                        RingEvent::Lagged => {
+                            feeds.fetch_again(consumer, kafka_name);
+                            continue;
+                        }
+                    }
+                }
+                received = consumer.recv() => match received {
+                    Ok(message) => {
+                        let fetched = self.feeds.as_mut().is_none_or(|feeds| {
+                            feeds.takes_fetched(message.partition(), message.offset())
+                        });
+                        if !fetched {
+                            continue;
+                        }
+                        Ok(SubscriptionEvent::Message(Arc::new(to_bus_message(&message))))
+                    }
+                    Err(source) => {
+                        let error = classify(Operation::Consume, kafka_name, source);
+                        if !matches!(error, BusError::UnknownTopic { .. }) {
+                            // librdkafka reconnects and rejoins by itself.
+                            tracing::warn!(topic = %kafka_name, %error, "consumer error");
+                            continue;
+                        }
+                        Err(error)
+                    }
+                },
+            };
+            let ends_stream = event.is_err();
+            let delivered = match (&commits, &event) {
+                (Commits::Delivered, Ok(SubscriptionEvent::Message(message))) => {
+                    Some((message.partition, message.offset))
+                }
+                _ => None,
+            };
+            // A reader that stopped reading must not keep the consumer alive
+            // past a topic delete, nor hold back its owner's commits.
+            let permit = loop {
+                tokio::select! {
+                    permit = events.reserve() => break permit.ok(),
+                    () = cancel.cancelled() => break None,
+                    Some(offsets) = owner_committed(&mut commits) => {
+                        commit_owner_offsets(consumer, kafka_name, &offsets, CommitMode::Async);
+                    }
+                }
+            };
+            let Some(permit) = permit else { break };
+            permit.send(event);
+            if let Some((partition, offset)) = delivered {
+                // Stores `offset + 1`; a partition revoked meanwhile refuses it.
+                if let Err(error) = consumer.store_offset(kafka_name, partition, offset) {
+                    tracing::debug!(topic = %kafka_name, partition, %error, "offset not stored");
+                }
+                if let Some(feeds) = &mut self.feeds {
+                    feeds.take_caught_up(consumer, kafka_name);
                 }
             }
-        };
-        let Some(permit) = permit else { break };
-        permit.send(event);
-        if let Some((partition, offset)) = delivered {
-            // Stores `offset + 1`; a partition revoked meanwhile refuses it.
-            if let Err(error) = consumer.store_offset(&kafka_name, partition, offset) {
-                tracing::debug!(topic = %kafka_name, partition, %error, "offset not stored");
+            if ends_stream {
+                break;
             }
         }
-        if ends_stream {
-            break;
+        self.close(commits).await;
+    }
+
+    /// Makes the owner's last commit and closes the consumer.
+    async fn close(self, commits: Commits) {
+        // The owner's last positions, in case their commit had not gone out.
+        let (last, left) = match commits {
+            Commits::Owner { commits, left } => (commits.borrow().clone(), Some(left)),
+            Commits::Delivered => (PartitionOffsets::new(), None),
+        };
+        // Committing synchronously and closing block until done, the latter
+        // until the group has been left.
+        let Self {
+            consumer,
+            kafka_name,
+            feeds,
+        } = self;
+        drop(feeds);
+        let topic = kafka_name.clone();
+        let closed = tokio::task::spawn_blocking(move || {
+            if !last.is_empty() {
+                commit_owner_offsets(&consumer, &topic, &last, CommitMode::Sync);
+            }
+            drop(consumer);
+        })
+        .await;
+        if let Err(error) = closed {
+            tracing::error!(topic = %kafka_name, %error, "closing a consumer failed");
+        }
+        if let Some(left) = left {
+            let _ = left.send(());
         }
     }
-    // The owner's last positions, in case their commit had not gone out.
-    let (last, left) = match commits {
-        Commits::Owner { commits, left } => (commits.borrow().clone(), Some(left)),
-        Commits::Delivered => (PartitionOffsets::new(), None),
-    };
-    // Committing synchronously and closing block until done, the latter
-    // until the group has been left.
-    let topic = kafka_name.clone();
-    let closed = tokio::task::spawn_blocking(move || {
-        if !last.is_empty() {
-            commit_owner_offsets(&consumer, &topic, &last, CommitMode::Sync);
-        }
-        drop(consumer);
-    })
-    .await;
-    if let Err(error) = closed {
-        tracing::error!(topic = %kafka_name, %error, "closing a consumer failed");
+}
+
+/// The next event of a member's ring; never for a member without one.
+async fn ring_event(feeds: &mut Option<RingFeeds>) -> RingEvent {
+    match feeds {
+        Some(feeds) => feeds.ring.next().await,
+        None => std::future::pending().await,
     }
-    if let Some(left) = left {
-        let _ = left.send(());
+}
+
+/// Where a member that commits what it delivers takes each partition's
+/// records from: its own consumer while it is behind the topic's shared
+/// reader, the topic's ring once it has caught up (the consumer then
+/// pauses the partition, so an idle member fetches nothing), and its own
+/// consumer again if it falls out of the ring.
+struct RingFeeds {
+    ring: MemberRing,
+    partitions: HashMap<i32, Fed>,
+}
+
+/// One assigned partition of a [`RingFeeds`].
+#[derive(Debug, Clone, Copy)]
+struct Fed {
+    /// The offset delivered next, where known.
+    next: Option<i64>,
+    from_ring: bool,
+}
+
+impl RingFeeds {
+    fn assigned(
+        &mut self,
+        assignment: &Assignment,
+        consumer: &StreamConsumer<PositioningContext>,
+        kafka_name: &str,
+    ) {
+        // Every assignment assigns afresh (eager protocol); whatever an
+        // earlier one paused fetches again until it has caught up.
+        let mut assigned = TopicPartitionList::new();
+        for &partition in &assignment.partitions {
+            assigned.add_partition(kafka_name, partition);
+        }
+        if let Err(error) = consumer.resume(&assigned) {
+            tracing::debug!(topic = %kafka_name, %error, "cannot resume assigned partitions");
+        }
+        self.partitions = assignment
+            .partitions
+            .iter()
+            .map(|&partition| {
+                let next = assignment.starts.get(&partition).copied();
+                (
+                    partition,
+                    Fed {
+                        next,
+                        from_ring: false,
+                    },
+                )
+            })
+            .collect();
+        self.take_caught_up(consumer, kafka_name);
+    }
+
+    /// Moves every partition whose ring has nothing this member lacks over
+    /// to the ring, and pauses it in the consumer.
+    fn take_caught_up(&mut self, consumer: &StreamConsumer<PositioningContext>, kafka_name: &str) {
+        let mut caught_up = TopicPartitionList::new();
+        for (&partition, fed) in &mut self.partitions {
+            let Some(next) = fed.next.filter(|_| !fed.from_ring) else {
+                continue;
+            };
+            if self.ring.covers(partition, next) {
+                fed.from_ring = true;
+                caught_up.add_partition(kafka_name, partition);
+            }
+        }
+        if caught_up.count() > 0 {
+            if let Err(error) = consumer.pause(&caught_up) {
+                tracing::warn!(topic = %kafka_name, %error, "cannot pause caught-up partitions");
+            }
+        }
+    }
+
+    /// Whether a record the consumer fetched is to be delivered: not when
+    /// the ring supplies its partition (it was fetched before the pause).
+    fn takes_fetched(&mut self, partition: i32, offset: i64) -> bool {
+        match self.partitions.get_mut(&partition) {
+            Some(fed) if fed.from_ring => false,
+            Some(fed) => {
+                fed.next = Some(offset + 1);
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Whether a record of the ring is to be delivered.
+    fn takes_from_ring(&mut self, record: &BusMessage) -> bool {
+        match self.partitions.get_mut(&record.partition) {
+            Some(Fed {
+                next: Some(next),
+                from_ring: true,
+            }) if record.offset >= *next => {
+                *next = record.offset + 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// After falling out of the ring: fetch every partition from where
+    /// delivery stopped.
+    fn fetch_again(&mut self, consumer: &StreamConsumer<PositioningContext>, kafka_name: &str) {
+        let mut resumed = TopicPartitionList::new();
+        for (&partition, fed) in &mut self.partitions {
+            if let (Some(next), true) = (fed.next, fed.from_ring) {
+                fed.from_ring = false;
+                if let Err(error) =
+                    consumer.seek(kafka_name, partition, Offset::Offset(next), Duration::ZERO)
+                {
+                    tracing::warn!(topic = %kafka_name, partition, %error, "cannot seek a partition");
+                }
+                resumed.add_partition(kafka_name, partition);
+            }
+        }
+        if resumed.count() > 0 {
+            if let Err(error) = consumer.resume(&resumed) {
+                tracing::warn!(topic = %kafka_name, %error, "cannot resume partitions");
+            }
+        }
     }
 }
 
