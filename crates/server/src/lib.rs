@@ -12,6 +12,7 @@ pub mod limits;
 mod listener;
 pub mod messages;
 pub mod pipeline;
+mod shared;
 pub mod state;
 pub mod topics;
 

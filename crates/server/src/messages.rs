@@ -10,6 +10,7 @@ use acteon_core::{
 use crate::error::ServiceError;
 use crate::limits::LimitsConfig;
 use crate::pipeline::{Pipeline, Published};
+use crate::shared::SharedSubscriptions;
 use crate::topics::TopicRegistry;
 
 #[derive(Debug, Clone)]
@@ -18,6 +19,7 @@ pub struct MessageService {
     bus: Arc<dyn BusBackend>,
     pipeline: Arc<Pipeline>,
     limits: Arc<LimitsConfig>,
+    shared: SharedSubscriptions,
 }
 
 impl MessageService {
@@ -29,6 +31,7 @@ impl MessageService {
     ) -> Self {
         Self {
             topics,
+            shared: SharedSubscriptions::new(Arc::clone(&bus)),
             bus,
             pipeline,
             limits,
@@ -81,10 +84,10 @@ impl MessageService {
         self.pipeline.publish(topic, message, principal).await
     }
 
-    /// Subscription `id` on a registered topic. Shared, it joins a
-    /// consumer group of the topic's namespace and tenant (another tenant's
-    /// subscription of the same id is another group); broadcast, it reads
-    /// every record in no group.
+    /// Subscription `id` on a registered topic. Shared, it takes a share of
+    /// this process's member of a consumer group of the topic's namespace
+    /// and tenant (another tenant's subscription of the same id is another
+    /// group); broadcast, it reads every record in no group.
     pub async fn subscribe(
         &self,
         topic: &TopicName,
@@ -96,7 +99,7 @@ impl MessageService {
         let events = match mode {
             SubscriptionMode::Shared => {
                 let group = GroupId::scoped("sub", topic.namespace(), topic.tenant(), id);
-                self.bus.subscribe(topic, &group, start).await?
+                self.shared.connect(topic, group, start).await?
             }
             SubscriptionMode::Broadcast => self.bus.broadcast(topic, start).await?,
         };
