@@ -11,8 +11,10 @@
 //! [`CATCH_UPS_AT_ONCE`] at a time), each partition up to where the shared
 //! reader stood when the stream joined the ring, then goes on in the ring.
 //!
-//! The shared reader starts with the topic's first broadcast stream and
-//! stops after its last. Readers run as tasks of the topic, so deleting the
+//! Group members that commit what they deliver take their caught-up
+//! partitions' records from the same ring ([`MemberRing`]). The shared
+//! reader starts with the topic's first user, stream or member, and stops
+//! after its last. Readers run as tasks of the topic, so deleting the
 //! topic ends them, and their streams, before the topic goes.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
