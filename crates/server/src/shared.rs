@@ -259,14 +259,24 @@ impl Dispatch {
     async fn hand(&mut self, partition: i32, event: SubscriptionEvent) -> bool {
         let mut event: Event = Ok(event);
         loop {
-            let Some(owner) = self
+            // A record of a partition outside the member's assignment (read
+            // just before a rebalance said so) is still the member's: its
+            // first connection takes it.
+            let owner = self
                 .shares
                 .iter()
                 .find(|(_, share)| share.contains(&partition))
-                .map(|(&id, _)| id)
-            else {
-                // Not this member's partition any more.
-                return true;
+                .or_else(|| self.shares.first_key_value())
+                .map(|(&id, _)| id);
+            let Some(owner) = owner else {
+                // Nobody has been told of a share yet.
+                if !self.split().await {
+                    return false;
+                }
+                if self.shares.is_empty() {
+                    return true;
+                }
+                continue;
             };
             let events = self.member.roster().connections.get(&owner).cloned();
             if let Some(events) = events {
@@ -386,5 +396,50 @@ mod tests {
             shared.members().is_empty(),
             "the member left with the last connection"
         );
+    }
+
+    /// A group member may hand over records of a partition before the
+    /// assignment that gave it the partition (librdkafka reads them before
+    /// the rebalance is told); they are the member's all the same.
+    #[tokio::test]
+    async fn records_read_before_their_assignment_are_not_lost() {
+        let bus = Arc::new(MemoryBackend::default());
+        let topic = topic(&bus, 1).await;
+        let shared = SharedSubscriptions::new(bus as Arc<dyn BusBackend>);
+        let record = |offset| {
+            Ok(SubscriptionEvent::Message(Arc::new(
+                acteon_core::BusMessage {
+                    topic: topic.kafka_topic_name(),
+                    key: None,
+                    payload: serde_json::json!({ "seq": offset }),
+                    headers: Headers::new(),
+                    partition: 0,
+                    offset,
+                    timestamp: chrono::Utc::now(),
+                },
+            )))
+        };
+        let member_events = futures::stream::iter([
+            record(0),
+            Ok(SubscriptionEvent::Assigned(vec![0])),
+            record(1),
+        ])
+        .chain(futures::stream::pending())
+        .boxed();
+        let member = Arc::new(Member::default());
+        let mut connection = connection(member.join());
+        let key = (topic.clone(), GroupId::parse("early").unwrap());
+        shared.members().insert(key.clone(), Arc::clone(&member));
+        let dispatch = Dispatch {
+            subscriptions: shared.clone(),
+            key,
+            member,
+            assignment: Vec::new(),
+            shares: BTreeMap::new(),
+        };
+        tokio::spawn(dispatch.run(member_events));
+        let (assigned, seen) = drain(&mut connection).await;
+        assert_eq!(assigned, vec![0]);
+        assert_eq!(seen, BTreeSet::from([0, 1]));
     }
 }

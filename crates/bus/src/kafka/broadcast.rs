@@ -251,8 +251,8 @@ impl Broadcasts {
             Some(BroadcastStream {
                 catching_up,
                 ring,
+                lagged: vec![false; positions.len()],
                 next: positions,
-                lagged: false,
                 pending: VecDeque::from([SubscriptionEvent::Assigned(partitions)]),
                 guard,
             })
@@ -353,9 +353,9 @@ struct BroadcastStream {
     ring: broadcast::Receiver<Arc<BusMessage>>,
     /// Per partition, the offset this stream takes next from the ring.
     next: Vec<i64>,
-    /// Whether the stream fell out of the ring since it last read a record
-    /// of every partition; gaps then count as missed.
-    lagged: bool,
+    /// Per partition, whether the stream fell out of the ring since it last
+    /// read a record of it: a gap before the next one is what it missed.
+    lagged: Vec<bool>,
     pending: VecDeque<SubscriptionEvent>,
     /// Keeps the shared reader going.
     guard: StreamGuard,
@@ -386,13 +386,13 @@ impl BroadcastStream {
                 received = self.ring.recv() => received,
                 () = self.guard.feed.stopped.cancelled() => {
                     let feed = &self.guard.feed;
-                    let gone = feed.gone.lock().unwrap_or_else(PoisonError::into_inner).take();
+                    let gone = feed.gone.lock().unwrap_or_else(PoisonError::into_inner).clone();
                     return gone.map(|topic| Err(BusError::UnknownTopic { topic }));
                 }
             };
             match record {
                 Ok(record) => self.take(record),
-                Err(broadcast::error::RecvError::Lagged(_)) => self.lagged = true,
+                Err(broadcast::error::RecvError::Lagged(_)) => self.lagged.fill(true),
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
@@ -407,7 +407,8 @@ impl BroadcastStream {
         if record.offset < *next {
             return;
         }
-        if self.lagged && record.offset > *next {
+        let lagged = std::mem::take(&mut self.lagged[record.partition as usize]);
+        if lagged && record.offset > *next {
             self.pending.push_back(SubscriptionEvent::Lagged {
                 partition: record.partition,
                 skipped: record.offset - *next,

@@ -443,6 +443,8 @@ impl Pump {
         let (consumer, kafka_name) = (&self.consumer, self.kafka_name.as_str());
         loop {
             let event = tokio::select! {
+                // An assignment is told before the records read after it.
+                biased;
                 _ = events.closed() => break,
                 () = cancel.cancelled() => break,
                 Some(offsets) = owner_committed(&mut commits) => {
