@@ -28,13 +28,12 @@ use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message as _;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::{Semaphore, broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::KafkaConfig;
-use super::error::classify;
-use super::subscription::{Subscriptions, to_bus_message};
+use super::error::{classify, is_partition_end};
+use super::subscription::{Subscriptions, fetch_position, to_bus_message};
 use crate::{BusError, EventStream, Operation, SubscriptionEvent};
 
 /// Records of a topic held for its broadcast streams: how far a stream may
@@ -590,7 +589,7 @@ impl CatchUp {
                     (partition, offset + 1)
                 }
                 Err(KafkaError::PartitionEOF(partition)) => {
-                    match end_position(&consumer, &kafka_name, partition) {
+                    match fetch_position(&consumer, &kafka_name, partition) {
                         Some(next) => (partition, next),
                         None => continue,
                     }
@@ -618,28 +617,13 @@ struct CatchUpContext;
 
 impl ClientContext for CatchUpContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        let end = matches!(error, KafkaError::PartitionEOF(_))
-            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
-        if !end {
+        if !is_partition_end(&error) {
             tracing::error!(%error, reason, "catch-up reader");
         }
     }
 }
 
 impl ConsumerContext for CatchUpContext {}
-
-/// Where `consumer` reads `partition` next, having reached its end.
-fn end_position(
-    consumer: &StreamConsumer<CatchUpContext>,
-    kafka_name: &str,
-    partition: i32,
-) -> Option<i64> {
-    let positions = consumer.position().ok()?;
-    match positions.find_partition(kafka_name, partition)?.offset() {
-        Offset::Offset(next) => Some(next),
-        _ => None,
-    }
-}
 
 /// Closes a consumer on a blocking thread: closing waits for librdkafka.
 async fn close<C: ConsumerContext + 'static>(consumer: StreamConsumer<C>, kafka_name: &str) {

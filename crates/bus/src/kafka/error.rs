@@ -80,6 +80,13 @@ pub(super) fn refuses_producer_state(source: &KafkaError) -> bool {
     )
 }
 
+/// Whether `error` only says a consumer reached the end of a partition,
+/// which readers with `enable.partition.eof` wait for.
+pub(super) fn is_partition_end(error: &KafkaError) -> bool {
+    matches!(error, KafkaError::PartitionEOF(_))
+        || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF)
+}
+
 pub(super) fn classify(operation: Operation, topic: &str, source: KafkaError) -> BusError {
     let topic = topic.to_owned();
     // Admin results carry their code outside `rdkafka_error_code`.

@@ -30,6 +30,7 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers as _, Message};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
@@ -41,7 +42,7 @@ use tokio_util::task::TaskTracker;
 
 use super::KafkaConfig;
 use super::broadcast::{MemberRing, RingEvent};
-use super::error::classify;
+use super::error::{classify, is_partition_end};
 use crate::{
     BusError, CommitOffsets, EventStream, GroupId, GroupMember, Operation, PartitionOffsets,
     SubscriptionEvent,
@@ -176,7 +177,10 @@ impl Subscriptions {
         if commits_delivered {
             consumer_config
                 .set("enable.auto.commit", "true")
-                .set("auto.commit.interval.ms", AUTO_COMMIT_INTERVAL_MS);
+                .set("auto.commit.interval.ms", AUTO_COMMIT_INTERVAL_MS)
+                // A member hands a partition over to the ring only once it
+                // has fetched all there is of it (see `RingFeeds`).
+                .set("enable.partition.eof", "true");
         }
         let topic = kafka_name.clone();
         // Creating a consumer starts librdkafka's threads and waits for
@@ -262,7 +266,13 @@ struct PositioningContext {
     commits_delivered: bool,
 }
 
-impl ClientContext for PositioningContext {}
+impl ClientContext for PositioningContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !is_partition_end(&error) {
+            tracing::error!(%error, reason, "librdkafka");
+        }
+    }
+}
 
 impl ConsumerContext for PositioningContext {
     fn rebalance(
@@ -485,6 +495,15 @@ impl Pump {
                         }
                         Ok(SubscriptionEvent::Message(Arc::new(to_bus_message(&message))))
                     }
+                    Err(KafkaError::PartitionEOF(partition)) => {
+                        if let Some(feeds) = &mut self.feeds {
+                            if let Some(next) = fetch_position(consumer, kafka_name, partition) {
+                                feeds.reached_end(partition, next);
+                                feeds.take_caught_up(consumer, kafka_name);
+                            }
+                        }
+                        continue;
+                    }
                     Err(source) => {
                         let error = classify(Operation::Consume, kafka_name, source);
                         if !matches!(error, BusError::UnknownTopic { .. }) {
@@ -520,9 +539,6 @@ impl Pump {
                 // Stores `offset + 1`; a partition revoked meanwhile refuses it.
                 if let Err(error) = consumer.store_offset(kafka_name, partition, offset) {
                     tracing::debug!(topic = %kafka_name, partition, %error, "offset not stored");
-                }
-                if let Some(feeds) = &mut self.feeds {
-                    feeds.take_caught_up(consumer, kafka_name);
                 }
             }
             if ends_stream {
@@ -564,6 +580,19 @@ impl Pump {
     }
 }
 
+/// Where `consumer` reads `partition` next.
+pub(super) fn fetch_position<C: ConsumerContext>(
+    consumer: &StreamConsumer<C>,
+    kafka_name: &str,
+    partition: i32,
+) -> Option<i64> {
+    let positions = consumer.position().ok()?;
+    match positions.find_partition(kafka_name, partition)?.offset() {
+        Offset::Offset(next) => Some(next),
+        _ => None,
+    }
+}
+
 /// The next event of a member's ring; never for a member without one.
 async fn ring_event(feeds: &mut Option<RingFeeds>) -> RingEvent {
     match feeds {
@@ -577,6 +606,13 @@ async fn ring_event(feeds: &mut Option<RingFeeds>) -> RingEvent {
 /// reader, the topic's ring once it has caught up (the consumer then
 /// pauses the partition, so an idle member fetches nothing), and its own
 /// consumer again if it falls out of the ring.
+///
+/// Caught up means: the consumer has fetched all there is of the partition
+/// (it said so with a partition end) and the ring shows nothing before
+/// where it stopped. Watermarks alone are not trusted for this: Tansu can
+/// report a partition's end short of records it has acknowledged
+/// (`docs/broker.md`), and a member that trusted them would wait on the
+/// ring for records it could have fetched.
 struct RingFeeds {
     ring: MemberRing,
     partitions: HashMap<i32, Fed>,
@@ -587,6 +623,9 @@ struct RingFeeds {
 struct Fed {
     /// The offset delivered next, where known.
     next: Option<i64>,
+    /// Whether the consumer has fetched all there is of the partition;
+    /// only then is what the ring shows next trusted to follow on.
+    at_end: bool,
     from_ring: bool,
 }
 
@@ -611,16 +650,14 @@ impl RingFeeds {
             .iter()
             .map(|&partition| {
                 let next = assignment.starts.get(&partition).copied();
-                (
-                    partition,
-                    Fed {
-                        next,
-                        from_ring: false,
-                    },
-                )
+                let fed = Fed {
+                    next,
+                    at_end: false,
+                    from_ring: false,
+                };
+                (partition, fed)
             })
             .collect();
-        self.take_caught_up(consumer, kafka_name);
     }
 
     /// Moves every partition whose ring has nothing this member lacks over
@@ -628,7 +665,7 @@ impl RingFeeds {
     fn take_caught_up(&mut self, consumer: &StreamConsumer<PositioningContext>, kafka_name: &str) {
         let mut caught_up = TopicPartitionList::new();
         for (&partition, fed) in &mut self.partitions {
-            let Some(next) = fed.next.filter(|_| !fed.from_ring) else {
+            let Some(next) = fed.next.filter(|_| fed.at_end && !fed.from_ring) else {
                 continue;
             };
             if self.ring.covers(partition, next) {
@@ -650,9 +687,21 @@ impl RingFeeds {
             Some(fed) if fed.from_ring => false,
             Some(fed) => {
                 fed.next = Some(offset + 1);
+                fed.at_end = false;
                 true
             }
             None => true,
+        }
+    }
+
+    /// The consumer has fetched all there is of `partition` and reads it
+    /// next at `next`.
+    fn reached_end(&mut self, partition: i32, next: i64) {
+        if let Some(fed) = self.partitions.get_mut(&partition) {
+            if !fed.from_ring {
+                fed.next = Some(next);
+                fed.at_end = true;
+            }
         }
     }
 
@@ -662,6 +711,7 @@ impl RingFeeds {
             Some(Fed {
                 next: Some(next),
                 from_ring: true,
+                ..
             }) if record.offset >= *next => {
                 *next = record.offset + 1;
                 true
@@ -676,7 +726,7 @@ impl RingFeeds {
         let mut resumed = TopicPartitionList::new();
         for (&partition, fed) in &mut self.partitions {
             if let (Some(next), true) = (fed.next, fed.from_ring) {
-                fed.from_ring = false;
+                (fed.from_ring, fed.at_end) = (false, false);
                 if let Err(error) =
                     consumer.seek(kafka_name, partition, Offset::Offset(next), Duration::ZERO)
                 {
