@@ -7,13 +7,13 @@ use std::time::Duration;
 use acteon_bus::{BusBackend, KafkaBackend, MemoryBackend};
 use anyhow::Context;
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, MatchedPath};
+use axum::middleware;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
-use tracing_subscriber::EnvFilter;
 
 use crate::api::{self, Readiness};
 use crate::auth::KeyStore;
@@ -22,8 +22,10 @@ use crate::durable::{DurableSubscriptions, EngineServices};
 use crate::limits::Connections;
 use crate::listener::SendTimeoutListener;
 use crate::messages::MessageService;
+use crate::metrics::{self, Metrics};
 use crate::pipeline::{AuditLog, AuditWriter, Pipeline, Quotas, RuleSet, Silences};
-use crate::state::{MemoryStore, SqliteStore, StateStore};
+use crate::request_id::{self, RequestId};
+use crate::state::{MemoryStore, SqliteStore, StateStore, TimedStore};
 use crate::topics::TopicRegistry;
 
 /// What every handler can reach.
@@ -44,6 +46,7 @@ pub struct AppState {
     /// Open subscriptions, server-wide, per tenant and per key.
     pub(crate) connections: Arc<Connections>,
     pub(crate) readiness: Arc<Readiness>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// A built server, ready to serve on a bound listener.
@@ -65,6 +68,7 @@ impl Server {
         let keys = Arc::new(KeyStore::new(&config.auth).context("loading [auth] keys")?);
         let rules = RuleSet::compile(&config.rules).context("loading [[rules]]")?;
         let quotas = Quotas::new(&config.quotas).context("loading [[quotas]]")?;
+        let metrics = Arc::new(Metrics::default());
         let state: Arc<dyn StateStore> = match config.state.engine {
             StateEngine::Sqlite => {
                 let path = config.state_db_path();
@@ -74,6 +78,7 @@ impl Server {
             }
             StateEngine::Memory => Arc::new(MemoryStore::default()),
         };
+        let state: Arc<dyn StateStore> = Arc::new(TimedStore::new(state, Arc::clone(&metrics)));
         let bus: Arc<dyn BusBackend> = match &config.bus.kafka {
             Some(kafka) => {
                 Arc::new(KafkaBackend::new(kafka.clone()).context("configuring the Kafka backend")?)
@@ -91,6 +96,7 @@ impl Server {
             audit,
             bus: Arc::clone(&bus),
             tasks: TaskTracker::new(),
+            metrics: Arc::clone(&metrics),
         });
         let topics = TopicRegistry::new(
             Arc::clone(&state),
@@ -128,6 +134,7 @@ impl Server {
                 &config.limits,
             )),
             readiness: Arc::default(),
+            metrics,
             keys,
         };
         app.topics
@@ -150,11 +157,16 @@ impl Server {
         self.app.shutdown.clone()
     }
 
+    /// The API with its layers, innermost first: the body limit, panics as
+    /// 500s, metrics, the log span, and the request id around it all.
     pub fn router(&self) -> Router {
-        api::router(self.config.bus.enabled)
+        let metrics = Arc::clone(&self.app.metrics);
+        api::router(&self.config)
             .layer(DefaultBodyLimit::max(self.config.server.max_body_bytes))
             .layer(CatchPanicLayer::custom(api::panic_response))
-            .layer(TraceLayer::new_for_http())
+            .layer(middleware::from_fn_with_state(metrics, metrics::track))
+            .layer(TraceLayer::new_for_http().make_span_with(request_span))
+            .layer(middleware::from_fn(request_id::assign))
             .with_state(self.app.clone())
     }
 
@@ -207,14 +219,24 @@ impl Server {
     }
 }
 
-/// Logs to stderr at `RUST_LOG`'s levels (default `info`).
-pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+/// The span of one request's log lines. The path is left out: the route
+/// template says where it went, and a query may hold a subscribe token.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map_or("", RequestId::as_str);
+    tracing::info_span!(
+        "request",
+        request_id,
+        method = %request.method(),
+        route,
+        tenant = tracing::field::Empty,
+    )
 }
 
 /// The start of the line `run` prints on stdout, followed by the base URL.

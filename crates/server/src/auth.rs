@@ -34,6 +34,8 @@ pub enum Op {
     Manage,
     /// `GET /v1/audit`.
     Audit,
+    /// `GET /metrics`.
+    Metrics,
     /// Rules, silences, and every other operation.
     Admin,
 }
@@ -45,6 +47,7 @@ impl fmt::Display for Op {
             Self::Subscribe => "subscribe",
             Self::Manage => "manage",
             Self::Audit => "audit",
+            Self::Metrics => "metrics",
             Self::Admin => "admin",
         })
     }
@@ -244,8 +247,12 @@ impl Caller {
         }
     }
 
-    /// [`Caller::may`], as an error to return.
+    /// [`Caller::may`], as an error to return. The scope's tenant, when it
+    /// names one, goes on the request's log span.
     pub fn require(&self, op: Op, scope: &Scope) -> Result<(), ServiceError> {
+        if let Pattern::Exact(tenant) = &scope.tenant {
+            tracing::Span::current().record("tenant", tenant.as_str());
+        }
         if self.may(op, scope) {
             Ok(())
         } else {

@@ -1,6 +1,6 @@
 //! Errors of the services and the one place they become HTTP statuses.
 //!
-//! Every error response is JSON: `{"error": "<reason>"}`.
+//! Every error response is JSON: `{"error": "<reason>", "request_id"}`.
 
 use acteon_bus::{BusError, GroupIdError};
 use acteon_core::{DisjointScopes, HeaderError, NameError, StartPositionError, TopicError};
@@ -167,6 +167,9 @@ impl IntoResponse for ApiError {
             tracing::warn!(%status, error = %self, "request failed");
         }
         let mut body = json!({ "error": self.public_message(status) });
+        if let Some(id) = crate::request_id::current() {
+            body["request_id"] = json!(id.as_str());
+        }
         let mut retry_after_secs = (status == StatusCode::SERVICE_UNAVAILABLE
             || matches!(self, Self::Service(ServiceError::TooManyConnections(_))))
         .then_some(1);

@@ -104,6 +104,15 @@ impl Connections {
         }
     }
 
+    /// How many connections each tenant has open.
+    pub fn open_by_tenant(&self) -> Vec<(String, usize)> {
+        lock(&self.counts)
+            .by_tenant
+            .iter()
+            .map(|(tenant, open)| (tenant.clone(), *open))
+            .collect()
+    }
+
     /// A place for one more connection of `tenant`, opened with `key`.
     pub fn open(&self, tenant: &str, key: Option<&str>) -> Result<ConnectionPermit, ServiceError> {
         let total = Arc::clone(&self.total)

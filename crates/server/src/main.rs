@@ -1,14 +1,15 @@
 //! `acteon-server`: loads the configuration and serves until SIGINT/SIGTERM.
 
-use acteon_server::app::{init_logging, run};
+use acteon_server::app::run;
+use acteon_server::logging;
 use acteon_server::{Cli, Config};
 use anyhow::Context;
 use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    init_logging();
     let cli = Cli::parse();
     let config = Config::load(&cli).context("loading configuration")?;
+    logging::init(&config.log)?;
     run(config).await
 }

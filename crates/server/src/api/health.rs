@@ -25,19 +25,62 @@ const READY_CACHE: Duration = Duration::from_secs(1);
 /// The last readiness answer, and a turn to probe.
 #[derive(Debug, Default)]
 pub(crate) struct Readiness {
-    last: Mutex<Option<(Instant, bool, serde_json::Value)>>,
+    last: Mutex<Option<(Instant, Probed)>>,
     probing: tokio::sync::Mutex<()>,
 }
 
+/// What each dependency answered one probe.
+#[derive(Debug, Clone)]
+pub(crate) struct Probed {
+    state: Result<(), String>,
+    bus: Result<(), String>,
+    audit: Result<(), String>,
+    audit_dropped: u64,
+}
+
+impl Probed {
+    fn ready(&self) -> bool {
+        self.state.is_ok() && self.bus.is_ok() && self.audit.is_ok()
+    }
+
+    /// Whether each dependency answered, by name.
+    pub(crate) fn up(&self) -> [(&'static str, bool); 3] {
+        [
+            ("state", self.state.is_ok()),
+            ("bus", self.bus.is_ok()),
+            ("audit", self.audit.is_ok()),
+        ]
+    }
+}
+
 impl Readiness {
-    fn fresh(&self) -> Option<(bool, serde_json::Value)> {
+    fn fresh(&self) -> Option<Probed> {
         let last = self
             .last
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         last.as_ref()
-            .filter(|(at, ..)| at.elapsed() < READY_CACHE)
-            .map(|(_, ready, body)| (*ready, body.clone()))
+            .filter(|(at, _)| at.elapsed() < READY_CACHE)
+            .map(|(_, probed)| probed.clone())
+    }
+
+    /// The last answer if it is fresh, else a new probe's; concurrent
+    /// callers share one probe.
+    pub(crate) async fn answer(&self, app: &AppState) -> Probed {
+        if let Some(probed) = self.fresh() {
+            return probed;
+        }
+        let _turn = self.probing.lock().await;
+        if let Some(probed) = self.fresh() {
+            return probed;
+        }
+        let probed = probe(app).await;
+        *self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((Instant::now(), probed.clone()));
+        probed
     }
 }
 
@@ -68,54 +111,38 @@ async fn check<E: std::fmt::Display>(
 }
 
 async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
-    let (ready, body) = match app.readiness.fresh() {
-        Some(answer) => answer,
-        None => {
-            let _turn = app.readiness.probing.lock().await;
-            match app.readiness.fresh() {
-                Some(answer) => answer,
-                None => {
-                    let (ready, body) = probe(&app).await;
-                    *app.readiness
-                        .last
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                        Some((Instant::now(), ready, body.clone()));
-                    (ready, body)
-                }
-            }
-        }
-    };
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(body))
-}
-
-/// Asks every dependency; whether all answered, and what each said.
-async fn probe(app: &AppState) -> (bool, serde_json::Value) {
-    let (state, bus) = tokio::join!(
-        check("state", app.state.check_ready()),
-        check("bus", app.bus.check_ready())
-    );
-    let audit = app.pipeline.audit.health();
-    let audit_check = audit.check();
+    let probed = app.readiness.answer(&app).await;
     let describe = |result: &Result<(), String>| match result {
         Ok(()) => "ok".to_owned(),
         Err(error) => error.clone(),
     };
     let mut body = json!({
-        "state": describe(&state),
-        "bus": describe(&bus),
-        "audit": describe(&audit_check),
-        "audit_dropped": audit.dropped(),
+        "state": describe(&probed.state),
+        "bus": describe(&probed.bus),
+        "audit": describe(&probed.audit),
+        "audit_dropped": probed.audit_dropped,
         "backend": app.bus.kind(),
     });
-    let ready = state.is_ok() && bus.is_ok() && audit_check.is_ok();
-    if !ready {
+    let status = if probed.ready() {
+        StatusCode::OK
+    } else {
         body["error"] = json!("not ready");
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(body))
+}
+
+/// Asks every dependency.
+async fn probe(app: &AppState) -> Probed {
+    let (state, bus) = tokio::join!(
+        check("state", app.state.check_ready()),
+        check("bus", app.bus.check_ready())
+    );
+    let audit = app.pipeline.audit.health();
+    Probed {
+        state,
+        bus,
+        audit: audit.check(),
+        audit_dropped: audit.dropped(),
     }
-    (ready, body)
 }

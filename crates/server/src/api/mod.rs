@@ -7,6 +7,7 @@ mod durable;
 #[cfg(feature = "bus")]
 mod extract;
 mod health;
+mod metrics;
 #[cfg(feature = "bus")]
 mod publish;
 #[cfg(feature = "bus")]
@@ -24,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 
 pub(crate) use self::health::Readiness;
 use crate::app::AppState;
+use crate::config::Config;
 use crate::error::ApiError;
 
 /// A handler panicked: a JSON 500 instead of a dropped connection.
@@ -50,9 +52,15 @@ async fn method_not_allowed() -> ApiError {
     }
 }
 
-/// Every route of the API.
-pub(crate) fn router(bus_enabled: bool) -> Router<AppState> {
+/// Every route of the API the configuration enables.
+pub(crate) fn router(config: &Config) -> Router<AppState> {
+    let bus_enabled = config.bus.enabled;
     let router = health::routes();
+    let router = if config.metrics.enabled {
+        router.merge(metrics::routes())
+    } else {
+        router
+    };
     #[cfg(feature = "bus")]
     let router = if bus_enabled {
         router

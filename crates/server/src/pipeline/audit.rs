@@ -266,6 +266,11 @@ impl AuditLog {
         &self.health
     }
 
+    /// Records waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+
     /// Queues a record, waiting for room in its tenant's share and in the
     /// queue if storage has fallen behind.
     pub async fn record(&self, record: AuditRecord) {

@@ -27,6 +27,7 @@ pub use self::quotas::{QuotaConfig, QuotaError, Quotas, Throttled};
 pub use self::rules::{Rule, RuleAction, RuleConfig, RuleError, RuleSet};
 pub use self::silences::{Silence, SilenceRequest, Silences};
 use crate::error::ServiceError;
+use crate::metrics::Metrics;
 
 /// A publish that was accepted without being produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +91,18 @@ impl<F: Future<Output = PublishResult> + Send + 'static> Drop for Settling<F> {
     }
 }
 
+async fn timed_produce(
+    bus: &dyn BusBackend,
+    metrics: &Metrics,
+    topic: &TopicName,
+    message: OutgoingMessage,
+) -> Result<DeliveryReceipt, acteon_bus::BusError> {
+    let started = tokio::time::Instant::now();
+    let produced = bus.produce(topic, message).await;
+    metrics.observe_produce(started.elapsed());
+    produced
+}
+
 /// Silences, rules, quotas and audit in front of the bus.
 #[derive(Debug)]
 pub struct Pipeline {
@@ -101,6 +114,7 @@ pub struct Pipeline {
     /// The tasks that produce and audit; shutdown waits for them before it
     /// stops the audit writer.
     pub tasks: TaskTracker,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Pipeline {
@@ -138,9 +152,10 @@ impl Pipeline {
             self.decide(topic, &facts, &mut record)
         };
         let (bus, audit, topic) = (Arc::clone(&self.bus), self.audit.clone(), topic.clone());
+        let metrics = Arc::clone(&self.metrics);
         let settling = Settling::new(self.tasks.clone(), async move {
             let result = match decision {
-                Ok(()) => match bus.produce(&topic, message).await {
+                Ok(()) => match timed_produce(&*bus, &metrics, &topic, message).await {
                     Ok(receipt) => {
                         record.partition = Some(receipt.partition);
                         record.offset = Some(receipt.offset);
@@ -154,6 +169,7 @@ impl Pipeline {
                 },
                 Err(stopped) => stopped,
             };
+            metrics.count_publish(&record.tenant, record.outcome.as_str());
             audit.record(record).await;
             result
         });
@@ -316,6 +332,7 @@ mod tests {
             audit,
             bus: bus.clone(),
             tasks: TaskTracker::new(),
+            metrics: Arc::default(),
         };
         let message = OutgoingMessage {
             key: None,

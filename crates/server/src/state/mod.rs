@@ -6,6 +6,7 @@
 
 mod memory;
 mod sqlite;
+mod timed;
 
 use std::fmt;
 
@@ -16,6 +17,7 @@ use crate::pipeline::{AuditFilter, AuditRecord, Retention};
 
 pub use self::memory::MemoryStore;
 pub use self::sqlite::SqliteStore;
+pub use self::timed::TimedStore;
 
 /// The kinds of record the store holds; each is its own key space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

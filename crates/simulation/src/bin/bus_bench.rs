@@ -7,7 +7,8 @@
 use std::path::PathBuf;
 
 use acteon_server::Config;
-use acteon_server::app::{init_logging, run};
+use acteon_server::app::run;
+use acteon_server::logging;
 use acteon_simulation::bench::process::{CONFIG_ENV, exit_with_parent};
 use acteon_simulation::bench::{self, Plan, bare};
 use anyhow::Context;
@@ -51,11 +52,11 @@ async fn main() -> anyhow::Result<()> {
     }
     match cli.role {
         Some(Role::ServeActeon) => {
-            init_logging();
             let json =
                 std::env::var(CONFIG_ENV).with_context(|| format!("{CONFIG_ENV} is not set"))?;
             let config: Config =
                 serde_json::from_str(&json).context("reading the configuration")?;
+            logging::init(&config.log)?;
             return run(config).await;
         }
         Some(Role::ServeBare) => return bare::serve().await,

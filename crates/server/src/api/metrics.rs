@@ -1,0 +1,33 @@
+//! `GET /metrics`: the Prometheus exposition.
+//!
+//! The figures cover every tenant, so with auth enabled the key needs the
+//! `metrics` (or `admin`) operation on every namespace and tenant.
+
+use acteon_core::Scope;
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::app::AppState;
+use crate::auth::{Caller, Op};
+use crate::error::{ApiError, ServiceError};
+use crate::metrics;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new().route("/metrics", get(scrape))
+}
+
+async fn scrape(
+    State(app): State<AppState>,
+    caller: Caller,
+) -> Result<impl IntoResponse, ApiError> {
+    let everywhere = Scope::new(None, None, None).map_err(ServiceError::from)?;
+    caller.require(Op::Metrics, &everywhere)?;
+    let live = metrics::gather(&app).await;
+    Ok((
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        app.metrics.encode(live.registry()),
+    ))
+}
