@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: checks formatting and lints, builds
 # (once) and starts a local Kafka-compatible broker on a free loopback port,
-# runs every test of the workspace and the examples against it, and
-# stops the broker, also when tests fail.
+# installs headless Chromium when missing, runs every test of the workspace
+# and the examples against them, and stops the broker, also when tests fail.
 #
-# With CI=true a broker that cannot be installed or started fails the run.
-# Elsewhere the run goes on without it, and the Kafka tests say on stderr
-# that they were skipped.
+# With CI=true a broker or browser that cannot be installed or started fails
+# the run. Elsewhere the run goes on without them, and the Kafka and browser
+# tests say on stderr that they were skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/broker.sh
+source scripts/browser.sh
 
 started=$SECONDS
 cargo fmt --all -- --check
@@ -26,6 +27,15 @@ elif [ "${CI:-}" = "true" ]; then
 else
   echo "test: WARNING: no broker; the Kafka tests will be skipped" >&2
   unset ACTEON_KAFKA_BOOTSTRAP
+fi
+
+if browser_install; then
+  export ACTEON_REQUIRE_BROWSER=1
+elif [ "${CI:-}" = "true" ]; then
+  echo "test: Chromium could not be installed; CI never runs without it" >&2
+  exit 1
+else
+  echo "test: WARNING: no Chromium; the browser tests will be skipped" >&2
 fi
 
 cargo test --workspace --locked

@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::CorsLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::api::{self, Readiness};
@@ -55,6 +56,7 @@ pub struct Server {
     config: Config,
     app: AppState,
     audit_writer: AuditWriter,
+    cors: Option<CorsLayer>,
 }
 
 impl Server {
@@ -66,6 +68,7 @@ impl Server {
             tracing::warn!(%listen, "authentication is disabled on a non-loopback address");
         }
         let keys = Arc::new(KeyStore::new(&config.auth).context("loading [auth] keys")?);
+        let cors = config.server.cors.layer()?;
         let rules = RuleSet::compile(&config.rules).context("loading [[rules]]")?;
         let quotas = Quotas::new(&config.quotas).context("loading [[quotas]]")?;
         let metrics = Arc::new(Metrics::default());
@@ -149,6 +152,7 @@ impl Server {
             config,
             app,
             audit_writer,
+            cors,
         })
     }
 
@@ -158,16 +162,20 @@ impl Server {
     }
 
     /// The API with its layers, innermost first: the body limit, panics as
-    /// 500s, metrics, the log span, and the request id around it all.
+    /// 500s, metrics, the log span, the request id, and CORS around it all.
     pub fn router(&self) -> Router {
         let metrics = Arc::clone(&self.app.metrics);
-        api::router(&self.config)
+        let router = api::router(&self.config)
             .layer(DefaultBodyLimit::max(self.config.server.max_body_bytes))
             .layer(CatchPanicLayer::custom(api::panic_response))
             .layer(middleware::from_fn_with_state(metrics, metrics::track))
             .layer(TraceLayer::new_for_http().make_span_with(request_span))
-            .layer(middleware::from_fn(request_id::assign))
-            .with_state(self.app.clone())
+            .layer(middleware::from_fn(request_id::assign));
+        let router = match &self.cors {
+            Some(cors) => router.layer(cors.clone()),
+            None => router,
+        };
+        router.with_state(self.app.clone())
     }
 
     /// Binds the configured address.

@@ -81,6 +81,7 @@ pub struct ServerConfig {
     /// for this long is closed: an SSE reader that stopped reading gives
     /// back its consumer and its place.
     pub send_timeout_ms: u64,
+    pub cors: crate::cors::CorsConfig,
 }
 
 impl Default for ServerConfig {
@@ -93,6 +94,7 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 10_000,
             max_subscriptions: 10_000,
             send_timeout_ms: 30_000,
+            cors: crate::cors::CorsConfig::default(),
         }
     }
 }

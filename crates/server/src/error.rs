@@ -44,6 +44,8 @@ pub enum ServiceError {
     Throttled(Throttled),
     #[error("{0}")]
     Unauthorized(&'static str),
+    #[error(transparent)]
+    BadToken(#[from] crate::auth::TokenError),
     #[error("this API key may not {0} here")]
     Forbidden(crate::auth::Op),
     #[error("too many open subscriptions; try again later")]
@@ -140,7 +142,7 @@ impl ApiError {
                 | MalformedDeliveryId(_)
                 | DisjointScopes(_) => StatusCode::BAD_REQUEST,
                 Denied { .. } | Forbidden(_) | LimitReached(_) => StatusCode::FORBIDDEN,
-                Unauthorized(_) => StatusCode::UNAUTHORIZED,
+                Unauthorized(_) | BadToken(_) => StatusCode::UNAUTHORIZED,
                 Throttled(_) | TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
                 SilenceNotFound { .. } | SubscriptionNotFound { .. } => StatusCode::NOT_FOUND,
                 SubscriptionExists { .. } => StatusCode::CONFLICT,

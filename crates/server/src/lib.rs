@@ -6,6 +6,7 @@ mod api;
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod cors;
 pub mod durable;
 pub mod error;
 pub mod limits;

@@ -26,7 +26,7 @@ use serde_json::json;
 
 use super::extract::{Json, Path, Query};
 use crate::app::AppState;
-use crate::auth::{Caller, Op};
+use crate::auth::{Caller, Op, Subscriber, TokenStream};
 use crate::durable::{
     DurableSubscriptions, Push, Settled, Settlement, Subscription, SubscriptionFilter,
     SubscriptionRequest, SubscriptionView,
@@ -103,10 +103,15 @@ async fn remove(
 
 async fn events(
     State(app): State<AppState>,
-    caller: Caller,
+    Subscriber(caller): Subscriber,
     Path((namespace, tenant, id)): Named,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    caller.require(Op::Subscribe, &tenant_scope(&namespace, &tenant)?)?;
+    let stream = TokenStream::Subscription {
+        namespace: namespace.clone(),
+        tenant: tenant.clone(),
+        id: id.clone(),
+    };
+    caller.require_stream(&stream, &tenant_scope(&namespace, &tenant)?)?;
     let permit = app.connections.open(&tenant, caller.principal())?;
     let pushes = app.durable.connect(&namespace, &tenant, &id).await?;
     let events = pushes

@@ -17,6 +17,8 @@ mod silences;
 #[cfg(feature = "bus")]
 mod subscribe;
 #[cfg(feature = "bus")]
+mod tokens;
+#[cfg(feature = "bus")]
 mod topics;
 
 use axum::Router;
@@ -71,6 +73,7 @@ pub(crate) fn router(config: &Config) -> Router<AppState> {
             .merge(rules::routes())
             .merge(silences::routes())
             .merge(audit::routes())
+            .merge(tokens::routes())
     } else {
         router
     };

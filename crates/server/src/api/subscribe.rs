@@ -27,7 +27,7 @@ use serde_json::json;
 
 use super::extract::{Path, Query};
 use crate::app::AppState;
-use crate::auth::{Caller, Op};
+use crate::auth::{Subscriber, TokenStream};
 use crate::error::{ApiError, ServiceError};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -41,16 +41,20 @@ struct SubscribeQuery {
     from: Option<String>,
     #[serde(default)]
     mode: SubscriptionMode,
+    /// A subscribe token, read by [`Subscriber`].
+    #[serde(default, rename = "token")]
+    _token: Option<String>,
 }
 
 async fn subscribe(
     State(app): State<AppState>,
-    caller: Caller,
+    Subscriber(caller): Subscriber,
     Path(subscription_id): Path<String>,
     Query(query): Query<SubscribeQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let topic: TopicName = query.topic.parse().map_err(ServiceError::from)?;
-    caller.require(Op::Subscribe, &Scope::topic(&topic))?;
+    let stream = TokenStream::Topic(topic.kafka_topic_name());
+    caller.require_stream(&stream, &Scope::topic(&topic))?;
     let start: StartPosition = match query.from.as_deref() {
         Some(from) => from.parse().map_err(ServiceError::from)?,
         None => StartPosition::default(),

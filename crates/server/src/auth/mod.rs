@@ -5,6 +5,10 @@
 //! presented secret is hashed and compared with every key's hash in
 //! constant time. A grant names a namespace and a tenant (`"*"` matches
 //! any) and the operations it allows; `admin` allows every operation.
+//! Subscribe endpoints also take a subscribe token as `?token=` (see
+//! [`tokens`]).
+
+mod tokens;
 
 use std::fmt;
 use std::sync::Arc;
@@ -12,6 +16,7 @@ use std::sync::Arc;
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -19,6 +24,7 @@ use thiserror::Error;
 
 use acteon_core::{FragmentKind, Pattern, Scope};
 
+pub use self::tokens::{Claims, TokenError, TokenSigner, TokenStream};
 use crate::app::AppState;
 use crate::error::{ApiError, ServiceError};
 
@@ -109,6 +115,10 @@ pub struct AuthConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub keys_file: Option<std::path::PathBuf>,
     pub keys: Vec<ApiKeyConfig>,
+    /// Hex of 32 bytes that sign subscribe tokens, shared by servers behind
+    /// one address; without it each process signs with a random key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sse_token_key: Option<String>,
 }
 
 /// A key configuration that cannot be used.
@@ -122,6 +132,10 @@ pub enum AuthError {
     BadGrant { id: String },
     #[error("auth keys {0:?} and {1:?} have the same key_sha256")]
     DuplicateHash(String, String),
+    #[error("[auth] sse_token_key must be 64 hex digits")]
+    BadTokenKey,
+    #[error("no randomness for the subscribe token key: {0}")]
+    NoRandomness(getrandom::Error),
 }
 
 #[derive(Debug)]
@@ -131,11 +145,12 @@ struct Key {
     grants: Arc<[GrantScope]>,
 }
 
-/// The configured keys.
-#[derive(Debug, Default)]
+/// The configured keys, and the signer of subscribe tokens.
+#[derive(Debug)]
 pub struct KeyStore {
     enabled: bool,
     keys: Vec<Key>,
+    tokens: TokenSigner,
 }
 
 impl KeyStore {
@@ -181,9 +196,47 @@ impl KeyStore {
                 grants,
             });
         }
+        let tokens = match &config.sse_token_key {
+            Some(key) => {
+                let mut bytes = [0u8; 32];
+                hex::decode_to_slice(key.trim(), &mut bytes).map_err(|_| AuthError::BadTokenKey)?;
+                TokenSigner::new(bytes)
+            }
+            None => TokenSigner::random().map_err(AuthError::NoRandomness)?,
+        };
         Ok(Self {
             enabled: config.enabled,
             keys,
+            tokens,
+        })
+    }
+
+    /// A token that opens `stream` for `caller` until `expires`.
+    pub fn issue_token(
+        &self,
+        caller: &Caller,
+        stream: TokenStream,
+        expires: chrono::DateTime<Utc>,
+    ) -> String {
+        self.tokens.issue(&Claims {
+            key: caller.principal().map(str::to_owned),
+            stream,
+            expires: expires.timestamp(),
+        })
+    }
+
+    /// Who presents a subscribe token.
+    fn identify_token(&self, token: &str) -> Result<Caller, ServiceError> {
+        if !self.enabled {
+            return Ok(Caller::Unrestricted);
+        }
+        let claims = self
+            .tokens
+            .verify(token, Utc::now())
+            .map_err(ServiceError::BadToken)?;
+        Ok(Caller::Token {
+            key: claims.key.map(Arc::from),
+            stream: claims.stream,
         })
     }
 
@@ -228,14 +281,20 @@ pub enum Caller {
         id: Arc<str>,
         grants: Arc<[GrantScope]>,
     },
+    /// A subscribe token: one stream, nothing else.
+    Token {
+        key: Option<Arc<str>>,
+        stream: TokenStream,
+    },
 }
 
 impl Caller {
-    /// The key id, for audit records.
+    /// The key id, for audit records and per-key limits.
     pub fn principal(&self) -> Option<&str> {
         match self {
             Self::Unrestricted => None,
             Self::Key { id, .. } => Some(id),
+            Self::Token { key, .. } => key.as_deref(),
         }
     }
 
@@ -244,6 +303,16 @@ impl Caller {
         match self {
             Self::Unrestricted => true,
             Self::Key { grants, .. } => grants.iter().any(|g| g.allows(op, scope)),
+            Self::Token { .. } => false,
+        }
+    }
+
+    /// Whether the caller may read `stream`, whose topics are `scope`: with
+    /// a `subscribe` grant, or with a token for that stream.
+    pub fn require_stream(&self, stream: &TokenStream, scope: &Scope) -> Result<(), ServiceError> {
+        match self {
+            Self::Token { stream: opens, .. } if opens == stream => Ok(()),
+            _ => self.require(Op::Subscribe, scope),
         }
     }
 
@@ -267,6 +336,7 @@ impl Caller {
             Self::Key { grants, .. } => grants
                 .iter()
                 .any(|g| g.ops.iter().any(|granted| granted.allows(op))),
+            Self::Token { .. } => false,
         }
     }
 
@@ -278,6 +348,7 @@ impl Caller {
             Self::Key { grants, .. } => grants
                 .iter()
                 .any(|g| !g.ops.is_empty() && g.scope.contains(scope)),
+            Self::Token { .. } => false,
         }
     }
 }
@@ -291,6 +362,31 @@ impl FromRequestParts<AppState> for Caller {
             .get(AUTHORIZATION)
             .map(|value| value.as_bytes());
         Ok(app.keys.identify(header)?)
+    }
+}
+
+/// The caller of a subscribe endpoint: an API key in the `Authorization`
+/// header, or else a subscribe token as `?token=`.
+#[derive(Debug)]
+pub struct Subscriber(pub Caller);
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+impl FromRequestParts<AppState> for Subscriber {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
+        if !parts.headers.contains_key(AUTHORIZATION) {
+            // A malformed query is the handler's to refuse, by name.
+            let query = axum::extract::Query::<TokenQuery>::try_from_uri(&parts.uri);
+            if let Ok(axum::extract::Query(TokenQuery { token: Some(token) })) = query {
+                return Ok(Self(app.keys.identify_token(&token)?));
+            }
+        }
+        Caller::from_request_parts(parts, app).await.map(Self)
     }
 }
 
