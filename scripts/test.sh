@@ -39,6 +39,8 @@ else
 fi
 
 cargo test --workspace --locked
+# The API fuzzed from its OpenAPI document, auth disabled and enabled.
+scripts/fuzz-api.sh
 if [ -n "${ACTEON_KAFKA_BOOTSTRAP:-}" ]; then
   # The competing-agents simulation against the same broker; it exits
   # non-zero if a record reached both agents, neither, or not the tail.

@@ -54,11 +54,13 @@ pub struct OutgoingMessage {
 
 /// A record as read back from a topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BusMessage {
     /// Kafka name of the topic.
     pub topic: String,
     pub key: Option<String>,
     pub payload: serde_json::Value,
+    #[cfg_attr(feature = "openapi", schema(inline))]
     pub headers: Headers,
     pub partition: i32,
     pub offset: i64,
@@ -67,6 +69,7 @@ pub struct BusMessage {
 
 /// The broker's acknowledgement of a produced message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeliveryReceipt {
     /// Kafka name of the topic.
     pub topic: String,
@@ -93,6 +96,7 @@ pub enum SubscriptionEvent {
 
 /// Where a subscription starts reading a partition it has no position in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum StartPosition {
     /// The oldest record still retained.
@@ -113,6 +117,7 @@ impl fmt::Display for StartPosition {
 
 /// How the connections of one subscription id read a topic.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum SubscriptionMode {
     /// Connections with the same id compete for the topic's partitions, as

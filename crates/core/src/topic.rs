@@ -31,13 +31,23 @@ pub enum TopicError {
 
 /// A topic definition as a client writes it, before validation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TopicSpec {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{1,80}$"))]
     pub namespace: String,
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{1,80}$"))]
     pub tenant: String,
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{1,80}$"))]
     pub name: String,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1024))]
     pub partitions: u32,
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub replication_factor: i16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 1, maximum = 315_360_000_000_i64)
+    )]
     pub retention_ms: Option<i64>,
 }
 
@@ -113,6 +123,7 @@ impl TryFrom<TopicSpec> for Topic {
 
 /// A registered topic, as stored and as the API returns it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TopicRecord {
     #[serde(flatten)]
     pub topic: Topic,
@@ -121,11 +132,33 @@ pub struct TopicRecord {
 
 /// The wire form: the spec's fields plus the derived Kafka name.
 #[derive(Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 struct TopicRepr {
     #[serde(flatten)]
     spec: TopicSpec,
+    /// `{namespace}.{tenant}.{name}`, the topic's name in Kafka.
     #[serde(default, skip_deserializing)]
     kafka_name: String,
+}
+
+/// A topic's schema is its wire form's.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for Topic {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        <TopicRepr as utoipa::PartialSchema>::schema()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for Topic {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        <TopicRepr as utoipa::ToSchema>::schemas(schemas);
+    }
 }
 
 impl TryFrom<TopicRepr> for Topic {

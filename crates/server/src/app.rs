@@ -165,7 +165,8 @@ impl Server {
     /// 500s, metrics, the log span, the request id, and CORS around it all.
     pub fn router(&self) -> Router {
         let metrics = Arc::clone(&self.app.metrics);
-        let router = api::router(&self.config)
+        let (router, _) = api::router(&self.config);
+        let router = router
             .layer(DefaultBodyLimit::max(self.config.server.max_body_bytes))
             .layer(CatchPanicLayer::custom(api::panic_response))
             .layer(middleware::from_fn_with_state(metrics, metrics::track))

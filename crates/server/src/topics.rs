@@ -33,10 +33,13 @@ use crate::error::ServiceError;
 use crate::state::{KeyKind, StateError, StateStore};
 
 /// Filters of the topic list; `None` matches everything.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct TopicFilter {
+    #[param(pattern = "^[A-Za-z0-9_-]{1,80}$")]
     pub namespace: Option<String>,
+    #[param(pattern = "^[A-Za-z0-9_-]{1,80}$")]
     pub tenant: Option<String>,
 }
 

@@ -1,21 +1,22 @@
 //! `GET /v1/audit`: audit records, newest first, a page at a time.
 
-use axum::Router;
 use axum::extract::State;
-use axum::routing::get;
 use serde::Serialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::Refusals;
 use super::extract::Query;
 use crate::app::AppState;
 use crate::auth::{Caller, Op};
 use crate::error::{ApiError, ServiceError};
 use crate::pipeline::{AuditQuery, AuditRecord};
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new().route("/v1/audit", get(query))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(query))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct AuditPage {
     records: Vec<AuditRecord>,
     /// Pass as `before` for the next page; absent on the last one.
@@ -23,6 +24,14 @@ struct AuditPage {
     next_before: Option<u64>,
 }
 
+/// Audit records, newest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "audit",
+    params(AuditQuery),
+    responses((status = 200, body = AuditPage), Refusals),
+)]
 async fn query(
     State(app): State<AppState>,
     caller: Caller,

@@ -8,12 +8,13 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Json};
-use axum::routing::get;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::app::AppState;
 
@@ -84,14 +85,44 @@ impl Readiness {
     }
 }
 
-pub(super) fn routes() -> axum::Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+#[derive(Debug, Serialize, ToSchema)]
+struct Alive {
+    /// Always `ok`.
+    status: &'static str,
+}
+
+/// What each dependency answered.
+#[derive(Debug, Serialize, ToSchema)]
+struct ReadinessBody {
+    /// `ok`, or why not.
+    state: String,
+    bus: String,
+    audit: String,
+    /// Audit records that could not be stored since the server started.
+    audit_dropped: u64,
+    /// `kafka` or `memory`.
+    backend: &'static str,
+    /// `not ready` when something failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
+}
+
+/// The process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    security(()),
+    responses((status = 200, body = Alive)),
+)]
+async fn healthz() -> Json<Alive> {
+    Json(Alive { status: "ok" })
 }
 
 /// Runs the readiness check of `dependency` with a deadline. Its error's
@@ -110,23 +141,36 @@ async fn check<E: std::fmt::Display>(
     }
 }
 
+/// The state store, the broker, the producer and the audit writer answer;
+/// probed at most once a second.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "Ready", body = ReadinessBody),
+        (status = 503, description = "A dependency failed", body = ReadinessBody),
+    ),
+)]
 async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     let probed = app.readiness.answer(&app).await;
     let describe = |result: &Result<(), String>| match result {
         Ok(()) => "ok".to_owned(),
         Err(error) => error.clone(),
     };
-    let mut body = json!({
-        "state": describe(&probed.state),
-        "bus": describe(&probed.bus),
-        "audit": describe(&probed.audit),
-        "audit_dropped": probed.audit_dropped,
-        "backend": app.bus.kind(),
-    });
-    let status = if probed.ready() {
+    let ready = probed.ready();
+    let body = ReadinessBody {
+        state: describe(&probed.state),
+        bus: describe(&probed.bus),
+        audit: describe(&probed.audit),
+        audit_dropped: probed.audit_dropped,
+        backend: app.bus.kind(),
+        error: (!ready).then_some("not ready"),
+    };
+    let status = if ready {
         StatusCode::OK
     } else {
-        body["error"] = json!("not ready");
         StatusCode::SERVICE_UNAVAILABLE
     };
     (status, Json(body))

@@ -4,21 +4,33 @@
 //! `metrics` (or `admin`) operation on every namespace and tenant.
 
 use acteon_core::Scope;
-use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::Refusals;
 use crate::app::AppState;
 use crate::auth::{Caller, Op};
 use crate::error::{ApiError, ServiceError};
 use crate::metrics;
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new().route("/metrics", get(scrape))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(scrape))
 }
 
+/// Prometheus metrics; the README lists every series.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses(
+        (status = 200, description = "The OpenMetrics text exposition",
+            content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8", body = String),
+        Refusals,
+    ),
+)]
 async fn scrape(
     State(app): State<AppState>,
     caller: Caller,

@@ -8,6 +8,7 @@ mod durable;
 mod extract;
 mod health;
 mod metrics;
+mod openapi;
 #[cfg(feature = "bus")]
 mod publish;
 #[cfg(feature = "bus")]
@@ -21,14 +22,104 @@ mod tokens;
 #[cfg(feature = "bus")]
 mod topics;
 
+use std::collections::BTreeMap;
+
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::openapi::response::ResponseBuilder;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{Content, Ref, RefOr};
+use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
 
 pub(crate) use self::health::Readiness;
 use crate::app::AppState;
 use crate::config::Config;
 use crate::error::ApiError;
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    /// Why the request failed, for people.
+    pub(crate) error: String,
+    /// The request's `x-request-id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) request_id: Option<String>,
+    /// The rule that denied a publish.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) rule: Option<String>,
+    /// That rule's reason, if it gives one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<String>,
+    /// The quota a throttled publish is over.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) quota: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) retry_after_ms: Option<u64>,
+}
+
+/// The error answers any operation may give, each with an [`ErrorBody`].
+pub(crate) struct Refusals;
+
+impl utoipa::IntoResponses for Refusals {
+    fn responses() -> BTreeMap<String, RefOr<utoipa::openapi::Response>> {
+        [
+            ("400", "The request is malformed, or a field is out of bounds; the error names it"),
+            ("401", "No API key, an unknown one, or a bad or expired subscribe token"),
+            ("403", "The key's grants do not allow this here, a rule denied the publish, or a per-tenant limit is reached"),
+            ("404", "No such topic, subscription, silence or endpoint"),
+            ("405", "The endpoint does not take this method"),
+            ("409", "It exists already, or is in use"),
+            ("413", "The body is over its size limit"),
+            ("415", "A body that is not `Content-Type: application/json`"),
+            ("429", "Over a quota or a connection limit; `Retry-After` says when to retry"),
+            ("502", "The broker refused the operation"),
+            ("503", "The broker or the state store is unavailable, or the server is at its limit; `Retry-After` says when to retry"),
+        ]
+        .into_iter()
+        .map(|(status, description)| {
+            let content = Content::new(Some(Ref::from_schema_name("ErrorBody")));
+            let response = ResponseBuilder::new()
+                .description(description)
+                .content("application/json", content)
+                .build();
+            (status.to_owned(), RefOr::T(response))
+        })
+        .collect()
+    }
+}
+
+/// `Authorization: Bearer <key>` on every operation but the health checks,
+/// when auth is enabled.
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Acteon",
+        description = "A multi-tenant event bus for AI agents: publish JSON over HTTP with a \
+            receipt, subscribe with Server-Sent Events. With `[auth] enabled`, every operation \
+            but `/healthz` and `/readyz` needs `Authorization: Bearer <key>`; the two subscribe \
+            streams also take `?token=` from `POST /v1/auth/sse-tokens`. Every answer carries \
+            `x-request-id`.",
+    ),
+    components(schemas(ErrorBody)),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+struct ApiDoc;
 
 /// A handler panicked: a JSON 500 instead of a dropped connection.
 pub(crate) fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
@@ -54,19 +145,21 @@ async fn method_not_allowed() -> ApiError {
     }
 }
 
-/// Every route of the API the configuration enables.
-pub(crate) fn router(config: &Config) -> Router<AppState> {
-    let bus_enabled = config.bus.enabled;
-    let router = health::routes();
-    let router = if config.metrics.enabled {
-        router.merge(metrics::routes())
+/// Every route the configuration enables, and the OpenAPI document that
+/// describes exactly those: each route is added with the description of
+/// its handler (`routes!`), never on its own.
+pub(crate) fn router(config: &Config) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let api = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(health::routes())
+        .merge(openapi::routes());
+    let api = if config.metrics.enabled {
+        api.merge(metrics::routes())
     } else {
-        router
+        api
     };
     #[cfg(feature = "bus")]
-    let router = if bus_enabled {
-        router
-            .merge(topics::routes())
+    let api = if config.bus.enabled {
+        api.merge(topics::routes())
             .merge(publish::routes())
             .merge(subscribe::routes())
             .merge(durable::routes())
@@ -75,11 +168,57 @@ pub(crate) fn router(config: &Config) -> Router<AppState> {
             .merge(audit::routes())
             .merge(tokens::routes())
     } else {
-        router
+        api
     };
-    #[cfg(not(feature = "bus"))]
-    let _ = bus_enabled;
-    router
+    let (router, document) = api.split_for_parts();
+    let json = document.to_json().expect("the document serialises");
+    let router = router
+        .layer(axum::Extension(openapi::Document(json.into())))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(method_not_allowed);
+    (router, document)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    fn sources(dir: &Path, found: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, found);
+            } else if path.extension().is_some_and(|ext| ext == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                found.push((path.display().to_string(), text));
+            }
+        }
+    }
+
+    /// The document lists the routes added with `routes!`; a route added
+    /// any other way would be served and not documented.
+    #[test]
+    fn every_route_is_added_with_its_description() {
+        let mut files = Vec::new();
+        sources(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        // Spelled in pieces, so this test does not find itself.
+        let bypasses = [
+            [".route", "("].concat(),
+            [".route_service", "("].concat(),
+            [".nest", "("].concat(),
+            [".nest_service", "("].concat(),
+            ["axum::routing", "::"].concat(),
+        ];
+        for (path, text) in &files {
+            for bypass in &bypasses {
+                assert!(
+                    !text.contains(bypass.as_str()),
+                    "{path} adds a route with {bypass}; add it with routes!() instead"
+                );
+            }
+        }
+    }
 }

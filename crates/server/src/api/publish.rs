@@ -1,34 +1,85 @@
 //! `POST /v1/bus/publish`.
 
+use acteon_core::DeliveryReceipt;
 use acteon_core::{Headers, OutgoingMessage, Scope, TopicName};
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::Refusals;
 use super::extract::Json;
 use crate::app::AppState;
 use crate::auth::{Caller, Op};
 use crate::error::{ApiError, ServiceError};
 use crate::pipeline::{Published, Suppressed};
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new().route("/v1/bus/publish", post(publish))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(publish))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PublishRequest {
     /// A Kafka name, or `{namespace, tenant, name}`.
+    #[schema(schema_with = topic_schema)]
     topic: serde_json::Value,
+    /// Records with one key land on one partition, in order.
     #[serde(default)]
     key: Option<String>,
+    /// Any JSON value.
     payload: serde_json::Value,
+    /// Names starting with `acteon.` are the server's.
     #[serde(default)]
+    #[schema(inline)]
     headers: Headers,
+}
+
+/// `topic`'s two forms; [`topic_name`] reads them.
+fn topic_schema() -> Schema {
+    let string = || {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some("^[A-Za-z0-9_-]{1,80}$"))
+            .build()
+    };
+    let named = ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .property("namespace", string())
+        .property("tenant", string())
+        .property("name", string())
+        .required("namespace")
+        .required("tenant")
+        .required("name");
+    let forms = OneOfBuilder::new()
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(
+                    "^[A-Za-z0-9_-]{1,80}\\.[A-Za-z0-9_-]{1,80}\\.[A-Za-z0-9_-]{1,80}$",
+                ))
+                .description(Some("A Kafka name, `{namespace}.{tenant}.{name}`")),
+        )
+        .item(named)
+        .build();
+    Schema::OneOf(forms)
+}
+
+/// A publish a silence or a rule stopped without producing it.
+#[derive(Debug, Serialize, ToSchema)]
+struct SuppressedBody {
+    /// Always `suppressed`.
+    outcome: &'static str,
+    /// The suppressing rule.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rule: Option<String>,
+    /// The matching silence's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    silence: Option<String>,
 }
 
 fn topic_name(topic: &serde_json::Value) -> Result<TopicName, ApiError> {
@@ -54,7 +105,19 @@ fn topic_shape_error() -> ApiError {
     )
 }
 
-/// 200 with the receipt, or 202 when suppressed.
+/// Publishes one record through silences, rules and quotas; the receipt is
+/// the broker's acknowledgement.
+#[utoipa::path(
+    post,
+    path = "/v1/bus/publish",
+    tag = "publish",
+    request_body = PublishRequest,
+    responses(
+        (status = 200, description = "Produced", body = DeliveryReceipt),
+        (status = 202, description = "Accepted and suppressed: nothing was produced", body = SuppressedBody),
+        Refusals,
+    ),
+)]
 async fn publish(
     State(app): State<AppState>,
     caller: Caller,
@@ -73,11 +136,16 @@ async fn publish(
             .publish(&topic, message, caller.principal())
             .await?
         {
-            Published::Produced(receipt) => axum::Json(receipt).into_response(),
+            Published::Produced(receipt) => axum::Json::<DeliveryReceipt>(receipt).into_response(),
             Published::Suppressed(by) => {
-                let body = match by {
-                    Suppressed::ByRule(rule) => json!({ "outcome": "suppressed", "rule": rule }),
-                    Suppressed::BySilence(id) => json!({ "outcome": "suppressed", "silence": id }),
+                let (rule, silence) = match by {
+                    Suppressed::ByRule(rule) => (Some(rule), None),
+                    Suppressed::BySilence(id) => (None, Some(id)),
+                };
+                let body = SuppressedBody {
+                    outcome: "suppressed",
+                    rule,
+                    silence,
                 };
                 (StatusCode::ACCEPTED, axum::Json(body)).into_response()
             }

@@ -1,31 +1,43 @@
 //! `POST|GET /v1/silences`, `DELETE /v1/silences/{id}`.
 
 use acteon_core::Scope;
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::Refusals;
 use super::extract::{Json, Path, Query};
 use crate::app::AppState;
 use crate::auth::{Caller, Op};
 use crate::error::{ApiError, ServiceError};
 use crate::pipeline::{Silence, SilenceRequest};
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/silences", get(list).post(create))
-        .route("/v1/silences/{id}", delete(end))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(end))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ListQuery {
+    /// Ended silences too.
     #[serde(default)]
     all: bool,
 }
 
+/// Suppresses a tenant's matching publishes until it ends: they are
+/// accepted (202) and not produced.
+#[utoipa::path(
+    post,
+    path = "/v1/silences",
+    tag = "pipeline",
+    request_body = SilenceRequest,
+    responses((status = 201, description = "Created", body = Silence), Refusals),
+)]
 async fn create(
     State(app): State<AppState>,
     caller: Caller,
@@ -42,7 +54,14 @@ async fn create(
     Ok((StatusCode::CREATED, axum::Json(silence)))
 }
 
-/// Only the silences the caller administers.
+/// The silences the caller administers.
+#[utoipa::path(
+    get,
+    path = "/v1/silences",
+    tag = "pipeline",
+    params(ListQuery),
+    responses((status = 200, body = Vec<Silence>), Refusals),
+)]
 async fn list(
     State(app): State<AppState>,
     caller: Caller,
@@ -55,7 +74,14 @@ async fn list(
     )
 }
 
-/// Another tenant's silence is answered as a missing one.
+/// Ends a silence now; another tenant's is answered as a missing one.
+#[utoipa::path(
+    delete,
+    path = "/v1/silences/{id}",
+    tag = "pipeline",
+    params(("id" = String, Path)),
+    responses((status = 204, description = "Ended"), Refusals),
+)]
 async fn end(
     State(app): State<AppState>,
     caller: Caller,

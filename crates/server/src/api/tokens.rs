@@ -2,45 +2,51 @@
 //! clients that cannot send an `Authorization` header.
 
 use acteon_core::{Scope, TopicName};
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::post;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::Refusals;
 use super::extract::Json;
 use crate::app::AppState;
 use crate::auth::{Caller, Op, TokenStream};
 use crate::error::{ApiError, ServiceError};
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new().route("/v1/auth/sse-tokens", post(issue))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(issue))
 }
 
 /// A token's life unless asked otherwise, and the longest one given.
 const DEFAULT_TTL_SECS: u64 = 300;
 const MAX_TTL_SECS: u64 = 3_600;
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SubscriptionRef {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,80}$")]
     namespace: String,
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,80}$")]
     tenant: String,
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,80}$")]
     id: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TokenRequest {
     /// A Kafka topic name: opens `GET /v1/bus/subscribe/{id}?topic=`.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,80}\\.[A-Za-z0-9_-]{1,80}\\.[A-Za-z0-9_-]{1,80}$")]
     topic: Option<String>,
     /// A durable subscription: opens its `.../events`.
     subscription: Option<SubscriptionRef>,
+    #[schema(minimum = 1, maximum = 3600)]
     ttl_secs: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct IssuedToken {
     token: String,
     expires_at: DateTime<Utc>,
@@ -50,7 +56,15 @@ struct IssuedToken {
     subscription: Option<SubscriptionRef>,
 }
 
-/// 201 with the token; the caller needs `subscribe` on the stream.
+/// A subscribe token for one stream, for clients that cannot send an
+/// `Authorization` header; the caller needs `subscribe` on the stream.
+#[utoipa::path(
+    post,
+    path = "/v1/auth/sse-tokens",
+    tag = "auth",
+    request_body = TokenRequest,
+    responses((status = 201, description = "Issued", body = IssuedToken), Refusals),
+)]
 async fn issue(
     State(app): State<AppState>,
     caller: Caller,

@@ -1,23 +1,32 @@
 //! Topic CRUD: `POST|GET /v1/bus/topics`, `DELETE /v1/bus/topics/{kafka_name}`.
 
 use acteon_core::{Scope, Topic, TopicName, TopicRecord, TopicSpec};
-use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
+use super::Refusals;
 use super::extract::{Json, Path, Query};
 use crate::app::AppState;
 use crate::auth::{Caller, Op};
 use crate::error::{ApiError, ServiceError};
 use crate::topics::TopicFilter;
 
-pub(super) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/bus/topics", get(list).post(create))
-        .route("/v1/bus/topics/{kafka_name}", delete(remove))
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list, create))
+        .routes(routes!(remove))
 }
 
+/// Creates a topic, and its Kafka topic `{namespace}.{tenant}.{name}`.
+#[utoipa::path(
+    post,
+    path = "/v1/bus/topics",
+    tag = "topics",
+    request_body = TopicSpec,
+    responses((status = 201, description = "Created", body = TopicRecord), Refusals),
+)]
 async fn create(
     State(app): State<AppState>,
     caller: Caller,
@@ -30,7 +39,14 @@ async fn create(
     Ok((StatusCode::CREATED, axum::Json(record)))
 }
 
-/// Only the topics the caller's grants cover.
+/// The topics the caller's grants cover.
+#[utoipa::path(
+    get,
+    path = "/v1/bus/topics",
+    tag = "topics",
+    params(TopicFilter),
+    responses((status = 200, body = Vec<TopicRecord>), Refusals),
+)]
 async fn list(
     State(app): State<AppState>,
     caller: Caller,
@@ -42,6 +58,15 @@ async fn list(
     Ok(axum::Json(topics))
 }
 
+/// Deletes a topic; its subscriptions end.
+#[utoipa::path(
+    delete,
+    path = "/v1/bus/topics/{kafka_name}",
+    tag = "topics",
+    params(("kafka_name" = String, Path, description = "`{namespace}.{tenant}.{name}`",
+        pattern = "^[A-Za-z0-9_-]{1,80}\\.[A-Za-z0-9_-]{1,80}\\.[A-Za-z0-9_-]{1,80}$")),
+    responses((status = 204, description = "Deleted"), Refusals),
+)]
 async fn remove(
     State(app): State<AppState>,
     caller: Caller,

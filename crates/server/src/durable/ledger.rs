@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use super::progress::{PartitionProgress, Progress, Runs};
 
 /// How records with the same key are delivered.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Ordering {
     /// In any order, several at once.

@@ -75,30 +75,39 @@ impl Default for DurableConfig {
 const MAX_IN_FLIGHT: usize = 10_000;
 
 /// `POST /v1/bus/subscriptions`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionRequest {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,80}$")]
     pub namespace: String,
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,80}$")]
     pub tenant: String,
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,80}$")]
     pub id: String,
     /// The short name, or the Kafka name, of a topic of the same namespace
     /// and tenant.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,80}(\\.[A-Za-z0-9_-]{1,80}\\.[A-Za-z0-9_-]{1,80})?$")]
     pub topic: String,
     #[serde(default)]
     pub from: StartPosition,
     #[serde(default = "default_ack_deadline_ms")]
+    #[schema(minimum = 1000, maximum = 3_600_000)]
     pub ack_deadline_ms: u64,
     #[serde(default = "default_max_deliveries")]
+    #[schema(minimum = 1, maximum = 100)]
     pub max_deliveries: u32,
     #[serde(default)]
+    #[schema(max_items = 100)]
     pub backoff_ms: Vec<u64>,
     #[serde(default = "default_max_in_flight")]
+    #[schema(minimum = 1, maximum = 10_000)]
     pub max_in_flight: usize,
     #[serde(default)]
     pub ordering: Ordering,
     /// Only `shared`: see [`DurableSubscriptions::check`].
     #[serde(default)]
     pub mode: SubscriptionMode,
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,80}(\\.[A-Za-z0-9_-]{1,80}\\.[A-Za-z0-9_-]{1,80})?$")]
     pub dead_letter_topic: Option<String>,
 }
 
@@ -115,7 +124,7 @@ fn default_max_in_flight() -> usize {
 }
 
 /// A durable subscription as stored and shown.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Subscription {
     pub namespace: String,
     pub tenant: String,
@@ -184,17 +193,21 @@ fn key(namespace: &str, tenant: &str, id: &str) -> String {
 }
 
 /// Filters of the subscription list; `None` matches everything.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct SubscriptionFilter {
+    #[param(pattern = "^[A-Za-z0-9_-]{1,80}$")]
     pub namespace: Option<String>,
+    #[param(pattern = "^[A-Za-z0-9_-]{1,80}$")]
     pub tenant: Option<String>,
     /// Kafka name.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,80}\\.[A-Za-z0-9_-]{1,80}\\.[A-Za-z0-9_-]{1,80}$")]
     pub topic: Option<String>,
 }
 
 /// One partition's live figures.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PartitionView {
     pub partition: i32,
     pub committed: i64,
@@ -204,7 +217,7 @@ pub struct PartitionView {
 }
 
 /// `GET .../{id}`: the definition and its live figures.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SubscriptionView {
     #[serde(flatten)]
     pub subscription: Subscription,
@@ -219,7 +232,7 @@ pub struct SubscriptionView {
 }
 
 /// The answer to a settlement.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Settled {
     pub settled: Vec<String>,
     pub stale: Vec<String>,

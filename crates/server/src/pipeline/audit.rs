@@ -29,7 +29,7 @@ use crate::error::ServiceError;
 use crate::state::StateStore;
 
 /// What happened to a publish.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     Produced,
@@ -56,7 +56,7 @@ impl Outcome {
 }
 
 /// One audited publish.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     /// Assigned by the store; grows with time.
     #[serde(default)]
@@ -85,13 +85,18 @@ pub struct AuditRecord {
 
 /// `GET /v1/audit` as asked: `topic` is a Kafka name, which names its
 /// namespace and tenant too.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
+    #[param(pattern = "^[A-Za-z0-9_-]{1,80}$")]
     pub tenant: Option<String>,
+    #[param(pattern = "^[A-Za-z0-9_-]{1,80}$")]
     pub namespace: Option<String>,
+    #[param(pattern = "^[A-Za-z0-9_-]{1,80}\\.[A-Za-z0-9_-]{1,80}\\.[A-Za-z0-9_-]{1,80}$")]
     pub topic: Option<String>,
     pub outcome: Option<Outcome>,
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     pub before: Option<u64>,
 }

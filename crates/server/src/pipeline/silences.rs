@@ -23,12 +23,15 @@ const KEEP_ENDED: TimeDelta = TimeDelta::days(7);
 const MAX_COMMENT_BYTES: usize = 4 * 1024;
 
 /// `POST /v1/silences`: exactly one of `ends_at` and `duration_ms`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SilenceRequest {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,80}$")]
     pub tenant: String,
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,80}$")]
     pub namespace: Option<String>,
     /// The topic's short name.
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,80}$")]
     pub topic: Option<String>,
     pub condition: Option<String>,
     pub ends_at: Option<DateTime<Utc>>,
@@ -37,7 +40,7 @@ pub struct SilenceRequest {
 }
 
 /// A stored silence.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Silence {
     pub id: String,
     pub tenant: String,
