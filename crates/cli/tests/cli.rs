@@ -1037,6 +1037,7 @@ async fn usage_errors_and_an_unreachable_server_have_their_own_codes() {
         &["tail", "agents.demo.inbox", "--from", "middle"],
         &["subs", "show", "agents", "demo"],
         &["keys", "new", "--tenant", "a.b"],
+        &["publish", "agents.demo.inbox", "--envelope", "{}"],
     ] {
         server.run(args).await.fails_with(2);
     }

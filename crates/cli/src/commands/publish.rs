@@ -19,6 +19,7 @@ use tokio::io::{AsyncBufRead, AsyncBufReadExt};
 use self::records::Defaults;
 use super::Context;
 use crate::args::PublishArgs;
+use crate::exit::UsageError;
 use crate::output;
 use crate::parse::Payload;
 
@@ -44,6 +45,10 @@ pub(super) async fn run(context: &Context, args: PublishArgs) -> anyhow::Result<
         headers: args.headers.into_iter().collect(),
     };
     match args.payload {
+        Payload::Json(_) if args.envelope => Err(UsageError(
+            "--envelope is how stdin's lines are read: give - as the payload".to_owned(),
+        )
+        .into()),
         Payload::Json(payload) => {
             let outcome = publish_record(&client, &args.topic, &defaults.message(payload))
                 .await
