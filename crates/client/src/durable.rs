@@ -76,7 +76,7 @@ pub struct DurableSubscription {
 }
 
 /// One partition's figures.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionFigures {
     pub partition: i32,
     pub committed: i64,
@@ -86,7 +86,7 @@ pub struct PartitionFigures {
 }
 
 /// A durable subscription with its live figures.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DurableSubscriptionView {
     #[serde(flatten)]
     pub subscription: DurableSubscription,

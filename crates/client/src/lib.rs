@@ -1,5 +1,6 @@
-//! Rust client for the Acteon HTTP API: topics, publish with receipts, and
-//! subscriptions read from Server-Sent Events as a [`Stream`](futures::Stream).
+//! Rust client for the Acteon HTTP API: topics, publish with receipts,
+//! subscriptions read from Server-Sent Events as a [`Stream`](futures::Stream),
+//! durable subscriptions, silences, rules and the audit trail.
 //!
 //! ```
 //! use acteon_client::{Client, TopicFilter};
@@ -55,6 +56,7 @@
 mod client;
 mod durable;
 mod error;
+mod pipeline;
 mod subscription;
 
 pub use client::{Client, ClientBuilder, PublishOutcome, TopicFilter};
@@ -64,4 +66,7 @@ pub use durable::{
     Settled, Settlement,
 };
 pub use error::Error;
+pub use pipeline::{
+    AuditOutcome, AuditPage, AuditQuery, AuditRecord, Rule, Silence, SilenceSpec, UnknownOutcome,
+};
 pub use subscription::Subscription;

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use acteon_client::{Client, Error, PublishOutcome, TopicFilter};
+use acteon_client::{
+    AuditOutcome, AuditQuery, Client, Error, PublishOutcome, SilenceSpec, TopicFilter,
+};
 use acteon_core::{
     Headers, OutgoingMessage, StartPosition, SubscriptionEvent, TopicName, TopicSpec,
 };
@@ -296,4 +298,176 @@ async fn a_suppressed_publish_says_by_which_rule() {
             silence: None
         }
     );
+}
+
+fn rule(name: &str, priority: i64, action: &str) -> RuleConfig {
+    RuleConfig {
+        name: name.into(),
+        priority,
+        condition: "payload.kind == \"noise\"".into(),
+        action: action.into(),
+        reason: None,
+        tenant: Some("demo".into()),
+        namespace: None,
+        topic: None,
+    }
+}
+
+#[tokio::test]
+async fn silences_are_created_listed_and_ended() {
+    let server = TestServer::start().await;
+    let client = &server.client;
+    let topic = client
+        .create_bus_topic(&spec("demo", "alerts"))
+        .await
+        .unwrap();
+    let silence = client
+        .create_silence(&SilenceSpec {
+            tenant: "demo".into(),
+            topic: Some("alerts".into()),
+            duration_ms: Some(60_000),
+            comment: "maintenance".into(),
+            ..SilenceSpec::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(silence.comment, "maintenance");
+    assert!(silence.ends_at > silence.starts_at);
+    assert_eq!(
+        client.list_silences(false).await.unwrap(),
+        vec![silence.clone()]
+    );
+
+    let outcome = client
+        .publish_message(topic.topic.name(), &message(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        PublishOutcome::Suppressed {
+            rule: None,
+            silence: Some(silence.id.clone())
+        }
+    );
+
+    client.end_silence(&silence.id).await.unwrap();
+    assert!(client.list_silences(false).await.unwrap().is_empty());
+    let all = client.list_silences(true).await.unwrap();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert!(all[0].ends_at <= chrono::Utc::now());
+    let again = client.end_silence(&silence.id).await.unwrap_err();
+    assert_eq!(again.status(), Some(404), "{again}");
+
+    let invalid = client
+        .create_silence(&SilenceSpec {
+            tenant: "demo".into(),
+            comment: "no end".into(),
+            ..SilenceSpec::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(invalid.status(), Some(400), "{invalid}");
+}
+
+#[tokio::test]
+async fn rules_are_listed_in_evaluation_order() {
+    let config = Config {
+        rules: vec![rule("second", 20, "deny"), rule("first", 10, "suppress")],
+        ..Config::default()
+    };
+    let server = TestServer::start_with(config).await;
+    let rules = server.client.list_rules().await.unwrap();
+    let names: Vec<&str> = rules.iter().map(|rule| rule.name.as_str()).collect();
+    assert_eq!(names, ["first", "second"]);
+    assert_eq!(rules[0].action, "suppress");
+    assert_eq!(rules[0].tenant.as_deref(), Some("demo"));
+}
+
+#[tokio::test]
+async fn audit_records_come_newest_first_a_page_at_a_time() {
+    let mut config = Config {
+        rules: vec![rule("drop-noise", 1, "suppress")],
+        ..Config::default()
+    };
+    config.audit.flush_interval_ms = 10;
+    let server = TestServer::start_with(config).await;
+    let client = &server.client;
+    let topic = client
+        .create_bus_topic(&spec("demo", "trail"))
+        .await
+        .unwrap();
+    let name = topic.topic.name();
+    for seq in 1..=3 {
+        client.publish_message(name, &message(seq)).await.unwrap();
+    }
+    let noise = OutgoingMessage {
+        key: None,
+        payload: json!({ "kind": "noise" }),
+        headers: Headers::new(),
+    };
+    client.publish_message(name, &noise).await.unwrap();
+
+    // The audit writer stores records in batches, shortly after the publish.
+    let query = AuditQuery {
+        topic: Some(name.to_string()),
+        ..AuditQuery::default()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        let page = client.query_audit(&query).await.unwrap();
+        if page.records.len() == 4 {
+            break page;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "audit records never written: {page:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(page.next_before.is_none(), "{page:?}");
+    let ids: Vec<u64> = page.records.iter().map(|record| record.id).collect();
+    assert!(ids.windows(2).all(|pair| pair[0] > pair[1]), "{ids:?}");
+    assert_eq!(page.records[0].outcome, AuditOutcome::Suppressed);
+    assert_eq!(page.records[0].rule.as_deref(), Some("drop-noise"));
+    assert_eq!(page.records[1].key.as_deref(), Some("key-3"));
+    assert!(page.records[1].offset.is_some());
+
+    let first = client
+        .query_audit(&AuditQuery {
+            limit: Some(3),
+            outcome: Some(AuditOutcome::Produced),
+            ..query.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(first.records.len(), 3);
+    assert_eq!(first.next_before, Some(first.records[2].id));
+    let rest = client
+        .query_audit(&AuditQuery {
+            limit: Some(3),
+            outcome: Some(AuditOutcome::Produced),
+            before: first.next_before,
+            ..query.clone()
+        })
+        .await
+        .unwrap();
+    assert!(rest.records.is_empty(), "{rest:?}");
+    assert_eq!(rest.next_before, None);
+
+    let other_tenant = client
+        .query_audit(&AuditQuery {
+            tenant: Some("other".into()),
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    assert!(other_tenant.records.is_empty());
+    let disagreeing = client
+        .query_audit(&AuditQuery {
+            tenant: Some("other".into()),
+            ..query
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(disagreeing.status(), Some(400), "{disagreeing}");
 }

@@ -97,7 +97,7 @@ impl GrantScope {
 pub struct ApiKeyConfig {
     /// Shown in logs and audit records; never the secret.
     pub id: String,
-    /// Hex SHA-256 of the secret (`printf %s "$SECRET" | sha256sum`).
+    /// Hex SHA-256 of the secret, as `acteon keys new` prints it.
     pub key_sha256: String,
     pub grants: Vec<Grant>,
 }

@@ -1,0 +1,378 @@
+//! `acteon publish TOPIC PAYLOAD|-`: one record, or NDJSON from stdin
+//! published many at a time.
+
+mod records;
+
+use std::cell::Cell;
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use acteon_client::{Client, Error, PublishOutcome};
+use acteon_core::{OutgoingMessage, TopicName};
+use anyhow::Context as _;
+use futures::{Stream, StreamExt};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use serde_json::json;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+
+use self::records::Defaults;
+use super::Context;
+use crate::args::PublishArgs;
+use crate::exit::UsageError;
+use crate::output;
+use crate::parse::Payload;
+
+/// Failed lines the summary names; the others are only counted.
+const REPORTED_FAILURES: usize = 10;
+
+/// Publishes one record: the one place a record goes to the server.
+///
+/// A batch endpoint (`POST /v1/bus/topics/{kafka_name}/records`) would take
+/// over here, publishing a chunk of the stream per request.
+async fn publish_record(
+    client: &Client,
+    topic: &TopicName,
+    message: &OutgoingMessage,
+) -> Result<PublishOutcome, Error> {
+    client.publish_message(topic, message).await
+}
+
+pub(super) async fn run(context: &Context, args: PublishArgs) -> anyhow::Result<()> {
+    let client = context.client()?;
+    let defaults = Defaults {
+        key: args.key,
+        headers: args.headers.into_iter().collect(),
+    };
+    match args.payload {
+        Payload::Json(_) if args.envelope => Err(UsageError(
+            "--envelope is how stdin's lines are read: give - as the payload".to_owned(),
+        )
+        .into()),
+        Payload::Json(payload) => {
+            let outcome = publish_record(&client, &args.topic, &defaults.message(payload))
+                .await
+                .with_context(|| format!("publish to {}", args.topic))?;
+            print_outcome(context, &args.topic, &outcome)
+        }
+        Payload::Stdin => {
+            let lines = lines(tokio::io::BufReader::new(tokio::io::stdin()));
+            let batch = Batch {
+                client: &client,
+                topic: &args.topic,
+                defaults: &defaults,
+                envelope: args.envelope,
+                concurrency: usize::from(args.concurrency),
+            };
+            let summary = batch.publish(lines).await;
+            summary.print(context)
+        }
+    }
+}
+
+fn print_outcome(
+    context: &Context,
+    topic: &TopicName,
+    outcome: &PublishOutcome,
+) -> anyhow::Result<()> {
+    match (outcome, context.json()) {
+        (PublishOutcome::Produced(receipt), true) => output::json(receipt),
+        (PublishOutcome::Produced(receipt), false) => output::line(format!(
+            "produced to {topic} partition {} offset {}",
+            receipt.partition, receipt.offset
+        )),
+        (PublishOutcome::Suppressed { rule, silence }, true) => {
+            output::json(&json!({ "outcome": "suppressed", "rule": rule, "silence": silence }))
+        }
+        (PublishOutcome::Suppressed { rule, silence }, false) => {
+            let by = match (rule, silence) {
+                (Some(rule), _) => format!("by rule {rule}"),
+                (None, Some(silence)) => format!("by silence {silence}"),
+                (None, None) => "by the server".to_owned(),
+            };
+            output::line(format!("suppressed {by}: nothing was produced"))
+        }
+    }
+}
+
+/// Stdin's lines, numbered from 1, as they are read: a line is held only
+/// while its record is in flight.
+fn lines(
+    reader: impl AsyncBufRead + Unpin,
+) -> impl Stream<Item = std::io::Result<(usize, Vec<u8>)>> {
+    futures::stream::unfold(Some((reader, 0)), |state| async move {
+        let (mut reader, number) = state?;
+        let mut line = Vec::new();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) => None,
+            Ok(_) => Some((Ok((number + 1, line)), Some((reader, number + 1)))),
+            // Nothing more can be read after a failed read.
+            Err(error) => Some((Err(error), None)),
+        }
+    })
+}
+
+/// What happened to one line.
+enum LineOutcome {
+    Blank,
+    Invalid(records::LineError),
+    Sent(Result<PublishOutcome, Error>),
+}
+
+/// A stream of lines to publish to one topic.
+struct Batch<'a> {
+    client: &'a Client,
+    topic: &'a TopicName,
+    defaults: &'a Defaults,
+    envelope: bool,
+    concurrency: usize,
+}
+
+impl Batch<'_> {
+    /// Publishes every line, `concurrency` at a time, and counts what
+    /// happened. A failure that every later record would meet too (no
+    /// such topic, no valid key, no server) stops reading; the records in
+    /// flight still finish and are counted.
+    async fn publish(
+        &self,
+        lines: impl Stream<Item = std::io::Result<(usize, Vec<u8>)>>,
+    ) -> Summary {
+        let progress = progress_bar();
+        let stop = Cell::new(false);
+        let mut summary = Summary::default();
+        let mut results = std::pin::pin!(
+            lines
+                .take_while(|_| futures::future::ready(!stop.get()))
+                .map(|line| async move {
+                    let (number, bytes) = line?;
+                    let outcome = match records::parse(&bytes, self.envelope, self.defaults) {
+                        None => LineOutcome::Blank,
+                        Some(Err(error)) => LineOutcome::Invalid(error),
+                        Some(Ok(message)) => LineOutcome::Sent(
+                            publish_record(self.client, self.topic, &message).await,
+                        ),
+                    };
+                    Ok::<_, std::io::Error>((number, outcome))
+                })
+                .buffer_unordered(self.concurrency)
+        );
+        while let Some(result) = results.next().await {
+            match result {
+                Ok((number, outcome)) => {
+                    summary.count(number, outcome);
+                    stop.set(summary.stopped_at.is_some());
+                }
+                Err(error) => {
+                    stop.set(true);
+                    summary.read_error = Some(error.to_string());
+                }
+            }
+            progress.set_position(summary.published + summary.suppressed + summary.failed);
+            progress.set_message(summary.counts());
+        }
+        progress.finish_and_clear();
+        summary
+    }
+}
+
+/// Whether every later record would fail the same way.
+fn stops_the_batch(error: &Error) -> bool {
+    match error {
+        Error::Api { status, .. } => matches!(status, 401 | 404),
+        Error::Transport(_) | Error::InvalidBaseUrl(_) => true,
+        Error::Decode(_) | Error::Stream(_) => false,
+    }
+}
+
+/// A spinner on stderr when it is a terminal; the number of lines is not
+/// known in advance.
+fn progress_bar() -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {pos} records, {per_sec}, {elapsed}: {msg}")
+            .expect("the progress template is valid"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(100));
+    bar
+}
+
+/// One failed line.
+#[derive(Debug, Serialize)]
+struct LineFailure {
+    line: usize,
+    /// The HTTP status, when the server refused the record.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<u16>,
+    error: String,
+}
+
+/// What a batch did.
+#[derive(Debug, Default, Serialize)]
+struct Summary {
+    published: u64,
+    suppressed: u64,
+    failed: u64,
+    /// The first failed lines, by line number.
+    errors: Vec<LineFailure>,
+    /// The line whose failure stopped the batch, if one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stopped_at: Option<usize>,
+    /// That failure, which decides the exit code.
+    #[serde(skip)]
+    stop_error: Option<Error>,
+    /// Stdin could not be read to its end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    read_error: Option<String>,
+}
+
+impl Summary {
+    fn count(&mut self, line: usize, outcome: LineOutcome) {
+        let failure = match outcome {
+            LineOutcome::Blank => return,
+            LineOutcome::Sent(Ok(PublishOutcome::Produced(_))) => {
+                self.published += 1;
+                return;
+            }
+            LineOutcome::Sent(Ok(PublishOutcome::Suppressed { .. })) => {
+                self.suppressed += 1;
+                return;
+            }
+            LineOutcome::Invalid(error) => LineFailure {
+                line,
+                status: None,
+                error: error.to_string(),
+            },
+            LineOutcome::Sent(Err(error)) => {
+                let failure = LineFailure {
+                    line,
+                    status: error.status(),
+                    error: error.to_string(),
+                };
+                if stops_the_batch(&error) && self.stopped_at.is_none_or(|first| line < first) {
+                    self.stopped_at = Some(line);
+                    self.stop_error = Some(error);
+                }
+                failure
+            }
+        };
+        self.failed += 1;
+        // Results come in any order: keep the lowest line numbers.
+        self.errors.push(failure);
+        if self.errors.len() > REPORTED_FAILURES {
+            self.errors.sort_by_key(|failure| failure.line);
+            self.errors.truncate(REPORTED_FAILURES);
+        }
+    }
+
+    fn counts(&self) -> String {
+        format!(
+            "published {}, suppressed {}, failed {}",
+            self.published, self.suppressed, self.failed
+        )
+    }
+
+    /// Prints the summary; an error when records failed or stdin broke.
+    fn print(mut self, context: &Context) -> anyhow::Result<()> {
+        self.errors.sort_by_key(|failure| failure.line);
+        if context.json() {
+            output::json(&self)?;
+        } else {
+            output::line(self.counts())?;
+            for (lines, error) in grouped(&self.errors) {
+                eprintln!("{lines}: {error}");
+            }
+            let unnamed = self.failed.saturating_sub(self.errors.len() as u64);
+            if unnamed > 0 {
+                eprintln!("and {unnamed} more failed lines");
+            }
+        }
+        if let Some(error) = self.read_error {
+            anyhow::bail!("reading stdin: {error}");
+        }
+        if let (Some(line), Some(error)) = (self.stopped_at, self.stop_error) {
+            return Err(anyhow::Error::new(error).context(format!(
+                "stopped at line {line}, as every later record would fail the same way"
+            )));
+        }
+        if self.failed > 0 {
+            let total = self.published + self.suppressed + self.failed;
+            anyhow::bail!("{} of {total} records failed", self.failed);
+        }
+        Ok(())
+    }
+}
+
+/// Failures in line order, those with the same error next to each other
+/// told once: `lines 1-3, 7: 404: ...`.
+fn grouped(failures: &[LineFailure]) -> Vec<(String, &str)> {
+    let mut groups: Vec<(Vec<usize>, &str)> = Vec::new();
+    for failure in failures {
+        match groups.last_mut() {
+            Some((lines, error)) if *error == failure.error => lines.push(failure.line),
+            _ => groups.push((vec![failure.line], &failure.error)),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(lines, error)| (line_ranges(&lines), error))
+        .collect()
+}
+
+/// `line 4`, `lines 1-3, 7`.
+fn line_ranges(lines: &[usize]) -> String {
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for &line in lines {
+        match ranges.last_mut() {
+            Some((_, end)) if *end + 1 == line => *end = line,
+            _ => ranges.push((line, line)),
+        }
+    }
+    let text: Vec<String> = ranges
+        .iter()
+        .map(|&(start, end)| {
+            if start == end {
+                start.to_string()
+            } else {
+                format!("{start}-{end}")
+            }
+        })
+        .collect();
+    let noun = if lines.len() == 1 { "line" } else { "lines" };
+    format!("{noun} {}", text.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(line: usize, error: &str) -> LineFailure {
+        LineFailure {
+            line,
+            status: None,
+            error: error.to_owned(),
+        }
+    }
+
+    #[test]
+    fn failures_with_one_error_are_told_once() {
+        let failures = [
+            failure(1, "404"),
+            failure(2, "404"),
+            failure(3, "404"),
+            failure(5, "404"),
+            failure(6, "not JSON"),
+            failure(8, "404"),
+        ];
+        assert_eq!(
+            grouped(&failures),
+            [
+                ("lines 1-3, 5".to_owned(), "404"),
+                ("line 6".to_owned(), "not JSON"),
+                ("line 8".to_owned(), "404"),
+            ]
+        );
+    }
+}

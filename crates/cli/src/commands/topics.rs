@@ -1,0 +1,83 @@
+//! `acteon topics ls|create|rm`.
+
+use acteon_client::TopicFilter;
+use acteon_core::{TopicRecord, TopicSpec};
+use anyhow::Context as _;
+
+use super::Context;
+use crate::args::{CreateTopicArgs, TopicsCommand};
+use crate::output;
+
+pub(super) async fn run(context: &Context, command: TopicsCommand) -> anyhow::Result<()> {
+    let client = context.client()?;
+    match command {
+        TopicsCommand::Ls { namespace, tenant } => {
+            let filter = TopicFilter { namespace, tenant };
+            let topics = client
+                .list_bus_topics(&filter)
+                .await
+                .context("list topics")?;
+            if context.json() {
+                output::json(&topics)
+            } else {
+                print_table(&topics)
+            }
+        }
+        TopicsCommand::Create(args) => {
+            let spec = spec(&args)?;
+            let record = client.create_bus_topic(&spec).await.with_context(|| {
+                format!("create {}.{}.{}", spec.namespace, spec.tenant, spec.name)
+            })?;
+            if context.json() {
+                output::json(&record)
+            } else {
+                print_table(std::slice::from_ref(&record))
+            }
+        }
+        TopicsCommand::Rm { topic } => {
+            client
+                .delete_bus_topic(&topic)
+                .await
+                .with_context(|| format!("delete {topic}"))?;
+            if context.json() {
+                output::json(&serde_json::json!({ "deleted": topic }))
+            } else {
+                output::line(format!("deleted {topic}"))
+            }
+        }
+    }
+}
+
+fn spec(args: &CreateTopicArgs) -> anyhow::Result<TopicSpec> {
+    let name = crate::parse::topic_name(&args.name)?;
+    Ok(TopicSpec {
+        namespace: name.namespace().to_owned(),
+        tenant: name.tenant().to_owned(),
+        name: name.name().to_owned(),
+        partitions: args.partitions,
+        replication_factor: args.replication_factor,
+        retention_ms: args.retention_ms,
+    })
+}
+
+fn print_table(topics: &[TopicRecord]) -> anyhow::Result<()> {
+    output::table(
+        &[
+            "TOPIC",
+            "PARTITIONS",
+            "REPLICATION",
+            "RETENTION MS",
+            "CREATED",
+        ],
+        topics.iter().map(|record| {
+            let topic = &record.topic;
+            [
+                topic.kafka_topic_name(),
+                topic.partitions().to_string(),
+                topic.replication_factor().to_string(),
+                output::or_dash(topic.retention_ms()),
+                output::time(&record.created_at),
+            ]
+        }),
+    )
+}
