@@ -96,7 +96,7 @@ pub struct AuditQuery {
     #[param(pattern = "^[A-Za-z0-9_-]{1,80}\\.[A-Za-z0-9_-]{1,80}\\.[A-Za-z0-9_-]{1,80}$")]
     pub topic: Option<String>,
     pub outcome: Option<Outcome>,
-    #[param(minimum = 1, maximum = 1000)]
+    /// Records per page (default 100); asks outside 1 to 1000 are clamped.
     pub limit: Option<usize>,
     pub before: Option<u64>,
 }
