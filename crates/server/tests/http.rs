@@ -73,6 +73,16 @@ async fn topic_crud_follows_the_contract(backend: Backend) {
         .post("/v1/bus/topics", &json!({ "namespace": "a", "tenant": "b", "name": "c", "partitions": 0, "replication_factor": 1 }))
         .await;
     assert_eq!(status, 400, "zero partitions: {body}");
+    // More replicas than Kafka could ever place; the in-memory backend
+    // keeps one copy whatever is asked.
+    let mut impossible = spec.clone();
+    impossible["name"] = json!("replicas");
+    impossible["replication_factor"] = json!(20_000);
+    let (status, body) = server.post("/v1/bus/topics", &impossible).await;
+    match backend {
+        Backend::Kafka { .. } => assert_eq!(status, 400, "{body}"),
+        Backend::Memory => assert_eq!(status, 201, "{body}"),
+    }
 
     assert_eq!(
         server

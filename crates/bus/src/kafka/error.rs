@@ -94,6 +94,15 @@ pub(super) fn classify(operation: Operation, topic: &str, source: KafkaError) ->
         KafkaError::AdminOp(code) => Some(*code),
         other => other.rdkafka_error_code(),
     };
+    if let KafkaError::AdminOpCreation(_) = source {
+        // librdkafka refused to build the request (a replication factor
+        // over 10000, say): the request itself is wrong.
+        return BusError::Rejected {
+            operation,
+            topic,
+            source: Box::new(source),
+        };
+    }
     match code {
         Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
             BusError::UnknownTopic { topic }
@@ -131,6 +140,15 @@ mod tests {
             let error = classify(Operation::Produce, "t", KafkaError::MessageProduction(code));
             assert!(error.is_retriable(), "{code:?}: {error}");
         }
+        let unbuildable = classify(
+            Operation::CreateTopic,
+            "t",
+            KafkaError::AdminOpCreation("replication_factor out of expected range".into()),
+        );
+        assert!(
+            matches!(unbuildable, BusError::Rejected { .. }),
+            "{unbuildable}"
+        );
         let refused = classify(
             Operation::Produce,
             "t",
