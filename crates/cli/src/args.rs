@@ -342,8 +342,8 @@ pub(crate) struct AuditArgs {
     /// Keep printing new records, oldest first, as they are written.
     #[arg(long, short = 'f')]
     pub(crate) follow: bool,
-    /// How often --follow asks for new records.
-    #[arg(long, value_parser = parse::duration, default_value = "1s")]
+    /// How often --follow asks for new records (at least 100ms).
+    #[arg(long, value_parser = parse::poll_interval, default_value = "1s")]
     pub(crate) interval: Duration,
 }
 
@@ -377,6 +377,7 @@ pub(crate) enum Op {
     Subscribe,
     Manage,
     Audit,
+    Metrics,
     Admin,
 }
 
@@ -387,6 +388,7 @@ impl Op {
             Self::Subscribe => "subscribe",
             Self::Manage => "manage",
             Self::Audit => "audit",
+            Self::Metrics => "metrics",
             Self::Admin => "admin",
         }
     }

@@ -32,6 +32,15 @@ pub(crate) fn header(value: &str) -> Result<(String, String), String> {
     }
 }
 
+/// A [`duration`] of at least 100 ms, so a poll cannot spin.
+pub(crate) fn poll_interval(value: &str) -> Result<Duration, String> {
+    let interval = duration(value)?;
+    if interval < Duration::from_millis(100) {
+        return Err(format!("{value:?} is shorter than 100ms"));
+    }
+    Ok(interval)
+}
+
 /// `500ms`, `30s`, `15m`, `2h`, `7d`: a number and its unit.
 pub(crate) fn duration(value: &str) -> Result<Duration, String> {
     let split = value

@@ -189,6 +189,25 @@ impl Running {
             .unwrap_or_else(|_| panic!("no {needle:?} on stderr in time"))
     }
 
+    /// Waits for the process to end by itself: its code and the rest of
+    /// stderr.
+    async fn finish(mut self) -> Run {
+        let status = tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("ends in time")
+            .expect("wait");
+        let mut stderr = String::new();
+        while let Ok(Some(line)) = self.stderr.next_line().await {
+            stderr.push_str(&line);
+            stderr.push('\n');
+        }
+        Run {
+            code: status.code(),
+            stdout: String::new(),
+            stderr,
+        }
+    }
+
     /// Kills the process by its pid and waits until it is gone.
     async fn kill(mut self) {
         let pid = self.child.id().expect("still running");
@@ -864,7 +883,7 @@ async fn audit_shows_publishes_and_follows_new_ones() {
         "--limit",
         "1",
         "--interval",
-        "50ms",
+        "100ms",
     ]);
     let last: Value = serde_json::from_str(&follow.next_line().await).unwrap();
     assert_eq!(last["key"], "c");
@@ -1060,5 +1079,66 @@ async fn usage_errors_and_an_unreachable_server_have_their_own_codes() {
     assert!(
         unreachable.stderr.contains("transport error"),
         "{unreachable:#?}"
+    );
+}
+
+#[tokio::test]
+async fn an_overlong_line_fails_alone_and_is_never_held() {
+    let server = TestServer::start().await;
+    server.create_topic("agents.demo.bulk", 1).await;
+    // Over the CLI's 8 MiB line limit, with no newline for a while.
+    let long = format!("\"{}\"", "x".repeat(9 * 1024 * 1024));
+    let input = format!("1\n{long}\n3\n");
+    let run = server
+        .run_with_input(&["publish", "agents.demo.bulk", "-"], &input)
+        .await
+        .fails_with(1);
+    assert_eq!(run.stdout.trim(), "published 2, suppressed 0, failed 1");
+    assert!(run.stderr.contains("line 2: longer than"), "{run:#?}");
+}
+
+#[tokio::test]
+async fn throttled_lines_are_tried_again_until_the_quota_lets_them_through() {
+    let config = Config {
+        quotas: vec![acteon_server::pipeline::QuotaConfig {
+            tenant: "demo".into(),
+            namespace: None,
+            topic: None,
+            max_per_second: 4,
+            burst: Some(1),
+        }],
+        ..Config::default()
+    };
+    let server = TestServer::start_with(config).await;
+    server.create_topic("agents.demo.bulk", 1).await;
+    let input: String = (0..6).map(|seq| format!("{{\"seq\":{seq}}}\n")).collect();
+    let run = server
+        .run_with_input(
+            &["publish", "agents.demo.bulk", "-", "--concurrency", "3"],
+            &input,
+        )
+        .await
+        .success();
+    assert_eq!(run.stdout.trim(), "published 6, suppressed 0, failed 0");
+}
+
+#[tokio::test]
+async fn a_tail_that_gets_fewer_records_than_asked_fails() {
+    let server = TestServer::start().await;
+    server.create_topic("agents.demo.short", 1).await;
+    server
+        .run(&["publish", "agents.demo.short", "1"])
+        .await
+        .success();
+    let mut tail = server.spawn(&["tail", "agents.demo.short", "--from", "earliest", "-n", "5"]);
+    tail.next_line().await;
+    server
+        .run(&["topics", "rm", "agents.demo.short"])
+        .await
+        .success();
+    let run = tail.finish().await.fails_with(1);
+    assert!(
+        run.stderr.contains("ended the stream after 1 of 5 records"),
+        "{run:#?}"
     );
 }

@@ -14,7 +14,7 @@ use futures::{Stream, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 use serde_json::json;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
 
 use self::records::Defaults;
 use super::Context;
@@ -26,16 +26,37 @@ use crate::parse::Payload;
 /// Failed lines the summary names; the others are only counted.
 const REPORTED_FAILURES: usize = 10;
 
+/// Tries of a publish that a quota throttled, and the wait before the
+/// second (doubled after each, at most [`MAX_THROTTLED_WAIT`]).
+const THROTTLED_TRIES: u32 = 6;
+const FIRST_THROTTLED_WAIT: Duration = Duration::from_millis(250);
+const MAX_THROTTLED_WAIT: Duration = Duration::from_secs(8);
+
+/// The longest stdin line read; a longer one fails without being held.
+/// Far above what the server takes in one request (1 MiB by default).
+const MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
+
 /// Publishes one record: the one place a record goes to the server.
 ///
-/// A batch endpoint (`POST /v1/bus/topics/{kafka_name}/records`) would take
-/// over here, publishing a chunk of the stream per request.
+/// A throttled publish (429) produced nothing, so it is tried again after
+/// a wait; no other failure is, since it may have produced the record.
 async fn publish_record(
     client: &Client,
     topic: &TopicName,
     message: &OutgoingMessage,
 ) -> Result<PublishOutcome, Error> {
-    client.publish_message(topic, message).await
+    let mut wait = FIRST_THROTTLED_WAIT;
+    let mut tries = 1;
+    loop {
+        match client.publish_message(topic, message).await {
+            Err(Error::Api { status: 429, .. }) if tries < THROTTLED_TRIES => {
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(MAX_THROTTLED_WAIT);
+                tries += 1;
+            }
+            answer => return answer,
+        }
+    }
 }
 
 pub(super) async fn run(context: &Context, args: PublishArgs) -> anyhow::Result<()> {
@@ -96,20 +117,51 @@ fn print_outcome(
 }
 
 /// Stdin's lines, numbered from 1, as they are read: a line is held only
-/// while its record is in flight.
+/// while its record is in flight, and `None` stands for a line over
+/// [`MAX_LINE_BYTES`], which is skipped unread.
 fn lines(
     reader: impl AsyncBufRead + Unpin,
-) -> impl Stream<Item = std::io::Result<(usize, Vec<u8>)>> {
+) -> impl Stream<Item = std::io::Result<(usize, Option<Vec<u8>>)>> {
     futures::stream::unfold(Some((reader, 0)), |state| async move {
         let (mut reader, number) = state?;
         let mut line = Vec::new();
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) => None,
-            Ok(_) => Some((Ok((number + 1, line)), Some((reader, number + 1)))),
+        let read = (&mut reader)
+            .take(MAX_LINE_BYTES as u64 + 1)
+            .read_until(b'\n', &mut line)
+            .await;
+        let read = match read {
+            Ok(_) if line.len() > MAX_LINE_BYTES && !line.ends_with(b"\n") => {
+                skip_line(&mut reader).await.map(|()| Some(None))
+            }
+            Ok(0) => Ok(None),
+            Ok(_) => Ok(Some(Some(line))),
+            Err(error) => Err(error),
+        };
+        match read {
+            Ok(None) => None,
+            Ok(Some(line)) => Some((Ok((number + 1, line)), Some((reader, number + 1)))),
             // Nothing more can be read after a failed read.
             Err(error) => Some((Err(error), None)),
         }
     })
+}
+
+/// Reads past the rest of a line without keeping it.
+async fn skip_line(reader: &mut (impl AsyncBufRead + Unpin)) -> std::io::Result<()> {
+    loop {
+        let buffer = reader.fill_buf().await?;
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        let (used, done) = match buffer.iter().position(|&b| b == b'\n') {
+            Some(end) => (end + 1, true),
+            None => (buffer.len(), false),
+        };
+        reader.consume(used);
+        if done {
+            return Ok(());
+        }
+    }
 }
 
 /// What happened to one line.
@@ -135,7 +187,7 @@ impl Batch<'_> {
     /// flight still finish and are counted.
     async fn publish(
         &self,
-        lines: impl Stream<Item = std::io::Result<(usize, Vec<u8>)>>,
+        lines: impl Stream<Item = std::io::Result<(usize, Option<Vec<u8>>)>>,
     ) -> Summary {
         let progress = progress_bar();
         let stop = Cell::new(false);
@@ -145,6 +197,10 @@ impl Batch<'_> {
                 .take_while(|_| futures::future::ready(!stop.get()))
                 .map(|line| async move {
                     let (number, bytes) = line?;
+                    let Some(bytes) = bytes else {
+                        let error = records::LineError::TooLong(MAX_LINE_BYTES);
+                        return Ok((number, LineOutcome::Invalid(error)));
+                    };
                     let outcome = match records::parse(&bytes, self.envelope, self.defaults) {
                         None => LineOutcome::Blank,
                         Some(Err(error)) => LineOutcome::Invalid(error),

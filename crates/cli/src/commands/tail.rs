@@ -30,6 +30,10 @@ pub(super) async fn run(context: &Context, args: TailArgs) -> anyhow::Result<()>
     let mut printed = 0;
     while args.count.is_none_or(|count| printed < count) {
         let Some(event) = events.next().await else {
+            // Asked for a count, the tail did not get it.
+            if let Some(count) = args.count {
+                anyhow::bail!("the server ended the stream after {printed} of {count} records");
+            }
             eprintln!("the server ended the stream");
             return Ok(());
         };

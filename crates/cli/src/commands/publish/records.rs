@@ -38,6 +38,8 @@ pub(super) enum LineError {
     Envelope(serde_json::Error),
     #[error("not an envelope {{\"payload\", \"key\", \"headers\"}}: not an object")]
     NotObject,
+    #[error("longer than {0} bytes")]
+    TooLong(usize),
 }
 
 #[derive(Deserialize)]
