@@ -7,6 +7,9 @@
 #   ACTEON_FUZZ_EXAMPLES=500 ...     more cases per operation (default 40)
 #   ACTEON_FUZZ_SEED=...             another seed (default fixed, so CI repeats)
 #
+# The server runs on the broker at ACTEON_KAFKA_BOOTSTRAP when it is set (as
+# under scripts/test.sh), else on the in-memory backend.
+#
 # Schemathesis is installed from PyPI into a virtual environment in
 # $ACTEON_CACHE_DIR once per machine, as the broker is. The two SSE
 # endpoints are left out: a stream that opens never ends, and their refusals
@@ -21,11 +24,19 @@ EXAMPLES="${ACTEON_FUZZ_EXAMPLES:-40}"
 SEED="${ACTEON_FUZZ_SEED:-20261201}"
 ADMIN_KEY="fuzz-admin-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 
-if [ ! -x "$VENV/bin/st" ]; then
+install() {
   echo "fuzz: installing Schemathesis $SCHEMATHESIS_VERSION into $VENV (once per machine)" >&2
   rm -rf "$VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
+  python3 -m venv "$VENV" && "$VENV/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
+}
+if [ ! -x "$VENV/bin/st" ] && ! install; then
+  rm -rf "$VENV"
+  if [ "${CI:-}" = "true" ]; then
+    echo "fuzz: Schemathesis could not be installed; CI never runs without it" >&2
+    exit 1
+  fi
+  echo "fuzz: WARNING: no Schemathesis (python3 -m venv and PyPI are needed); skipped" >&2
+  exit 0
 fi
 
 cargo build --locked -q -p acteon-server
@@ -67,10 +78,11 @@ fuzz() {
   local name=$1 checks=$2
   shift 2
   echo "fuzz: $name, $EXAMPLES examples per operation" >&2
-  "$VENV/bin/st" run "$URL/openapi.json" --checks "$checks" "$@" \
+  # From the scratch directory, where Schemathesis keeps its own files.
+  (cd "$work" && "$VENV/bin/st" run "$URL/openapi.json" --checks "$checks" "$@" \
     --exclude-path-regex '^/v1/bus/subscribe/|/events$' \
     --max-examples "$EXAMPLES" --seed "$SEED" --request-timeout 10 \
-    --warnings off --no-color >"$work/$name.txt" 2>&1 || {
+    --warnings off --no-color) >"$work/$name.txt" 2>&1 || {
       cat "$work/$name.txt" >&2
       echo "fuzz: $name found failures (server log: $work/server.log)" >&2
       trap - EXIT
