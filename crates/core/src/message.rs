@@ -58,6 +58,8 @@ pub struct OutgoingMessage {
 pub struct BusMessage {
     /// Kafka name of the topic.
     pub topic: String,
+    /// `null` for a record without a key.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub key: Option<String>,
     pub payload: serde_json::Value,
     #[cfg_attr(feature = "openapi", schema(inline))]

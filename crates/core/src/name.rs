@@ -278,3 +278,39 @@ mod tests {
         assert!(serde_json::from_str::<TopicName>("\"a.b\"").is_err());
     }
 }
+
+/// The schemas of names in the server's OpenAPI document: the rules above,
+/// as patterns.
+#[cfg(feature = "openapi")]
+mod schema {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+
+    use super::{Fragment, TopicName};
+
+    impl utoipa::PartialSchema for Fragment {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[A-Za-z0-9_-]{1,80}$"))
+                .description(Some("1 to 80 ASCII letters, digits, '_' or '-'"))
+                .into()
+        }
+    }
+
+    impl utoipa::ToSchema for Fragment {}
+
+    impl utoipa::PartialSchema for TopicName {
+        fn schema() -> RefOr<Schema> {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(
+                    "^[A-Za-z0-9_-]{1,80}\\.[A-Za-z0-9_-]{1,80}\\.[A-Za-z0-9_-]{1,80}$",
+                ))
+                .description(Some("A Kafka topic name, `{namespace}.{tenant}.{name}`"))
+                .into()
+        }
+    }
+
+    impl utoipa::ToSchema for TopicName {}
+}

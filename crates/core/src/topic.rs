@@ -33,11 +33,11 @@ pub enum TopicError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TopicSpec {
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{1,80}$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::Fragment))]
     pub namespace: String,
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{1,80}$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::Fragment))]
     pub tenant: String,
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{1,80}$"))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::Fragment))]
     pub name: String,
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 1024))]
     pub partitions: u32,
@@ -138,6 +138,7 @@ struct TopicRepr {
     spec: TopicSpec,
     /// `{namespace}.{tenant}.{name}`, the topic's name in Kafka.
     #[serde(default, skip_deserializing)]
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     kafka_name: String,
 }
 

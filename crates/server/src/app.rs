@@ -162,21 +162,22 @@ impl Server {
     }
 
     /// The API with its layers, innermost first: the body limit, panics as
-    /// 500s, metrics, the log span, the request id, and CORS around it all.
+    /// 500s, metrics, the log span, CORS (which answers preflights itself),
+    /// and the request id around it all.
     pub fn router(&self) -> Router {
         let metrics = Arc::clone(&self.app.metrics);
-        let (router, _) = api::router(&self.config);
-        let router = router
+        let router = api::router(&self.config)
             .layer(DefaultBodyLimit::max(self.config.server.max_body_bytes))
             .layer(CatchPanicLayer::custom(api::panic_response))
             .layer(middleware::from_fn_with_state(metrics, metrics::track))
-            .layer(TraceLayer::new_for_http().make_span_with(request_span))
-            .layer(middleware::from_fn(request_id::assign));
+            .layer(TraceLayer::new_for_http().make_span_with(request_span));
         let router = match &self.cors {
             Some(cors) => router.layer(cors.clone()),
             None => router,
         };
-        router.with_state(self.app.clone())
+        router
+            .layer(middleware::from_fn(request_id::assign))
+            .with_state(self.app.clone())
     }
 
     /// Binds the configured address.
@@ -239,7 +240,8 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
         .extensions()
         .get::<RequestId>()
         .map_or("", RequestId::as_str);
-    tracing::info_span!(
+    // At error level, so the fields are there whatever level logs.
+    tracing::error_span!(
         "request",
         request_id,
         method = %request.method(),

@@ -52,12 +52,12 @@ impl CorsConfig {
         } else {
             let mut values = Vec::with_capacity(self.allowed_origins.len());
             for origin in &self.allowed_origins {
-                let value = HeaderValue::from_str(origin)
+                // Browsers send scheme and host in lower case.
+                let origin = origin.to_ascii_lowercase();
+                let value = HeaderValue::from_str(&origin)
                     .ok()
-                    .filter(|_| is_origin(origin))
-                    .ok_or_else(|| BadOrigin {
-                        origin: origin.clone(),
-                    })?;
+                    .filter(|_| is_origin(&origin))
+                    .ok_or(BadOrigin { origin })?;
                 values.push(value);
             }
             AllowOrigin::list(values)

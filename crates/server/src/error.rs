@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use serde::Serialize;
 use thiserror::Error;
 
 use crate::pipeline::Throttled;
@@ -46,6 +46,8 @@ pub enum ServiceError {
     Unauthorized(&'static str),
     #[error(transparent)]
     BadToken(#[from] crate::auth::TokenError),
+    #[error("this subscribe token opens another stream")]
+    WrongStream,
     #[error("this API key may not {0} here")]
     Forbidden(crate::auth::Op),
     #[error("too many open subscriptions; try again later")]
@@ -81,6 +83,27 @@ pub enum ServiceError {
     Bus(#[from] BusError),
     #[error(transparent)]
     State(#[from] StateError),
+}
+
+/// The body of every error answer.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorBody {
+    /// Why the request failed, for people.
+    pub(crate) error: String,
+    /// The request's `x-request-id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) request_id: Option<String>,
+    /// The rule that denied a publish.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) rule: Option<String>,
+    /// That rule's reason, if it gives one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) reason: Option<String>,
+    /// The quota a throttled publish is over.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) quota: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) retry_after_ms: Option<u64>,
 }
 
 /// What a handler returns on failure.
@@ -141,7 +164,9 @@ impl ApiError {
                 | InvalidDurable(_)
                 | MalformedDeliveryId(_)
                 | DisjointScopes(_) => StatusCode::BAD_REQUEST,
-                Denied { .. } | Forbidden(_) | LimitReached(_) => StatusCode::FORBIDDEN,
+                Denied { .. } | Forbidden(_) | WrongStream | LimitReached(_) => {
+                    StatusCode::FORBIDDEN
+                }
                 Unauthorized(_) | BadToken(_) => StatusCode::UNAUTHORIZED,
                 Throttled(_) | TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
                 SilenceNotFound { .. } | SubscriptionNotFound { .. } => StatusCode::NOT_FOUND,
@@ -168,22 +193,26 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::warn!(%status, error = %self, "request failed");
         }
-        let mut body = json!({ "error": self.public_message(status) });
-        if let Some(id) = crate::request_id::current() {
-            body["request_id"] = json!(id.as_str());
-        }
+        let mut body = ErrorBody {
+            error: self.public_message(status),
+            request_id: crate::request_id::current().map(|id| id.as_str().to_owned()),
+            rule: None,
+            reason: None,
+            quota: None,
+            retry_after_ms: None,
+        };
         let mut retry_after_secs = (status == StatusCode::SERVICE_UNAVAILABLE
             || matches!(self, Self::Service(ServiceError::TooManyConnections(_))))
         .then_some(1);
         match &self {
             Self::Service(ServiceError::Denied { rule, reason }) => {
-                body["rule"] = json!(rule);
-                body["reason"] = json!(reason);
+                body.rule = Some(rule.clone());
+                body.reason.clone_from(reason);
             }
             Self::Service(ServiceError::Throttled(throttled)) => {
                 let wait_ms = throttled.wait.as_millis() as u64;
-                body["quota"] = json!(throttled.quota);
-                body["retry_after_ms"] = json!(wait_ms);
+                body.quota = Some(throttled.quota.clone());
+                body.retry_after_ms = Some(wait_ms);
                 // Whole seconds, rounded up, at least one.
                 retry_after_secs = Some(wait_ms.div_ceil(1000).max(1));
             }

@@ -362,13 +362,16 @@ impl Default for LiveFigures {
     }
 }
 
-/// How long a scrape waits for one durable subscription's figures.
+/// How long a scrape waits for one durable subscription's figures, and
+/// for all of them.
 const FIGURES_TIMEOUT: Duration = Duration::from_secs(2);
+const ALL_FIGURES_TIMEOUT: Duration = Duration::from_secs(5);
 /// Durable subscriptions asked at once during a scrape.
 const FIGURES_AT_ONCE: usize = 8;
 
 /// Reads the figures that live elsewhere. A durable subscription that does
-/// not answer in time is left out of this scrape.
+/// not answer in time, or is not reached before the scrape's deadline, is
+/// left out of this scrape.
 pub(crate) async fn gather(app: &crate::app::AppState) -> LiveFigures {
     use futures::StreamExt;
 
@@ -406,6 +409,7 @@ pub(crate) async fn gather(app: &crate::app::AppState) -> LiveFigures {
             })
         })
         .buffer_unordered(FIGURES_AT_ONCE)
+        .take_until(tokio::time::sleep(ALL_FIGURES_TIMEOUT))
         .filter_map(std::future::ready)
         .collect()
         .await;

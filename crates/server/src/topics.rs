@@ -37,9 +37,9 @@ use crate::state::{KeyKind, StateError, StateStore};
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct TopicFilter {
-    #[param(pattern = "^[A-Za-z0-9_-]{1,80}$")]
+    #[param(value_type = Option<acteon_core::Fragment>)]
     pub namespace: Option<String>,
-    #[param(pattern = "^[A-Za-z0-9_-]{1,80}$")]
+    #[param(value_type = Option<acteon_core::Fragment>)]
     pub tenant: Option<String>,
 }
 

@@ -121,24 +121,48 @@ async fn subscribe_tokens_open_their_one_stream_and_nothing_else() {
     let inbox = create_topic(&server, "inbox").await;
     let other = create_topic(&server, "other").await;
 
-    let (status, issued) =
-        ask_token(&server, READER, &json!({ "topic": inbox, "ttl_secs": 60 })).await;
+    let request = json!({ "topic": inbox, "subscription_id": "page", "ttl_secs": 60 });
+    let (status, issued) = ask_token(&server, READER, &request).await;
     assert_eq!(status, 201, "{issued}");
     assert_eq!(issued["topic"], inbox.as_str());
+    assert_eq!(issued["subscription_id"], "page");
     assert!(issued["expires_at"].is_string());
     let token = issued["token"].as_str().unwrap().to_owned();
 
-    let subscribe = |topic: &str, token: &str| {
-        format!("/v1/bus/subscribe/page?topic={topic}&from=earliest&token={token}")
+    let subscribe_as = |id: &str, topic: &str, token: &str| {
+        format!("/v1/bus/subscribe/{id}?topic={topic}&from=earliest&token={token}")
     };
+    let subscribe = |topic: &str, token: &str| subscribe_as("page", topic, token);
     assert_eq!(
         first_event(&server, &subscribe(&inbox, &token)).await,
         "bus.assignment"
     );
+    for mode in ["shared", "broadcast"] {
+        let path = format!("{}&mode={mode}", subscribe(&inbox, &token));
+        assert_eq!(
+            first_event(&server, &path).await,
+            "bus.assignment",
+            "{mode}"
+        );
+    }
     assert_eq!(
         open(&server, &subscribe(&other, &token)).await,
         403,
         "another topic"
+    );
+    assert_eq!(
+        open(&server, &subscribe_as("workers", &inbox, &token)).await,
+        403,
+        "another subscription id: no joining someone else's group"
+    );
+    // Without an id asked for, the token names a fresh one.
+    let (_, fresh) = ask_token(&server, READER, &json!({ "topic": inbox })).await;
+    let fresh_id = fresh["subscription_id"].as_str().unwrap();
+    assert!(fresh_id.starts_with("page-"), "{fresh}");
+    let fresh_token = fresh["token"].as_str().unwrap();
+    assert_eq!(
+        first_event(&server, &subscribe_as(fresh_id, &inbox, fresh_token)).await,
+        "bus.assignment"
     );
     assert_eq!(
         open(&server, &format!("/v1/bus/subscribe/page?topic={inbox}")).await,
@@ -182,6 +206,23 @@ async fn subscribe_tokens_open_their_one_stream_and_nothing_else() {
         |id: &str, token: &str| format!("/v1/bus/subscriptions/test/web/{id}/events?token={token}");
     assert_eq!(open(&server, &events("page", durable_token)).await, 200);
     assert_eq!(open(&server, &events("else", durable_token)).await, 403);
+    // It settles what it receives, and nothing of another subscription.
+    let shared = &server;
+    let ack = |id: &str, token: &str| {
+        let path = format!("/v1/bus/subscriptions/test/web/{id}/ack?token={token}");
+        async move {
+            // Well formed, and of no delivery: answered as stale.
+            let body = json!({ "ids": ["000000000000-0-0-1"] });
+            shared.call(Method::POST, &path, None, Some(&body)).await.0
+        }
+    };
+    assert_eq!(ack("page", durable_token).await, 200);
+    assert_eq!(ack("else", durable_token).await, 403);
+    assert_eq!(
+        ack("page", &token).await,
+        403,
+        "a topic token settles nothing"
+    );
     assert_eq!(
         open(&server, &events("page", &token)).await,
         403,
@@ -200,15 +241,32 @@ async fn subscribe_tokens_open_their_one_stream_and_nothing_else() {
         json!({ "topic": "not a topic" }),
         json!({ "topic": inbox, "extra": true }),
         json!({ "topic": 5 }),
+        json!({ "topic": inbox, "subscription_id": "" }),
+        json!({ "subscription_id": "page" }),
+        json!({ "subscription": { "namespace": "test", "tenant": "web", "id": "a.b" } }),
+        json!({ "subscription": { "namespace": "test", "tenant": "web", "id": "x".repeat(81) } }),
     ] {
         let (status, answer) = ask_token(&server, READER, &bad).await;
         assert_eq!(status, 400, "{bad}: {answer}");
         assert!(answer["error"].is_string());
     }
 
-    // A token ends at its expiry.
-    let (_, issued) = ask_token(&server, READER, &json!({ "topic": inbox, "ttl_secs": 1 })).await;
+    // A token ends at its expiry, and so does the stream it opened.
+    let request = json!({ "topic": inbox, "subscription_id": "page", "ttl_secs": 2 });
+    let (_, issued) = ask_token(&server, READER, &request).await;
     let short = issued["token"].as_str().unwrap().to_owned();
+    let mut stream = server
+        .http
+        .get(server.url(&subscribe(&inbox, &short)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while stream.chunk().await.unwrap().is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the stream outlived its token");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let response = server
@@ -239,6 +297,43 @@ async fn subscribe_tokens_open_their_one_stream_and_nothing_else() {
     for secret in [READER, WRITER, &token, durable_token, &short] {
         assert!(!log.contains(secret), "a secret in the log");
     }
+}
+
+/// Tokens are checked against the key they were issued to at every use:
+/// once the key is gone, so are they, even where another server signs
+/// with the same token key.
+#[tokio::test]
+async fn a_token_ends_with_its_key() {
+    let token_key = "[auth]\nsse_token_key = \"".to_owned() + &"ab".repeat(32) + "\"\n";
+    let with_reader = config(&[]).replace("[auth]\n", &token_key);
+    let without_reader = with_reader.replace(&hash(READER), &hash("another-secret"));
+    let path = |token: &str| format!("/v1/bus/subscribe/page?topic=test.web.inbox&token={token}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with_config(&Backend::Memory, dir.path(), &with_reader);
+    create_topic(&server, "inbox").await;
+    let request = json!({ "topic": "test.web.inbox", "subscription_id": "page" });
+    let (status, issued) = ask_token(&server, READER, &request).await;
+    assert_eq!(status, 201, "{issued}");
+    let token = issued["token"].as_str().unwrap().to_owned();
+    drop(server);
+
+    let other = tempfile::tempdir().unwrap();
+    let server = TestServer::start_with_config(&Backend::Memory, other.path(), &with_reader);
+    create_topic(&server, "inbox").await;
+    assert_eq!(
+        open(&server, &path(&token)).await,
+        200,
+        "one token key, two servers"
+    );
+    drop(server);
+
+    let server = TestServer::start_with_config(&Backend::Memory, other.path(), &without_reader);
+    assert_eq!(
+        open(&server, &path(&token)).await,
+        401,
+        "the key was removed"
+    );
 }
 
 #[tokio::test]
@@ -278,7 +373,8 @@ async fn preflights_are_answered_for_allowed_origins_only() {
     let answer = server
         .http
         .get(server.url(&format!(
-            "/v1/bus/subscribe/page?topic={topic}&token={}",
+            "/v1/bus/subscribe/{}?topic={topic}&token={}",
+            issued["subscription_id"].as_str().unwrap(),
             issued["token"].as_str().unwrap()
         )))
         .header("origin", allowed)
@@ -405,7 +501,8 @@ fetch(api + '/v1/auth/sse-tokens', {{
 }})
   .then(r => {{ if (!r.ok) throw new Error('token answered ' + r.status); return r.json(); }})
   .then(issued => {{
-    const url = api + '/v1/bus/subscribe/page?topic=' + encodeURIComponent(topic)
+    const url = api + '/v1/bus/subscribe/' + issued.subscription_id
+      + '?topic=' + encodeURIComponent(topic)
       + '&from=earliest&token=' + encodeURIComponent(issued.token);
     const events = new EventSource(url);
     events.addEventListener('bus.assignment', () => {{ status.textContent = 'subscribed'; }});

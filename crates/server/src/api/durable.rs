@@ -47,23 +47,36 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(extend))
 }
 
-/// The subscription a path names.
-#[derive(Debug, Deserialize, IntoParams)]
+/// A durable subscription by name: the path of its routes, and what a
+/// subscribe token for it names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, IntoParams, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Path)]
-struct Named {
-    #[param(pattern = "^[A-Za-z0-9_-]{1,80}$")]
-    namespace: String,
-    #[param(pattern = "^[A-Za-z0-9_-]{1,80}$")]
-    tenant: String,
+pub(super) struct Named {
+    #[param(value_type = acteon_core::Fragment)]
+    pub(super) namespace: String,
+    #[param(value_type = acteon_core::Fragment)]
+    pub(super) tenant: String,
     /// The subscription's id, unique in its tenant.
-    #[param(pattern = "^[A-Za-z0-9_-]{1,80}$")]
-    id: String,
+    #[param(value_type = acteon_core::Fragment)]
+    pub(super) id: String,
+}
+
+impl Named {
+    /// The stream a subscribe token for this subscription opens.
+    pub(super) fn stream(&self) -> TokenStream {
+        TokenStream::Subscription {
+            namespace: self.namespace.clone(),
+            tenant: self.tenant.clone(),
+            id: self.id.clone(),
+        }
+    }
 }
 
 /// The tenant a path names. Grants are per namespace and tenant, so the
 /// caller's right is checked before the subscription is looked up: a
 /// foreign tenant's subscription and a missing one answer alike.
-fn tenant_scope(namespace: &str, tenant: &str) -> Result<Scope, ServiceError> {
+pub(super) fn tenant_scope(namespace: &str, tenant: &str) -> Result<Scope, ServiceError> {
     Ok(Scope::new(Some(namespace), Some(tenant), None)?)
 }
 
@@ -178,22 +191,21 @@ async fn remove(
 async fn events(
     State(app): State<AppState>,
     Subscriber(caller): Subscriber,
-    Path(Named {
+    Path(named): Path<Named>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    caller.require_stream(
+        &named.stream(),
+        &tenant_scope(&named.namespace, &named.tenant)?,
+    )?;
+    let Named {
         namespace,
         tenant,
         id,
-    }): Path<Named>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let stream = TokenStream::Subscription {
-        namespace: namespace.clone(),
-        tenant: tenant.clone(),
-        id: id.clone(),
-    };
-    caller.require_stream(&stream, &tenant_scope(&namespace, &tenant)?)?;
+    } = named;
     let permit = app.connections.open(&tenant, caller.principal())?;
     let pushes = app.durable.connect(&namespace, &tenant, &id).await?;
     let events = pushes
-        .take_until(app.shutdown.clone().cancelled_owned())
+        .take_until(super::stream_end(&app, &caller))
         .map(move |push| {
             // The permit is released when the stream is dropped.
             let _open = &permit;
@@ -332,18 +344,15 @@ const MAX_REASON_BYTES: usize = 1_024;
 async fn settle(
     app: &AppState,
     caller: &Caller,
-    Named {
-        namespace,
-        tenant,
-        id,
-    }: Named,
+    named: Named,
     settlement: Settlement,
     ids: Vec<String>,
 ) -> Result<axum::Json<Settled>, ApiError> {
-    caller.require(Op::Subscribe, &tenant_scope(&namespace, &tenant)?)?;
+    let scope = tenant_scope(&named.namespace, &named.tenant)?;
+    caller.require_stream(&named.stream(), &scope)?;
     let settled = app
         .durable
-        .settle(&namespace, &tenant, &id, settlement, ids)
+        .settle(&named.namespace, &named.tenant, &named.id, settlement, ids)
         .await?;
     Ok(axum::Json(settled))
 }
@@ -353,7 +362,11 @@ async fn settle(
     post,
     path = "/v1/bus/subscriptions/{namespace}/{tenant}/{id}/ack",
     tag = "durable subscriptions",
-    params(Named),
+    params(
+        Named,
+        ("token" = Option<String>, Query,
+            description = "This subscription's subscribe token, when no Authorization header is sent"),
+    ),
     request_body = Ids,
     responses(
         (status = 200, description = "Which ids were settled and which were stale", body = Settled),
@@ -362,7 +375,7 @@ async fn settle(
 )]
 async fn ack(
     State(app): State<AppState>,
-    caller: Caller,
+    Subscriber(caller): Subscriber,
     Path(named): Path<Named>,
     Json(request): Json<Ids>,
 ) -> Result<axum::Json<Settled>, ApiError> {
@@ -374,7 +387,11 @@ async fn ack(
     post,
     path = "/v1/bus/subscriptions/{namespace}/{tenant}/{id}/nack",
     tag = "durable subscriptions",
-    params(Named),
+    params(
+        Named,
+        ("token" = Option<String>, Query,
+            description = "This subscription's subscribe token, when no Authorization header is sent"),
+    ),
     request_body = NackRequest,
     responses(
         (status = 200, description = "Which ids were settled and which were stale", body = Settled),
@@ -383,7 +400,7 @@ async fn ack(
 )]
 async fn nack(
     State(app): State<AppState>,
-    caller: Caller,
+    Subscriber(caller): Subscriber,
     Path(named): Path<Named>,
     Json(request): Json<NackRequest>,
 ) -> Result<axum::Json<Settled>, ApiError> {
@@ -408,7 +425,11 @@ async fn nack(
     post,
     path = "/v1/bus/subscriptions/{namespace}/{tenant}/{id}/reject",
     tag = "durable subscriptions",
-    params(Named),
+    params(
+        Named,
+        ("token" = Option<String>, Query,
+            description = "This subscription's subscribe token, when no Authorization header is sent"),
+    ),
     request_body = RejectRequest,
     responses(
         (status = 200, description = "Which ids were settled and which were stale", body = Settled),
@@ -417,7 +438,7 @@ async fn nack(
 )]
 async fn reject(
     State(app): State<AppState>,
-    caller: Caller,
+    Subscriber(caller): Subscriber,
     Path(named): Path<Named>,
     Json(request): Json<RejectRequest>,
 ) -> Result<axum::Json<Settled>, ApiError> {
@@ -437,7 +458,11 @@ async fn reject(
     post,
     path = "/v1/bus/subscriptions/{namespace}/{tenant}/{id}/extend",
     tag = "durable subscriptions",
-    params(Named),
+    params(
+        Named,
+        ("token" = Option<String>, Query,
+            description = "This subscription's subscribe token, when no Authorization header is sent"),
+    ),
     request_body = Ids,
     responses(
         (status = 200, description = "Which ids were settled and which were stale", body = Settled),
@@ -446,7 +471,7 @@ async fn reject(
 )]
 async fn extend(
     State(app): State<AppState>,
-    caller: Caller,
+    Subscriber(caller): Subscriber,
     Path(named): Path<Named>,
     Json(request): Json<Ids>,
 ) -> Result<axum::Json<Settled>, ApiError> {

@@ -27,38 +27,16 @@ use std::collections::BTreeMap;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Content, Ref, RefOr};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 pub(crate) use self::health::Readiness;
 use crate::app::AppState;
 use crate::config::Config;
-use crate::error::ApiError;
-
-/// The body of every error answer.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct ErrorBody {
-    /// Why the request failed, for people.
-    pub(crate) error: String,
-    /// The request's `x-request-id`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) request_id: Option<String>,
-    /// The rule that denied a publish.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) rule: Option<String>,
-    /// That rule's reason, if it gives one.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) reason: Option<String>,
-    /// The quota a throttled publish is over.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) quota: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) retry_after_ms: Option<u64>,
-}
+use crate::error::{ApiError, ErrorBody};
 
 /// The error answers any operation may give, each with an [`ErrorBody`].
 pub(crate) struct Refusals;
@@ -121,6 +99,29 @@ impl Modify for BearerAuth {
 )]
 struct ApiDoc;
 
+/// When a stream opened by `caller` ends: at shutdown, or when the
+/// subscribe token that opened it expires.
+#[cfg(feature = "bus")]
+fn stream_end(app: &AppState, caller: &crate::auth::Caller) -> impl Future<Output = ()> + use<> {
+    let shutdown = app.shutdown.clone();
+    let expires = caller.expires();
+    async move {
+        let expiry = async {
+            match expires {
+                Some(at) => {
+                    let left = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+                    tokio::time::sleep(left).await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => {}
+            () = expiry => {}
+        }
+    }
+}
+
 /// A handler panicked: a JSON 500 instead of a dropped connection.
 pub(crate) fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
@@ -148,7 +149,7 @@ async fn method_not_allowed() -> ApiError {
 /// Every route the configuration enables, and the OpenAPI document that
 /// describes exactly those: each route is added with the description of
 /// its handler (`routes!`), never on its own.
-pub(crate) fn router(config: &Config) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+pub(crate) fn router(config: &Config) -> Router<AppState> {
     let api = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(health::routes())
         .merge(openapi::routes());
@@ -172,11 +173,10 @@ pub(crate) fn router(config: &Config) -> (Router<AppState>, utoipa::openapi::Ope
     };
     let (router, document) = api.split_for_parts();
     let json = document.to_json().expect("the document serialises");
-    let router = router
+    router
         .layer(axum::Extension(openapi::Document(json.into())))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed);
-    (router, document)
+        .method_not_allowed_fallback(method_not_allowed)
 }
 
 #[cfg(test)]

@@ -1,13 +1,12 @@
 //! `POST /v1/bus/publish`.
 
-use acteon_core::DeliveryReceipt;
-use acteon_core::{Headers, OutgoingMessage, Scope, TopicName};
+use acteon_core::{DeliveryReceipt, Fragment, Headers, OutgoingMessage, Scope, TopicName};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
+use utoipa::{PartialSchema, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -41,29 +40,16 @@ struct PublishRequest {
 
 /// `topic`'s two forms; [`topic_name`] reads them.
 fn topic_schema() -> Schema {
-    let string = || {
-        ObjectBuilder::new()
-            .schema_type(Type::String)
-            .pattern(Some("^[A-Za-z0-9_-]{1,80}$"))
-            .build()
-    };
     let named = ObjectBuilder::new()
         .schema_type(Type::Object)
-        .property("namespace", string())
-        .property("tenant", string())
-        .property("name", string())
+        .property("namespace", Fragment::schema())
+        .property("tenant", Fragment::schema())
+        .property("name", Fragment::schema())
         .required("namespace")
         .required("tenant")
         .required("name");
     let forms = OneOfBuilder::new()
-        .item(
-            ObjectBuilder::new()
-                .schema_type(Type::String)
-                .pattern(Some(
-                    "^[A-Za-z0-9_-]{1,80}\\.[A-Za-z0-9_-]{1,80}\\.[A-Za-z0-9_-]{1,80}$",
-                ))
-                .description(Some("A Kafka name, `{namespace}.{tenant}.{name}`")),
-        )
+        .item(TopicName::schema())
         .item(named)
         .build();
     Schema::OneOf(forms)

@@ -41,7 +41,7 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 struct SubscribeQuery {
     /// The topic's Kafka name.
-    #[param(pattern = "^[A-Za-z0-9_-]{1,80}\\.[A-Za-z0-9_-]{1,80}\\.[A-Za-z0-9_-]{1,80}$")]
+    #[param(value_type = acteon_core::TopicName)]
     topic: String,
     /// Where a partition without a stored position starts (default `latest`).
     #[param(value_type = Option<StartPosition>)]
@@ -118,7 +118,10 @@ async fn subscribe(
     Query(query): Query<SubscribeQuery>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let topic: TopicName = query.topic.parse().map_err(ServiceError::from)?;
-    let stream = TokenStream::Topic(topic.kafka_topic_name());
+    let stream = TokenStream::Topic {
+        topic: topic.kafka_topic_name(),
+        subscription_id: subscription_id.clone(),
+    };
     caller.require_stream(&stream, &Scope::topic(&topic))?;
     let start: StartPosition = match query.from.as_deref() {
         Some(from) => from.parse().map_err(ServiceError::from)?,
@@ -131,7 +134,7 @@ async fn subscribe(
         .subscribe(&topic, &group, start, query.mode)
         .await?;
     let events = events
-        .take_until(app.shutdown.clone().cancelled_owned())
+        .take_until(super::stream_end(&app, &caller))
         .map(move |event| {
             // The permit is released when the stream is dropped.
             let _open = &permit;

@@ -63,8 +63,7 @@ async fn list(
     delete,
     path = "/v1/bus/topics/{kafka_name}",
     tag = "topics",
-    params(("kafka_name" = String, Path, description = "`{namespace}.{tenant}.{name}`",
-        pattern = "^[A-Za-z0-9_-]{1,80}\\.[A-Za-z0-9_-]{1,80}\\.[A-Za-z0-9_-]{1,80}$")),
+    params(("kafka_name" = TopicName, Path)),
     responses((status = 204, description = "Deleted"), Refusals),
 )]
 async fn remove(

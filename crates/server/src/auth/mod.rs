@@ -24,7 +24,7 @@ use thiserror::Error;
 
 use acteon_core::{FragmentKind, Pattern, Scope};
 
-pub use self::tokens::{Claims, TokenError, TokenSigner, TokenStream};
+pub use self::tokens::{Claims, TokenError, TokenKey, TokenSigner, TokenStream};
 use crate::app::AppState;
 use crate::error::{ApiError, ServiceError};
 
@@ -118,7 +118,7 @@ pub struct AuthConfig {
     /// Hex of 32 bytes that sign subscribe tokens, shared by servers behind
     /// one address; without it each process signs with a random key.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub sse_token_key: Option<String>,
+    pub sse_token_key: Option<TokenKey>,
 }
 
 /// A key configuration that cannot be used.
@@ -143,6 +143,14 @@ struct Key {
     id: Arc<str>,
     hash: [u8; 32],
     grants: Arc<[GrantScope]>,
+}
+
+impl Key {
+    /// Eight bytes of the hash: enough to tell two secrets apart, too few
+    /// to say anything about either.
+    fn fingerprint(&self) -> String {
+        hex::encode(&self.hash[..8])
+    }
 }
 
 /// The configured keys, and the signer of subscribe tokens.
@@ -199,7 +207,8 @@ impl KeyStore {
         let tokens = match &config.sse_token_key {
             Some(key) => {
                 let mut bytes = [0u8; 32];
-                hex::decode_to_slice(key.trim(), &mut bytes).map_err(|_| AuthError::BadTokenKey)?;
+                hex::decode_to_slice(key.0.trim(), &mut bytes)
+                    .map_err(|_| AuthError::BadTokenKey)?;
                 TokenSigner::new(bytes)
             }
             None => TokenSigner::random().map_err(AuthError::NoRandomness)?,
@@ -211,21 +220,22 @@ impl KeyStore {
         })
     }
 
-    /// A token that opens `stream` for `caller` until `expires`.
-    pub fn issue_token(
-        &self,
-        caller: &Caller,
-        stream: TokenStream,
-        expires: chrono::DateTime<Utc>,
-    ) -> String {
+    /// A token that opens `stream` for `caller` until `expires` (Unix
+    /// seconds).
+    pub fn issue_token(&self, caller: &Caller, stream: TokenStream, expires: i64) -> String {
+        let key = caller
+            .principal()
+            .and_then(|id| self.keys.iter().find(|key| *key.id == *id));
         self.tokens.issue(&Claims {
-            key: caller.principal().map(str::to_owned),
+            key: key.map(|key| key.id.to_string()),
+            fingerprint: key.map(Key::fingerprint).unwrap_or_default(),
             stream,
-            expires: expires.timestamp(),
+            expires,
         })
     }
 
-    /// Who presents a subscribe token.
+    /// Who presents a subscribe token: the key it was issued to must still
+    /// be configured, and its grants are checked again on every use.
     fn identify_token(&self, token: &str) -> Result<Caller, ServiceError> {
         if !self.enabled {
             return Ok(Caller::Unrestricted);
@@ -234,9 +244,18 @@ impl KeyStore {
             .tokens
             .verify(token, Utc::now())
             .map_err(ServiceError::BadToken)?;
+        let key = claims
+            .key
+            .and_then(|id| self.keys.iter().find(|key| *key.id == *id))
+            .filter(|key| key.fingerprint() == claims.fingerprint)
+            .ok_or(ServiceError::BadToken(TokenError::Invalid))?;
+        let expires = chrono::DateTime::from_timestamp(claims.expires, 0)
+            .ok_or(ServiceError::BadToken(TokenError::Invalid))?;
         Ok(Caller::Token {
-            key: claims.key.map(Arc::from),
+            key: Arc::clone(&key.id),
+            grants: Arc::clone(&key.grants),
             stream: claims.stream,
+            expires,
         })
     }
 
@@ -281,10 +300,13 @@ pub enum Caller {
         id: Arc<str>,
         grants: Arc<[GrantScope]>,
     },
-    /// A subscribe token: one stream, nothing else.
+    /// A subscribe token: one stream, nothing else, while its key's grants
+    /// allow it and until it expires.
     Token {
-        key: Option<Arc<str>>,
+        key: Arc<str>,
+        grants: Arc<[GrantScope]>,
         stream: TokenStream,
+        expires: chrono::DateTime<Utc>,
     },
 }
 
@@ -294,7 +316,7 @@ impl Caller {
         match self {
             Self::Unrestricted => None,
             Self::Key { id, .. } => Some(id),
-            Self::Token { key, .. } => key.as_deref(),
+            Self::Token { key, .. } => Some(key),
         }
     }
 
@@ -308,11 +330,32 @@ impl Caller {
     }
 
     /// Whether the caller may read `stream`, whose topics are `scope`: with
-    /// a `subscribe` grant, or with a token for that stream.
+    /// a `subscribe` grant, or with a token for that stream whose key still
+    /// has one.
     pub fn require_stream(&self, stream: &TokenStream, scope: &Scope) -> Result<(), ServiceError> {
         match self {
-            Self::Token { stream: opens, .. } if opens == stream => Ok(()),
+            Self::Token {
+                stream: opens,
+                grants,
+                ..
+            } => {
+                if opens != stream {
+                    return Err(ServiceError::WrongStream);
+                }
+                if !grants.iter().any(|g| g.allows(Op::Subscribe, scope)) {
+                    return Err(ServiceError::Forbidden(Op::Subscribe));
+                }
+                Ok(())
+            }
             _ => self.require(Op::Subscribe, scope),
+        }
+    }
+
+    /// When a token caller's access ends; streams it opened end then.
+    pub fn expires(&self) -> Option<chrono::DateTime<Utc>> {
+        match self {
+            Self::Token { expires, .. } => Some(*expires),
+            _ => None,
         }
     }
 
@@ -380,7 +423,8 @@ impl FromRequestParts<AppState> for Subscriber {
 
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, ApiError> {
         if !parts.headers.contains_key(AUTHORIZATION) {
-            // A malformed query is the handler's to refuse, by name.
+            // A query that does not parse has no token; the handler refuses
+            // it by name once the caller is known.
             let query = axum::extract::Query::<TokenQuery>::try_from_uri(&parts.uri);
             if let Ok(axum::extract::Query(TokenQuery { token: Some(token) })) = query {
                 return Ok(Self(app.keys.identify_token(&token)?));

@@ -17,13 +17,30 @@ use thiserror::Error;
 /// The longest token accepted, in bytes; anything longer is not one.
 const MAX_TOKEN_LEN: usize = 2_048;
 
+/// `[auth] sse_token_key`: kept out of `Debug` output, like the signer.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TokenKey(pub String);
+
+impl fmt::Debug for TokenKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenKey(<redacted>)")
+    }
+}
+
 /// What a token opens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum TokenStream {
-    /// `GET /v1/bus/subscribe/{any id}?topic=` of this topic (Kafka name).
-    Topic(String),
-    /// `GET /v1/bus/subscriptions/{namespace}/{tenant}/{id}/events`.
+    /// `GET /v1/bus/subscribe/{subscription_id}?topic=` (Kafka name), in
+    /// either mode. The id is bound too, so the holder joins no other
+    /// subscription's group.
+    Topic {
+        topic: String,
+        subscription_id: String,
+    },
+    /// `GET /v1/bus/subscriptions/{namespace}/{tenant}/{id}/events`, and
+    /// the settlements of what it delivers.
     Subscription {
         namespace: String,
         tenant: String,
@@ -34,7 +51,10 @@ pub enum TokenStream {
 impl fmt::Display for TokenStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Topic(topic) => write!(f, "topic {topic}"),
+            Self::Topic {
+                topic,
+                subscription_id,
+            } => write!(f, "topic {topic} as {subscription_id}"),
             Self::Subscription {
                 namespace,
                 tenant,
@@ -49,6 +69,10 @@ impl fmt::Display for TokenStream {
 pub struct Claims {
     /// The key it was issued to, for limits and audit; none without auth.
     pub key: Option<String>,
+    /// The start of that key's hash, so a key given a new secret under the
+    /// same id does not keep the old secret's tokens.
+    #[serde(default)]
+    pub fingerprint: String,
     pub stream: TokenStream,
     /// Unix seconds.
     pub expires: i64,
@@ -127,7 +151,11 @@ mod tests {
     fn claims(expires: i64) -> Claims {
         Claims {
             key: Some("browser".into()),
-            stream: TokenStream::Topic("agents.demo.inbox".into()),
+            fingerprint: "0011".into(),
+            stream: TokenStream::Topic {
+                topic: "agents.demo.inbox".into(),
+                subscription_id: "page".into(),
+            },
             expires,
         }
     }
@@ -155,7 +183,10 @@ mod tests {
         // Claims for another topic under the original signature.
         let (_, tag) = token.split_once('.').unwrap();
         let mut forged = claims(now.timestamp() + 60);
-        forged.stream = TokenStream::Topic("agents.other.inbox".into());
+        forged.stream = TokenStream::Topic {
+            topic: "agents.other.inbox".into(),
+            subscription_id: "page".into(),
+        };
         let forged = format!(
             "{}.{tag}",
             hex::encode(serde_json::to_vec(&forged).unwrap())

@@ -78,11 +78,11 @@ const MAX_IN_FLIGHT: usize = 10_000;
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SubscriptionRequest {
-    #[schema(pattern = "^[A-Za-z0-9_-]{1,80}$")]
+    #[schema(value_type = acteon_core::Fragment)]
     pub namespace: String,
-    #[schema(pattern = "^[A-Za-z0-9_-]{1,80}$")]
+    #[schema(value_type = acteon_core::Fragment)]
     pub tenant: String,
-    #[schema(pattern = "^[A-Za-z0-9_-]{1,80}$")]
+    #[schema(value_type = acteon_core::Fragment)]
     pub id: String,
     /// The short name, or the Kafka name, of a topic of the same namespace
     /// and tenant.
@@ -138,6 +138,7 @@ pub struct Subscription {
     pub max_in_flight: usize,
     pub ordering: Ordering,
     #[serde(default)]
+    #[schema(required = true)]
     pub mode: SubscriptionMode,
     /// Kafka name.
     pub dead_letter_topic: String,
@@ -197,12 +198,12 @@ fn key(namespace: &str, tenant: &str, id: &str) -> String {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct SubscriptionFilter {
-    #[param(pattern = "^[A-Za-z0-9_-]{1,80}$")]
+    #[param(value_type = Option<acteon_core::Fragment>)]
     pub namespace: Option<String>,
-    #[param(pattern = "^[A-Za-z0-9_-]{1,80}$")]
+    #[param(value_type = Option<acteon_core::Fragment>)]
     pub tenant: Option<String>,
     /// Kafka name.
-    #[param(pattern = "^[A-Za-z0-9_-]{1,80}\\.[A-Za-z0-9_-]{1,80}\\.[A-Za-z0-9_-]{1,80}$")]
+    #[param(value_type = Option<acteon_core::TopicName>)]
     pub topic: Option<String>,
 }
 
@@ -211,7 +212,10 @@ pub struct SubscriptionFilter {
 pub struct PartitionView {
     pub partition: i32,
     pub committed: i64,
+    /// `null` while the broker cannot say.
+    #[schema(required = true)]
     pub end_offset: Option<i64>,
+    #[schema(required = true)]
     pub lag: Option<i64>,
     pub in_flight: usize,
 }

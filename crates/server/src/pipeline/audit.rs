@@ -60,12 +60,14 @@ impl Outcome {
 pub struct AuditRecord {
     /// Assigned by the store; grows with time.
     #[serde(default)]
+    #[schema(required = true)]
     pub id: u64,
     pub at: DateTime<Utc>,
     pub tenant: String,
     pub namespace: String,
     /// Kafka name of the topic.
     pub topic: String,
+    #[schema(required = true)]
     pub key: Option<String>,
     /// The API key that published, when auth is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -89,11 +91,11 @@ pub struct AuditRecord {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct AuditQuery {
-    #[param(pattern = "^[A-Za-z0-9_-]{1,80}$")]
+    #[param(value_type = Option<acteon_core::Fragment>)]
     pub tenant: Option<String>,
-    #[param(pattern = "^[A-Za-z0-9_-]{1,80}$")]
+    #[param(value_type = Option<acteon_core::Fragment>)]
     pub namespace: Option<String>,
-    #[param(pattern = "^[A-Za-z0-9_-]{1,80}\\.[A-Za-z0-9_-]{1,80}\\.[A-Za-z0-9_-]{1,80}$")]
+    #[param(value_type = Option<acteon_core::TopicName>)]
     pub topic: Option<String>,
     pub outcome: Option<Outcome>,
     /// Records per page (default 100); asks outside 1 to 1000 are clamped.

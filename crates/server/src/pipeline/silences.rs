@@ -26,12 +26,12 @@ const MAX_COMMENT_BYTES: usize = 4 * 1024;
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SilenceRequest {
-    #[schema(pattern = "^[A-Za-z0-9_-]{1,80}$")]
+    #[schema(value_type = acteon_core::Fragment)]
     pub tenant: String,
-    #[schema(pattern = "^[A-Za-z0-9_-]{1,80}$")]
+    #[schema(value_type = Option<acteon_core::Fragment>)]
     pub namespace: Option<String>,
     /// The topic's short name.
-    #[schema(pattern = "^[A-Za-z0-9_-]{1,80}$")]
+    #[schema(value_type = Option<acteon_core::Fragment>)]
     pub topic: Option<String>,
     pub condition: Option<String>,
     pub ends_at: Option<DateTime<Utc>>,
