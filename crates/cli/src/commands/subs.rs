@@ -151,10 +151,11 @@ fn spec(args: CreateSubArgs) -> anyhow::Result<DurableSubscriptionSpec> {
 
 /// `namespace.tenant.id`, as the commands take it.
 fn name(subscription: &DurableSubscription) -> String {
-    format!(
-        "{}.{}.{}",
-        subscription.namespace, subscription.tenant, subscription.id
-    )
+    dotted(&acteon_client::DurableRef::new(
+        &subscription.namespace,
+        &subscription.tenant,
+        &subscription.id,
+    ))
 }
 
 fn dotted(named: &acteon_client::DurableRef) -> String {
