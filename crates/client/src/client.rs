@@ -6,6 +6,7 @@ use acteon_core::{
     DeliveryReceipt, OutgoingMessage, StartPosition, SubscriptionMode, TopicName, TopicRecord,
     TopicSpec,
 };
+use chrono::{DateTime, Utc};
 use reqwest::{RequestBuilder, Response, header};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -227,6 +228,80 @@ impl Client {
             serde_json::from_slice(&bytes).map(PublishOutcome::Produced)
         };
         decoded.map_err(|error| Error::Decode(error.to_string()))
+    }
+
+    /// `POST /v1/bus/topics/{kafka_name}/records`: publishes `messages` in
+    /// one request, each through the pipeline as [`publish_message`]
+    /// would. The outer error is the batch's (bad topic, no grant, too many
+    /// records); each record then has its own outcome, in order: a record
+    /// the server stopped is an [`Error::Api`] with the status and reason a
+    /// single publish would have got.
+    ///
+    /// [`publish_message`]: Self::publish_message
+    pub async fn publish_batch(
+        &self,
+        topic: &TopicName,
+        messages: &[OutgoingMessage],
+    ) -> Result<Vec<Result<PublishOutcome, Error>>, Error> {
+        #[derive(Serialize)]
+        struct Batch<'a> {
+            records: &'a [OutgoingMessage],
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum RecordResult {
+            Produced {
+                partition: i32,
+                offset: i64,
+                produced_at: DateTime<Utc>,
+            },
+            Stopped {
+                status: u16,
+                error: String,
+                rule: Option<String>,
+                silence: Option<String>,
+                retry_after_ms: Option<u64>,
+            },
+        }
+        #[derive(Deserialize)]
+        struct Answer {
+            results: Vec<RecordResult>,
+        }
+        let kafka_name = topic.kafka_topic_name();
+        let path = ["v1", "bus", "topics", kafka_name.as_str(), "records"];
+        let request = self
+            .request(reqwest::Method::POST, &path)
+            .json(&Batch { records: messages });
+        let answer: Answer = self.call_json(request).await?;
+        let outcomes = answer.results.into_iter().map(|result| match result {
+            RecordResult::Produced {
+                partition,
+                offset,
+                produced_at,
+            } => Ok(PublishOutcome::Produced(DeliveryReceipt {
+                topic: kafka_name.clone(),
+                partition,
+                offset,
+                produced_at,
+            })),
+            RecordResult::Stopped {
+                status: 202,
+                rule,
+                silence,
+                ..
+            } => Ok(PublishOutcome::Suppressed { rule, silence }),
+            RecordResult::Stopped {
+                status,
+                error,
+                retry_after_ms,
+                ..
+            } => Err(Error::Api {
+                status,
+                message: error,
+                retry_after: retry_after_ms.map(Duration::from_millis),
+            }),
+        });
+        Ok(outcomes.collect())
     }
 
     /// `GET /v1/bus/subscribe/{subscription_id}`: the events of a shared

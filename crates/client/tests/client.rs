@@ -471,3 +471,47 @@ async fn audit_records_come_newest_first_a_page_at_a_time() {
         .unwrap_err();
     assert_eq!(disagreeing.status(), Some(400), "{disagreeing}");
 }
+
+#[tokio::test]
+async fn a_batch_answers_for_each_record_in_order() {
+    let config = Config {
+        rules: vec![rule("drop-noise", 1, "suppress")],
+        ..Config::default()
+    };
+    let server = TestServer::start_with(config).await;
+    let client = &server.client;
+    let topic = client
+        .create_bus_topic(&spec("demo", "batch"))
+        .await
+        .unwrap();
+    let name = topic.topic.name();
+    let noise = OutgoingMessage {
+        key: None,
+        payload: json!({ "kind": "noise" }),
+        headers: Headers::new(),
+    };
+    let reserved = OutgoingMessage {
+        headers: Headers::from([("acteon.x".to_owned(), "1".to_owned())]),
+        ..message(9)
+    };
+    let outcomes = client
+        .publish_batch(name, &[message(1), noise, reserved, message(2)])
+        .await
+        .unwrap();
+    assert_eq!(outcomes.len(), 4);
+    let first = outcomes[0].as_ref().unwrap().receipt().unwrap();
+    assert_eq!(first.topic, name.kafka_topic_name());
+    assert_eq!(
+        outcomes[1].as_ref().unwrap(),
+        &PublishOutcome::Suppressed {
+            rule: Some("drop-noise".into()),
+            silence: None
+        }
+    );
+    let refused = outcomes[2].as_ref().unwrap_err();
+    assert_eq!(refused.status(), Some(400), "{refused}");
+    assert!(outcomes[3].as_ref().unwrap().receipt().is_some());
+
+    let whole = client.publish_batch(name, &[]).await.unwrap_err();
+    assert_eq!(whole.status(), Some(400), "{whole}");
+}

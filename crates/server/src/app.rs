@@ -111,6 +111,7 @@ impl Server {
             Arc::clone(&bus),
             Arc::clone(&pipeline),
             Arc::new(config.limits.clone()),
+            config.server.max_batch_records,
         );
         let shutdown = CancellationToken::new();
         let durable = DurableSubscriptions::new(

@@ -81,6 +81,10 @@ pub struct ServerConfig {
     /// for this long is closed: an SSE reader that stopped reading gives
     /// back its consumer and its place.
     pub send_timeout_ms: u64,
+    /// Records in one `POST /v1/bus/topics/{kafka_name}/records` at most.
+    pub max_batch_records: usize,
+    /// Largest batch body; larger ones get 413.
+    pub max_batch_body_bytes: usize,
     pub cors: crate::cors::CorsConfig,
 }
 
@@ -94,6 +98,8 @@ impl Default for ServerConfig {
             shutdown_grace_ms: 10_000,
             max_subscriptions: 10_000,
             send_timeout_ms: 30_000,
+            max_batch_records: 1_000,
+            max_batch_body_bytes: 8 * 1024 * 1024,
             cors: crate::cors::CorsConfig::default(),
         }
     }

@@ -86,7 +86,7 @@ pub enum ServiceError {
 }
 
 /// The body of every error answer.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
 pub(crate) struct ErrorBody {
     /// Why the request failed, for people.
     pub(crate) error: String,
@@ -99,6 +99,9 @@ pub(crate) struct ErrorBody {
     /// That rule's reason, if it gives one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) reason: Option<String>,
+    /// The silence that suppressed a record of a batch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) silence: Option<String>,
     /// The quota a throttled publish is over.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) quota: Option<String>,
@@ -187,8 +190,10 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+impl ApiError {
+    /// The status, the body, and the `Retry-After` seconds of the answer;
+    /// server errors are logged here, with the detail the body leaves out.
+    pub(crate) fn answer(&self) -> (StatusCode, ErrorBody, Option<u64>) {
         let status = self.status();
         if status.is_server_error() {
             tracing::warn!(%status, error = %self, "request failed");
@@ -196,15 +201,12 @@ impl IntoResponse for ApiError {
         let mut body = ErrorBody {
             error: self.public_message(status),
             request_id: crate::request_id::current().map(|id| id.as_str().to_owned()),
-            rule: None,
-            reason: None,
-            quota: None,
-            retry_after_ms: None,
+            ..ErrorBody::default()
         };
         let mut retry_after_secs = (status == StatusCode::SERVICE_UNAVAILABLE
             || matches!(self, Self::Service(ServiceError::TooManyConnections(_))))
         .then_some(1);
-        match &self {
+        match self {
             Self::Service(ServiceError::Denied { rule, reason }) => {
                 body.rule = Some(rule.clone());
                 body.reason.clone_from(reason);
@@ -218,6 +220,13 @@ impl IntoResponse for ApiError {
             }
             _ => {}
         }
+        (status, body, retry_after_secs)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, body, retry_after_secs) = self.answer();
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response

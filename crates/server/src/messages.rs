@@ -19,6 +19,7 @@ pub struct MessageService {
     bus: Arc<dyn BusBackend>,
     pipeline: Arc<Pipeline>,
     limits: Arc<LimitsConfig>,
+    max_batch_records: usize,
     shared: SharedSubscriptions,
 }
 
@@ -28,6 +29,7 @@ impl MessageService {
         bus: Arc<dyn BusBackend>,
         pipeline: Arc<Pipeline>,
         limits: Arc<LimitsConfig>,
+        max_batch_records: usize,
     ) -> Self {
         Self {
             topics,
@@ -35,11 +37,13 @@ impl MessageService {
             bus,
             pipeline,
             limits,
+            max_batch_records,
         }
     }
 
-    /// The key and headers within `[limits]`.
-    fn check_sizes(&self, message: &OutgoingMessage) -> Result<(), ServiceError> {
+    /// A client's headers only, and the key and headers within `[limits]`.
+    fn check(&self, message: &OutgoingMessage) -> Result<(), ServiceError> {
+        check_client_headers(&message.headers)?;
         let limits = &self.limits;
         let too_big = |what: String| Err(ServiceError::InvalidMessage(what));
         if let Some(key) = message
@@ -78,10 +82,33 @@ impl MessageService {
         message: OutgoingMessage,
         principal: Option<&str>,
     ) -> Result<Published, ServiceError> {
-        check_client_headers(&message.headers)?;
-        self.check_sizes(&message)?;
+        self.check(&message)?;
         self.topics.require_registered(topic)?;
         self.pipeline.publish(topic, message, principal).await
+    }
+
+    /// Publishes each of `messages` as [`publish`](Self::publish) would, to
+    /// one registered topic; one record's failure is its own. The records
+    /// are handed to the bus in order, so records of one key keep it.
+    pub async fn publish_batch(
+        &self,
+        topic: &TopicName,
+        messages: Vec<OutgoingMessage>,
+        principal: Option<&str>,
+    ) -> Result<Vec<Result<Published, ServiceError>>, ServiceError> {
+        let max = self.max_batch_records;
+        if messages.is_empty() || messages.len() > max {
+            return Err(ServiceError::InvalidMessage(format!(
+                "records: from 1 to max_batch_records ({max}) records, got {}",
+                messages.len()
+            )));
+        }
+        self.topics.require_registered(topic)?;
+        let publishes = messages.into_iter().map(|message| async move {
+            self.check(&message)?;
+            self.pipeline.publish(topic, message, principal).await
+        });
+        Ok(futures::future::join_all(publishes).await)
     }
 
     /// Subscription `id` on a registered topic. Shared, it takes a share of

@@ -12,6 +12,8 @@ mod openapi;
 #[cfg(feature = "bus")]
 mod publish;
 #[cfg(feature = "bus")]
+mod records;
+#[cfg(feature = "bus")]
 mod rules;
 #[cfg(feature = "bus")]
 mod silences;
@@ -162,6 +164,7 @@ pub(crate) fn router(config: &Config) -> Router<AppState> {
     let api = if config.bus.enabled {
         api.merge(topics::routes())
             .merge(publish::routes())
+            .merge(records::routes(config))
             .merge(subscribe::routes())
             .merge(durable::routes())
             .merge(rules::routes())
