@@ -144,9 +144,13 @@ pub(crate) struct PublishArgs {
     /// Stdin lines are {"payload", "key", "headers"} objects, not bare payloads.
     #[arg(long)]
     pub(crate) envelope: bool,
-    /// Records in flight at once when reading stdin.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    /// Batch requests in flight at once when reading stdin.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
     pub(crate) concurrency: u16,
+    /// Records per batch request when reading stdin, at most the server's
+    /// max_batch_records.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=10000))]
+    pub(crate) batch_size: u16,
 }
 
 #[derive(Debug, Args)]

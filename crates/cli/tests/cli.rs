@@ -1043,7 +1043,8 @@ async fn a_refusal_prints_the_servers_reason() {
         .unwrap()
         .parse()
         .unwrap();
-    assert!(failed < 100, "{batch:#?}");
+    // At most the batches already in flight (4 of 100) were sent.
+    assert!(failed <= 400, "{batch:#?}");
 }
 
 #[tokio::test]

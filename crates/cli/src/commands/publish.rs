@@ -84,6 +84,7 @@ pub(super) async fn run(context: &Context, args: PublishArgs) -> anyhow::Result<
                 defaults: &defaults,
                 envelope: args.envelope,
                 concurrency: usize::from(args.concurrency),
+                batch_size: usize::from(args.batch_size),
             };
             let summary = batch.publish(lines).await;
             summary.print(context)
@@ -164,12 +165,28 @@ async fn skip_line(reader: &mut (impl AsyncBufRead + Unpin)) -> std::io::Result<
     }
 }
 
+/// The most line bytes in one batch request: well under the server's batch
+/// body limit (8 MiB by default). A longer line goes alone.
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
+
 /// What happened to one line.
 enum LineOutcome {
     Blank,
     Invalid(records::LineError),
     Sent(Result<PublishOutcome, Error>),
 }
+
+/// A line read and parsed, before it is sent.
+enum Parsed {
+    Done(LineOutcome),
+    Record {
+        message: OutgoingMessage,
+        bytes: usize,
+    },
+}
+
+/// Lines of one request, by number.
+type Chunk = Vec<std::io::Result<(usize, Parsed)>>;
 
 /// A stream of lines to publish to one topic.
 struct Batch<'a> {
@@ -178,12 +195,14 @@ struct Batch<'a> {
     defaults: &'a Defaults,
     envelope: bool,
     concurrency: usize,
+    batch_size: usize,
 }
 
 impl Batch<'_> {
-    /// Publishes every line, `concurrency` at a time, and counts what
+    /// Publishes every line, in batches of up to `batch_size` of the lines
+    /// at hand, `concurrency` batches at a time, and counts what
     /// happened. A failure that every later record would meet too (no
-    /// such topic, no valid key, no server) stops reading; the records in
+    /// such topic, no valid key, no server) stops reading; the batches in
     /// flight still finish and are counted.
     async fn publish(
         &self,
@@ -195,32 +214,23 @@ impl Batch<'_> {
         let mut results = std::pin::pin!(
             lines
                 .take_while(|_| futures::future::ready(!stop.get()))
-                .map(|line| async move {
-                    let (number, bytes) = line?;
-                    let Some(bytes) = bytes else {
-                        let error = records::LineError::TooLong(MAX_LINE_BYTES);
-                        return Ok((number, LineOutcome::Invalid(error)));
-                    };
-                    let outcome = match records::parse(&bytes, self.envelope, self.defaults) {
-                        None => LineOutcome::Blank,
-                        Some(Err(error)) => LineOutcome::Invalid(error),
-                        Some(Ok(message)) => LineOutcome::Sent(
-                            publish_record(self.client, self.topic, &message).await,
-                        ),
-                    };
-                    Ok::<_, std::io::Error>((number, outcome))
-                })
+                .map(|line| line.map(|(number, bytes)| (number, self.parse(bytes))))
+                .ready_chunks(self.batch_size)
+                .flat_map(|chunk| futures::stream::iter(split_by_bytes(chunk)))
+                .map(|chunk| self.send(chunk))
                 .buffer_unordered(self.concurrency)
         );
-        while let Some(result) = results.next().await {
-            match result {
-                Ok((number, outcome)) => {
-                    summary.count(number, outcome);
-                    stop.set(summary.stopped_at.is_some());
-                }
-                Err(error) => {
-                    stop.set(true);
-                    summary.read_error = Some(error.to_string());
+        while let Some(outcomes) = results.next().await {
+            for outcome in outcomes {
+                match outcome {
+                    Ok((number, outcome)) => {
+                        summary.count(number, outcome);
+                        stop.set(summary.stopped_at.is_some());
+                    }
+                    Err(error) => {
+                        stop.set(true);
+                        summary.read_error = Some(error.to_string());
+                    }
                 }
             }
             progress.set_position(summary.published + summary.suppressed + summary.failed);
@@ -229,6 +239,130 @@ impl Batch<'_> {
         progress.finish_and_clear();
         summary
     }
+
+    fn parse(&self, bytes: Option<Vec<u8>>) -> Parsed {
+        let Some(bytes) = bytes else {
+            let error = records::LineError::TooLong(MAX_LINE_BYTES);
+            return Parsed::Done(LineOutcome::Invalid(error));
+        };
+        match records::parse(&bytes, self.envelope, self.defaults) {
+            None => Parsed::Done(LineOutcome::Blank),
+            Some(Err(error)) => Parsed::Done(LineOutcome::Invalid(error)),
+            Some(Ok(message)) => Parsed::Record {
+                message,
+                bytes: bytes.len(),
+            },
+        }
+    }
+
+    /// Sends a chunk's records in one request; each line's outcome.
+    async fn send(&self, chunk: Chunk) -> Vec<std::io::Result<(usize, LineOutcome)>> {
+        let mut outcomes = Vec::with_capacity(chunk.len());
+        let mut numbers = Vec::new();
+        let mut messages = Vec::new();
+        for line in chunk {
+            match line {
+                Ok((number, Parsed::Record { message, .. })) => {
+                    numbers.push(number);
+                    messages.push(message);
+                }
+                Ok((number, Parsed::Done(outcome))) => outcomes.push(Ok((number, outcome))),
+                Err(error) => outcomes.push(Err(error)),
+            }
+        }
+        if messages.is_empty() {
+            return outcomes;
+        }
+        let sent = publish_records(self.client, self.topic, messages).await;
+        outcomes.extend(
+            numbers
+                .into_iter()
+                .zip(sent)
+                .map(|(number, outcome)| Ok((number, LineOutcome::Sent(outcome)))),
+        );
+        outcomes
+    }
+}
+
+/// A chunk split so that no request holds more than [`BATCH_BYTES`] of
+/// records (a longer record goes alone).
+fn split_by_bytes(chunk: Chunk) -> Vec<Chunk> {
+    let mut chunks = vec![Vec::new()];
+    let mut bytes = 0;
+    for line in chunk {
+        let size = match &line {
+            Ok((_, Parsed::Record { bytes, .. })) => *bytes,
+            _ => 0,
+        };
+        if bytes + size > BATCH_BYTES && bytes > 0 {
+            chunks.push(Vec::new());
+            bytes = 0;
+        }
+        bytes += size;
+        chunks.last_mut().expect("never empty").push(line);
+    }
+    chunks
+}
+
+/// Publishes `messages` in one batch request; each record's outcome, in
+/// order. Throttled records (429, nothing produced) are sent again, in a
+/// batch of their own, after a wait. A failure of the whole batch is every
+/// record's.
+async fn publish_records(
+    client: &Client,
+    topic: &TopicName,
+    messages: Vec<OutgoingMessage>,
+) -> Vec<Result<PublishOutcome, Error>> {
+    let mut outcomes: Vec<Option<Result<PublishOutcome, Error>>> =
+        messages.iter().map(|_| None).collect();
+    let mut pending: Vec<usize> = (0..messages.len()).collect();
+    let mut wait = FIRST_THROTTLED_WAIT;
+    for tries in 1..=THROTTLED_TRIES {
+        let batch: Vec<OutgoingMessage> = pending.iter().map(|&i| messages[i].clone()).collect();
+        let answers = match client.publish_batch(topic, &batch).await {
+            Ok(answers) => answers,
+            Err(error) => pending
+                .iter()
+                .map(|_| Err(shared_failure(&error)))
+                .collect(),
+        };
+        let mut throttled = Vec::new();
+        for (index, answer) in pending.into_iter().zip(answers) {
+            match answer {
+                Err(Error::Api { status: 429, .. }) if tries < THROTTLED_TRIES => {
+                    throttled.push(index);
+                }
+                answer => outcomes[index] = Some(answer),
+            }
+        }
+        if throttled.is_empty() {
+            break;
+        }
+        pending = throttled;
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(MAX_THROTTLED_WAIT);
+    }
+    outcomes
+        .into_iter()
+        .map(|outcome| outcome.expect("every record is answered"))
+        .collect()
+}
+
+/// A batch's failure, as each of its records' own.
+fn shared_failure(error: &Error) -> Error {
+    match error {
+        Error::Api {
+            status,
+            message,
+            retry_after,
+        } => Error::Api {
+            status: *status,
+            message: message.clone(),
+            retry_after: *retry_after,
+        },
+        Error::InvalidBaseUrl(url) => Error::InvalidBaseUrl(url.clone()),
+        other => Error::Stream(other.to_string()),
+    }
 }
 
 /// Whether every later record would fail the same way.
@@ -236,7 +370,9 @@ fn stops_the_batch(error: &Error) -> bool {
     match error {
         Error::Api { status, .. } => matches!(status, 401 | 404),
         Error::Transport(_) | Error::InvalidBaseUrl(_) => true,
-        Error::Decode(_) | Error::Stream(_) => false,
+        // A batch that failed on the way (see `shared_failure`).
+        Error::Stream(_) => true,
+        Error::Decode(_) => false,
     }
 }
 
@@ -403,6 +539,33 @@ fn line_ranges(lines: &[usize]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn record(number: usize, bytes: usize) -> std::io::Result<(usize, Parsed)> {
+        let message = OutgoingMessage {
+            key: None,
+            payload: serde_json::Value::Null,
+            headers: Default::default(),
+        };
+        Ok((number, Parsed::Record { message, bytes }))
+    }
+
+    #[test]
+    fn no_request_holds_more_than_its_share_of_bytes() {
+        let mb = 1024 * 1024;
+        let chunk = vec![
+            record(1, mb),
+            record(2, 2 * mb),
+            Ok((3, Parsed::Done(LineOutcome::Blank))),
+            record(4, 2 * mb),
+            record(5, 6 * mb),
+            record(6, 1),
+        ];
+        let numbers: Vec<Vec<usize>> = split_by_bytes(chunk)
+            .into_iter()
+            .map(|chunk| chunk.into_iter().map(|line| line.unwrap().0).collect())
+            .collect();
+        assert_eq!(numbers, [vec![1, 2, 3], vec![4], vec![5], vec![6]]);
+    }
 
     fn failure(line: usize, error: &str) -> LineFailure {
         LineFailure {
