@@ -20,6 +20,7 @@ use crate::api::{self, Readiness};
 use crate::auth::KeyStore;
 use crate::config::{Config, StateEngine};
 use crate::durable::{DurableSubscriptions, EngineServices};
+use crate::idempotency::{IdempotencySnapshots, IdempotencyWindow};
 use crate::limits::Connections;
 use crate::listener::SendTimeoutListener;
 use crate::messages::MessageService;
@@ -56,6 +57,7 @@ pub struct Server {
     config: Config,
     app: AppState,
     audit_writer: AuditWriter,
+    idempotency_snapshots: IdempotencySnapshots,
     cors: Option<CorsLayer>,
 }
 
@@ -101,6 +103,16 @@ impl Server {
             tasks: TaskTracker::new(),
             metrics: Arc::clone(&metrics),
         });
+        let idempotency = IdempotencyWindow::new(config.idempotency.clone());
+        // Receipts of records the backend does not keep across a restart
+        // would name offsets given again.
+        if bus.keeps_records() {
+            idempotency
+                .restore(&*state)
+                .await
+                .context("reading the idempotency window")?;
+        }
+        let idempotency_snapshots = idempotency.start_snapshots(Arc::clone(&state));
         let topics = TopicRegistry::new(
             Arc::clone(&state),
             Arc::clone(&bus),
@@ -112,6 +124,7 @@ impl Server {
             Arc::clone(&pipeline),
             Arc::new(config.limits.clone()),
             config.server.max_batch_records,
+            Arc::clone(&idempotency),
         );
         let shutdown = CancellationToken::new();
         let durable = DurableSubscriptions::new(
@@ -153,6 +166,7 @@ impl Server {
             config,
             app,
             audit_writer,
+            idempotency_snapshots,
             cors,
         })
     }
@@ -220,6 +234,8 @@ impl Server {
         if tokio::time::timeout(grace, pipeline.wait()).await.is_err() {
             tracing::warn!("publishes still waiting for the broker after the grace period");
         }
+        // Every publish has settled its idempotency key by now.
+        self.idempotency_snapshots.stop().await;
         self.audit_writer.stop().await;
         let timeout = Duration::from_millis(self.config.server.shutdown_flush_timeout_ms);
         if let Err(error) = self.app.bus.flush(timeout).await {

@@ -57,6 +57,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
     pub durable: crate::durable::DurableConfig,
+    pub idempotency: crate::idempotency::IdempotencyConfig,
     pub log: crate::logging::LogConfig,
     pub metrics: crate::metrics::MetricsConfig,
 }

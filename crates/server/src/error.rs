@@ -48,6 +48,10 @@ pub enum ServiceError {
     BadToken(#[from] crate::auth::TokenError),
     #[error("this subscribe token opens another stream")]
     WrongStream,
+    #[error("this idempotency key was used for a different record on this topic")]
+    IdempotencyMismatch,
+    #[error("a publish with this idempotency key is in progress; retry")]
+    IdempotencyInProgress,
     #[error("this API key may not {0} here")]
     Forbidden(crate::auth::Op),
     #[error("too many open subscriptions; try again later")]
@@ -173,7 +177,8 @@ impl ApiError {
                 Unauthorized(_) | BadToken(_) => StatusCode::UNAUTHORIZED,
                 Throttled(_) | TooManyConnections(_) => StatusCode::TOO_MANY_REQUESTS,
                 SilenceNotFound { .. } | SubscriptionNotFound { .. } => StatusCode::NOT_FOUND,
-                SubscriptionExists { .. } => StatusCode::CONFLICT,
+                SubscriptionExists { .. } | IdempotencyInProgress => StatusCode::CONFLICT,
+                IdempotencyMismatch => StatusCode::UNPROCESSABLE_ENTITY,
                 SubscriptionUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 TopicExists { .. } | TopicCollides { .. } | Bus(BusError::TopicConflict { .. }) => {
                     StatusCode::CONFLICT
@@ -204,7 +209,12 @@ impl ApiError {
             ..ErrorBody::default()
         };
         let mut retry_after_secs = (status == StatusCode::SERVICE_UNAVAILABLE
-            || matches!(self, Self::Service(ServiceError::TooManyConnections(_))))
+            || matches!(
+                self,
+                Self::Service(
+                    ServiceError::TooManyConnections(_) | ServiceError::IdempotencyInProgress
+                )
+            ))
         .then_some(1);
         match self {
             Self::Service(ServiceError::Denied { rule, reason }) => {

@@ -9,6 +9,7 @@ pub mod config;
 pub mod cors;
 pub mod durable;
 pub mod error;
+pub mod idempotency;
 pub mod limits;
 mod listener;
 pub mod logging;

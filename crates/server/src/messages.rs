@@ -8,10 +8,19 @@ use acteon_core::{
 };
 
 use crate::error::ServiceError;
+use crate::idempotency::{Claim, IdempotencyWindow};
 use crate::limits::LimitsConfig;
 use crate::pipeline::{Pipeline, Published};
 use crate::shared::SharedSubscriptions;
 use crate::topics::TopicRegistry;
+
+/// A publish's answer, and whether it is an earlier publish's, given again
+/// for a repeated idempotency key.
+#[derive(Debug)]
+pub struct Answered {
+    pub published: Published,
+    pub replayed: bool,
+}
 
 #[derive(Debug, Clone)]
 pub struct MessageService {
@@ -20,6 +29,7 @@ pub struct MessageService {
     pipeline: Arc<Pipeline>,
     limits: Arc<LimitsConfig>,
     max_batch_records: usize,
+    idempotency: Arc<IdempotencyWindow>,
     shared: SharedSubscriptions,
 }
 
@@ -30,6 +40,7 @@ impl MessageService {
         pipeline: Arc<Pipeline>,
         limits: Arc<LimitsConfig>,
         max_batch_records: usize,
+        idempotency: Arc<IdempotencyWindow>,
     ) -> Self {
         Self {
             topics,
@@ -38,6 +49,7 @@ impl MessageService {
             pipeline,
             limits,
             max_batch_records,
+            idempotency,
         }
     }
 
@@ -80,11 +92,44 @@ impl MessageService {
         &self,
         topic: &TopicName,
         message: OutgoingMessage,
+        idempotency_key: Option<&str>,
         principal: Option<&str>,
-    ) -> Result<Published, ServiceError> {
+    ) -> Result<Answered, ServiceError> {
         self.check(&message)?;
         self.topics.require_registered(topic)?;
-        self.pipeline.publish(topic, message, principal).await
+        self.publish_keyed(topic, message, idempotency_key, principal)
+            .await
+    }
+
+    /// Through the pipeline, unless `idempotency_key` was used before on
+    /// this topic, for this record.
+    async fn publish_keyed(
+        &self,
+        topic: &TopicName,
+        message: OutgoingMessage,
+        idempotency_key: Option<&str>,
+        principal: Option<&str>,
+    ) -> Result<Answered, ServiceError> {
+        let ticket = match idempotency_key {
+            None => None,
+            Some(key) => match self.idempotency.claim(topic, key, &message)? {
+                Claim::Replay(published) => {
+                    return Ok(Answered {
+                        published,
+                        replayed: true,
+                    });
+                }
+                Claim::New(ticket) => Some(ticket),
+            },
+        };
+        let published = self
+            .pipeline
+            .publish(topic, message, principal, ticket)
+            .await?;
+        Ok(Answered {
+            published,
+            replayed: false,
+        })
     }
 
     /// Publishes each of `messages` as [`publish`](Self::publish) would, to
@@ -93,9 +138,9 @@ impl MessageService {
     pub async fn publish_batch(
         &self,
         topic: &TopicName,
-        messages: Vec<OutgoingMessage>,
+        messages: Vec<(OutgoingMessage, Option<String>)>,
         principal: Option<&str>,
-    ) -> Result<Vec<Result<Published, ServiceError>>, ServiceError> {
+    ) -> Result<Vec<Result<Answered, ServiceError>>, ServiceError> {
         let max = self.max_batch_records;
         if messages.is_empty() || messages.len() > max {
             return Err(ServiceError::InvalidMessage(format!(
@@ -104,9 +149,10 @@ impl MessageService {
             )));
         }
         self.topics.require_registered(topic)?;
-        let publishes = messages.into_iter().map(|message| async move {
+        let publishes = messages.into_iter().map(|(message, key)| async move {
             self.check(&message)?;
-            self.pipeline.publish(topic, message, principal).await
+            self.publish_keyed(topic, message, key.as_deref(), principal)
+                .await
         });
         Ok(futures::future::join_all(publishes).await)
     }

@@ -151,7 +151,9 @@ async fn each_record_passes_the_pipeline_and_fails_alone(backend: Backend) {
     .await;
     assert_eq!(status, 200, "{answer}");
     let results = answer["results"].as_array().unwrap();
-    assert_eq!(results[0]["offset"], 0, "{answer}");
+    // The quota is tenant "busy"'s, so the topic's name is fixed: on a
+    // broker that outlives one run it may hold records already.
+    assert!(results[0]["offset"].is_i64(), "{answer}");
     assert_eq!(results[1]["status"], 403);
     assert_eq!(results[1]["rule"], "no-forbidden");
     assert_eq!(results[1]["reason"], "not here");

@@ -54,6 +54,7 @@ impl utoipa::IntoResponses for Refusals {
             ("409", "It exists already, or is in use"),
             ("413", "The body is over its size limit"),
             ("415", "A body that is not `Content-Type: application/json`"),
+            ("422", "The idempotency key was used for a different record on this topic"),
             ("429", "Over a quota or a connection limit; `Retry-After` says when to retry"),
             ("502", "The broker refused the operation"),
             ("503", "The broker or the state store is unavailable, or the server is at its limit; `Retry-After` says when to retry"),

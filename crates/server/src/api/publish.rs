@@ -2,7 +2,7 @@
 
 use acteon_core::{DeliveryReceipt, Fragment, Headers, OutgoingMessage, Scope, TopicName};
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
@@ -91,15 +91,25 @@ fn topic_shape_error() -> ApiError {
     )
 }
 
+/// The header a client names a publish by, so a retry is not a duplicate.
+const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// On the answer to a repeated idempotency key.
+const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
 /// Publishes one record through silences, rules and quotas; the receipt is
-/// the broker's acknowledgement.
+/// the broker's acknowledgement. With an `Idempotency-Key`, a repeat within
+/// the window gets the first answer and produces nothing.
 #[utoipa::path(
     post,
     path = "/v1/bus/publish",
     tag = "publish",
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "1 to 255 printable ASCII characters, scoped by topic")),
     request_body = PublishRequest,
     responses(
-        (status = 200, description = "Produced", body = DeliveryReceipt),
+        (status = 200, description = "Produced, or produced before under this idempotency key",
+            body = DeliveryReceipt,
+            headers(("Idempotent-Replayed" = String, description = "`true` on a repeated key's answer"))),
         (status = 202, description = "Accepted and suppressed: nothing was produced", body = SuppressedBody),
         Refusals,
     ),
@@ -107,34 +117,45 @@ fn topic_shape_error() -> ApiError {
 async fn publish(
     State(app): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     Json(request): Json<PublishRequest>,
 ) -> Result<Response, ApiError> {
     let topic = topic_name(&request.topic)?;
     caller.require(Op::Publish, &Scope::topic(&topic))?;
+    let idempotency_key = match headers.get(IDEMPOTENCY_KEY) {
+        Some(value) => Some(value.to_str().map_err(|_| {
+            ApiError::bad_request("Idempotency-Key: printable ASCII characters only")
+        })?),
+        None => None,
+    };
     let message = OutgoingMessage {
         key: request.key,
         payload: request.payload,
         headers: request.headers,
     };
-    Ok(
-        match app
-            .messages
-            .publish(&topic, message, caller.principal())
-            .await?
-        {
-            Published::Produced(receipt) => axum::Json::<DeliveryReceipt>(receipt).into_response(),
-            Published::Suppressed(by) => {
-                let (rule, silence) = match by {
-                    Suppressed::ByRule(rule) => (Some(rule), None),
-                    Suppressed::BySilence(id) => (None, Some(id)),
-                };
-                let body = SuppressedBody {
-                    outcome: "suppressed",
-                    rule,
-                    silence,
-                };
-                (StatusCode::ACCEPTED, axum::Json(body)).into_response()
-            }
-        },
-    )
+    let answered = app
+        .messages
+        .publish(&topic, message, idempotency_key, caller.principal())
+        .await?;
+    let mut response = match answered.published {
+        Published::Produced(receipt) => axum::Json::<DeliveryReceipt>(receipt).into_response(),
+        Published::Suppressed(by) => {
+            let (rule, silence) = match by {
+                Suppressed::ByRule(rule) => (Some(rule), None),
+                Suppressed::BySilence(id) => (None, Some(id)),
+            };
+            let body = SuppressedBody {
+                outcome: "suppressed",
+                rule,
+                silence,
+            };
+            (StatusCode::ACCEPTED, axum::Json(body)).into_response()
+        }
+    };
+    if answered.replayed {
+        response
+            .headers_mut()
+            .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }

@@ -14,6 +14,7 @@ use crate::app::AppState;
 use crate::auth::{Caller, Op};
 use crate::config::Config;
 use crate::error::{ApiError, ErrorBody, ServiceError};
+use crate::messages::Answered;
 use crate::pipeline::{Published, Suppressed};
 
 /// The batch route, with a body limit of its own.
@@ -44,6 +45,10 @@ struct BatchRecord {
     #[serde(default)]
     #[schema(inline)]
     headers: Headers,
+    /// As the `Idempotency-Key` header of a single publish: a repeat within
+    /// the window gets the first answer, marked `replayed`.
+    #[serde(default)]
+    idempotency_key: Option<String>,
 }
 
 /// What happened to one record, in the request's order.
@@ -55,6 +60,9 @@ enum RecordResult {
         partition: i32,
         offset: i64,
         produced_at: DateTime<Utc>,
+        /// Stored before, under the record's idempotency key.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        replayed: bool,
     },
     /// Not produced: suppressed (202), denied (403), throttled (429), bad
     /// (400), or the broker failed (5xx); the status a single publish would
@@ -72,12 +80,17 @@ struct BatchAnswer {
 }
 
 impl RecordResult {
-    fn of(published: Result<Published, ServiceError>) -> Self {
+    fn of(answered: Result<Answered, ServiceError>) -> Self {
+        let (published, replayed) = match answered {
+            Ok(answered) => (Ok(answered.published), answered.replayed),
+            Err(error) => (Err(error), false),
+        };
         match published {
             Ok(Published::Produced(receipt)) => Self::Produced {
                 partition: receipt.partition,
                 offset: receipt.offset,
                 produced_at: receipt.produced_at,
+                replayed,
             },
             Ok(Published::Suppressed(by)) => {
                 let (rule, silence) = match by {
@@ -141,11 +154,12 @@ async fn publish_batch(
         .map(|(index, record)| {
             let record: BatchRecord = serde_json::from_value(record)
                 .map_err(|error| ApiError::bad_request(format!("records[{index}]: {error}")))?;
-            Ok(OutgoingMessage {
+            let message = OutgoingMessage {
                 key: record.key,
                 payload: record.payload,
                 headers: record.headers,
-            })
+            };
+            Ok((message, record.idempotency_key))
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
     let published = app

@@ -27,17 +27,18 @@ pub use self::quotas::{QuotaConfig, QuotaError, Quotas, Throttled};
 pub use self::rules::{Rule, RuleAction, RuleConfig, RuleError, RuleSet};
 pub use self::silences::{Silence, SilenceRequest, Silences};
 use crate::error::ServiceError;
+use crate::idempotency::Ticket;
 use crate::metrics::Metrics;
 
 /// A publish that was accepted without being produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Suppressed {
     ByRule(String),
     BySilence(String),
 }
 
 /// What the pipeline did with an accepted publish.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Published {
     Produced(DeliveryReceipt),
     Suppressed(Suppressed),
@@ -120,11 +121,15 @@ pub struct Pipeline {
 impl Pipeline {
     /// Evaluates `message` and produces it if every stage lets it through;
     /// `principal` is the publishing key, for the audit record.
+    ///
+    /// An idempotency `ticket` is settled with the answer inside the
+    /// publish's own future, which finishes even if the caller goes away.
     pub async fn publish(
         &self,
         topic: &TopicName,
         message: OutgoingMessage,
         principal: Option<&str>,
+        ticket: Option<Ticket>,
     ) -> Result<Published, ServiceError> {
         let mut record = AuditRecord {
             id: 0,
@@ -170,6 +175,9 @@ impl Pipeline {
                 Err(stopped) => stopped,
             };
             metrics.count_publish(&record.tenant, record.outcome.as_str());
+            if let Some(ticket) = ticket {
+                ticket.settle(&result);
+            }
             audit.record(record).await;
             result
         });
@@ -341,7 +349,7 @@ mod tests {
         };
         let abandoned = tokio::time::timeout(
             Duration::from_millis(50),
-            pipeline.publish(&topic, message, None),
+            pipeline.publish(&topic, message, None, None),
         );
         assert!(abandoned.await.is_err(), "the produce waits for its permit");
         bus.produces.add_permits(1);

@@ -30,6 +30,8 @@ pub enum KeyKind {
     DurableSubscription,
     /// A durable subscription's progress, by the same key.
     DurableProgress,
+    /// The idempotency window, one document.
+    IdempotencyWindow,
 }
 
 impl KeyKind {
@@ -39,6 +41,7 @@ impl KeyKind {
             Self::Silence => "Silence",
             Self::DurableSubscription => "DurableSubscription",
             Self::DurableProgress => "DurableProgress",
+            Self::IdempotencyWindow => "IdempotencyWindow",
         }
     }
 }
