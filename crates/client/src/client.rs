@@ -13,6 +13,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Subscription};
 
+/// One record of [`Client::publish_records`].
+#[derive(Debug, Clone, Serialize)]
+pub struct BatchRecord<'a> {
+    #[serde(flatten)]
+    pub message: &'a OutgoingMessage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<&'a str>,
+}
+
 /// What a publish did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PublishOutcome {
@@ -206,6 +215,31 @@ impl Client {
         topic: &TopicName,
         message: &OutgoingMessage,
     ) -> Result<PublishOutcome, Error> {
+        let (outcome, _) = self.publish_with(topic, message, None).await?;
+        Ok(outcome)
+    }
+
+    /// [`publish_message`](Self::publish_message) with an idempotency key
+    /// (1 to 255 printable ASCII characters): a repeat within the server's
+    /// window, to the same topic, gets the first outcome and produces
+    /// nothing; the `bool` says whether this was such a repeat. The same
+    /// key with another record is a 422.
+    pub async fn publish_idempotent(
+        &self,
+        topic: &TopicName,
+        message: &OutgoingMessage,
+        idempotency_key: &str,
+    ) -> Result<(PublishOutcome, bool), Error> {
+        self.publish_with(topic, message, Some(idempotency_key))
+            .await
+    }
+
+    async fn publish_with(
+        &self,
+        topic: &TopicName,
+        message: &OutgoingMessage,
+        idempotency_key: Option<&str>,
+    ) -> Result<(PublishOutcome, bool), Error> {
         #[derive(Serialize)]
         struct Publish<'a> {
             topic: &'a TopicName,
@@ -213,9 +247,18 @@ impl Client {
             message: &'a OutgoingMessage,
         }
         let body = Publish { topic, message };
-        let request = self.request(reqwest::Method::POST, &["v1", "bus", "publish"]);
-        let response = self.call(request.json(&body)).await?;
+        let mut request = self
+            .request(reqwest::Method::POST, &["v1", "bus", "publish"])
+            .json(&body);
+        if let Some(key) = idempotency_key {
+            request = request.header("idempotency-key", key);
+        }
+        let response = self.call(request).await?;
         let suppressed = response.status() == reqwest::StatusCode::ACCEPTED;
+        let replayed = response
+            .headers()
+            .get("idempotent-replayed")
+            .is_some_and(|value| value == "true");
         let bytes = response.bytes().await?;
         let decoded = if suppressed {
             serde_json::from_slice::<SuppressedBody>(&bytes).map(|body| {
@@ -227,7 +270,8 @@ impl Client {
         } else {
             serde_json::from_slice(&bytes).map(PublishOutcome::Produced)
         };
-        decoded.map_err(|error| Error::Decode(error.to_string()))
+        let outcome = decoded.map_err(|error| Error::Decode(error.to_string()))?;
+        Ok((outcome, replayed))
     }
 
     /// `POST /v1/bus/topics/{kafka_name}/records`: publishes `messages` in
@@ -243,9 +287,27 @@ impl Client {
         topic: &TopicName,
         messages: &[OutgoingMessage],
     ) -> Result<Vec<Result<PublishOutcome, Error>>, Error> {
+        let records: Vec<BatchRecord<'_>> = messages
+            .iter()
+            .map(|message| BatchRecord {
+                message,
+                idempotency_key: None,
+            })
+            .collect();
+        self.publish_records(topic, &records).await
+    }
+
+    /// [`publish_batch`](Self::publish_batch) with an idempotency key per
+    /// record where one is given: a keyed record repeated within the
+    /// server's window gets its first outcome again.
+    pub async fn publish_records(
+        &self,
+        topic: &TopicName,
+        records: &[BatchRecord<'_>],
+    ) -> Result<Vec<Result<PublishOutcome, Error>>, Error> {
         #[derive(Serialize)]
         struct Batch<'a> {
-            records: &'a [OutgoingMessage],
+            records: &'a [BatchRecord<'a>],
         }
         #[derive(Deserialize)]
         #[serde(untagged)]
@@ -271,7 +333,7 @@ impl Client {
         let path = ["v1", "bus", "topics", kafka_name.as_str(), "records"];
         let request = self
             .request(reqwest::Method::POST, &path)
-            .json(&Batch { records: messages });
+            .json(&Batch { records });
         let answer: Answer = self.call_json(request).await?;
         let outcomes = answer.results.into_iter().map(|result| match result {
             RecordResult::Produced {

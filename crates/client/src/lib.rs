@@ -59,7 +59,7 @@ mod error;
 mod pipeline;
 mod subscription;
 
-pub use client::{Client, ClientBuilder, PublishOutcome, TopicFilter};
+pub use client::{BatchRecord, Client, ClientBuilder, PublishOutcome, TopicFilter};
 pub use durable::{
     BATCH_IDS, BATCH_WINDOW, Deliveries, Delivery, DurableEvent, DurableFilter, DurableRef,
     DurableSubscription, DurableSubscriptionSpec, DurableSubscriptionView, PartitionFigures,

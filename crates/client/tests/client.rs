@@ -515,3 +515,47 @@ async fn a_batch_answers_for_each_record_in_order() {
     let whole = client.publish_batch(name, &[]).await.unwrap_err();
     assert_eq!(whole.status(), Some(400), "{whole}");
 }
+
+#[tokio::test]
+async fn an_idempotency_key_makes_a_retry_answer_the_first_publish() {
+    let server = TestServer::start().await;
+    let client = &server.client;
+    let topic = client
+        .create_bus_topic(&spec("demo", "retries"))
+        .await
+        .unwrap();
+    let name = topic.topic.name();
+    let (first, replayed) = client
+        .publish_idempotent(name, &message(1), "order-1")
+        .await
+        .unwrap();
+    assert!(!replayed);
+    let (again, replayed) = client
+        .publish_idempotent(name, &message(1), "order-1")
+        .await
+        .unwrap();
+    assert!(replayed);
+    assert_eq!(again, first);
+    let changed = client
+        .publish_idempotent(name, &message(2), "order-1")
+        .await
+        .unwrap_err();
+    assert_eq!(changed.status(), Some(422), "{changed}");
+
+    let second = message(2);
+    let records = [
+        acteon_client::BatchRecord {
+            message: &message(1),
+            idempotency_key: Some("order-1"),
+        },
+        acteon_client::BatchRecord {
+            message: &second,
+            idempotency_key: Some("order-2"),
+        },
+    ];
+    let outcomes = client.publish_records(name, &records).await.unwrap();
+    assert_eq!(outcomes[0].as_ref().unwrap(), &first, "replayed in a batch");
+    let stored = outcomes[1].as_ref().unwrap().receipt().unwrap().offset;
+    let again = client.publish_records(name, &records).await.unwrap();
+    assert_eq!(again[1].as_ref().unwrap().receipt().unwrap().offset, stored);
+}
