@@ -145,11 +145,11 @@ pub(crate) struct PublishArgs {
     #[arg(long)]
     pub(crate) envelope: bool,
     /// Batch requests in flight at once when reading stdin.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) concurrency: u16,
     /// Records per batch request when reading stdin, at most the server's
-    /// max_batch_records.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=10000))]
+    /// max_batch_records (1000 by default).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub(crate) batch_size: u16,
 }
 

@@ -335,6 +335,13 @@ impl Client {
             .request(reqwest::Method::POST, &path)
             .json(&Batch { records });
         let answer: Answer = self.call_json(request).await?;
+        if answer.results.len() != records.len() {
+            return Err(Error::Decode(format!(
+                "{} results for {} records",
+                answer.results.len(),
+                records.len()
+            )));
+        }
         let outcomes = answer.results.into_iter().map(|result| match result {
             RecordResult::Produced {
                 partition,

@@ -41,7 +41,7 @@ impl Error {
 
     /// The same error again, for each of the callers a failed batch
     /// answers (a transport error is kept as its text).
-    pub(crate) fn duplicate(&self) -> Self {
+    pub fn duplicate(&self) -> Self {
         match self {
             Self::Api {
                 status,

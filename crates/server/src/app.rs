@@ -57,7 +57,8 @@ pub struct Server {
     config: Config,
     app: AppState,
     audit_writer: AuditWriter,
-    idempotency_snapshots: IdempotencySnapshots,
+    /// None where the window is not restored either.
+    idempotency_snapshots: Option<IdempotencySnapshots>,
     cors: Option<CorsLayer>,
 }
 
@@ -112,7 +113,9 @@ impl Server {
                 .await
                 .context("reading the idempotency window")?;
         }
-        let idempotency_snapshots = idempotency.start_snapshots(Arc::clone(&state));
+        let idempotency_snapshots = bus
+            .keeps_records()
+            .then(|| idempotency.start_snapshots(Arc::clone(&state)));
         let topics = TopicRegistry::new(
             Arc::clone(&state),
             Arc::clone(&bus),
@@ -234,8 +237,11 @@ impl Server {
         if tokio::time::timeout(grace, pipeline.wait()).await.is_err() {
             tracing::warn!("publishes still waiting for the broker after the grace period");
         }
-        // Every publish has settled its idempotency key by now.
-        self.idempotency_snapshots.stop().await;
+        // Publishes that settled their keys within the grace period are in
+        // the last snapshot.
+        if let Some(snapshots) = self.idempotency_snapshots {
+            snapshots.stop().await;
+        }
         self.audit_writer.stop().await;
         let timeout = Duration::from_millis(self.config.server.shutdown_flush_timeout_ms);
         if let Err(error) = self.app.bus.flush(timeout).await {

@@ -72,7 +72,11 @@ impl CorsConfig {
                 HeaderName::from_static("idempotency-key"),
                 HeaderName::from_static("last-event-id"),
             ])
-            .expose_headers([HeaderName::from_static("x-request-id"), header::RETRY_AFTER])
+            .expose_headers([
+                HeaderName::from_static("x-request-id"),
+                HeaderName::from_static("idempotent-replayed"),
+                header::RETRY_AFTER,
+            ])
             .max_age(PREFLIGHT_MAX_AGE);
         Ok(Some(layer))
     }

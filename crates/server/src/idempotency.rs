@@ -65,6 +65,8 @@ enum State {
 
 #[derive(Debug)]
 struct Entry {
+    /// Which claim made it: a ticket acts on its own claim only.
+    claim: u64,
     fingerprint: [u8; 32],
     at: DateTime<Utc>,
     state: State,
@@ -83,10 +85,53 @@ struct Kept {
 #[derive(Debug, Default)]
 struct Window {
     entries: HashMap<Slot, Entry>,
-    /// Slots by the time they were claimed, oldest first; a slot claimed
-    /// again appears again, and only its newest place counts.
-    order: VecDeque<(DateTime<Utc>, Slot)>,
+    /// Claims in the order they were made, oldest first. A claim whose
+    /// entry is gone (or was claimed again) is left for [`Window::compact`].
+    order: VecDeque<(u64, Slot)>,
+    next_claim: u64,
     changed: bool,
+}
+
+impl Window {
+    /// Whether `claim` still has its entry.
+    fn is_current(&self, claim: u64, slot: &Slot) -> bool {
+        self.entries
+            .get(slot)
+            .is_some_and(|entry| entry.claim == claim)
+    }
+
+    /// Drops claims whose entries are gone once they outnumber the
+    /// entries, so `order` stays within about twice the window.
+    fn compact(&mut self) {
+        if self.order.len() > 2 * self.entries.len() + 64 {
+            let entries = &self.entries;
+            self.order
+                .retain(|(claim, slot)| entries.get(slot).is_some_and(|e| e.claim == *claim));
+        }
+    }
+
+    /// Removes the oldest entry if it is settled (and claimed before
+    /// `older_than`, when given); `false` when there is none to remove. An
+    /// entry in flight stays until it settles.
+    fn drop_oldest_settled(&mut self, older_than: Option<DateTime<Utc>>) -> bool {
+        while let Some((claim, slot)) = self.order.front() {
+            if !self.is_current(*claim, slot) {
+                self.order.pop_front();
+                continue;
+            }
+            let entry = &self.entries[slot];
+            if matches!(entry.state, State::InFlight)
+                || older_than.is_some_and(|limit| entry.at >= limit)
+            {
+                return false;
+            }
+            let (_, slot) = self.order.pop_front().expect("looked at");
+            self.entries.remove(&slot);
+            self.changed = true;
+            return true;
+        }
+        false
+    }
 }
 
 /// What a publish with a key should do.
@@ -110,6 +155,7 @@ pub struct IdempotencyWindow {
 #[derive(Debug)]
 pub struct Ticket {
     window: Arc<IdempotencyWindow>,
+    claim: u64,
     slot: Option<Slot>,
 }
 
@@ -146,7 +192,9 @@ impl IdempotencyWindow {
     }
 
     fn window_length(&self) -> chrono::Duration {
-        chrono::Duration::seconds(i64::try_from(self.config.window_secs).unwrap_or(i64::MAX))
+        // A century stands for any longer window, which chrono cannot add.
+        const CENTURY_SECS: u64 = 100 * 366 * 86_400;
+        chrono::Duration::seconds(self.config.window_secs.min(CENTURY_SECS) as i64)
     }
 
     /// Claims `key` for a publish of `message` to `topic`.
@@ -161,7 +209,8 @@ impl IdempotencyWindow {
         let slot = (topic.kafka_topic_name(), key.to_owned());
         let print = fingerprint(message);
         let mut window = self.lock();
-        self.forget_old(&mut window, now);
+        let oldest_kept = now - self.window_length();
+        while window.drop_oldest_settled(Some(oldest_kept)) {}
         if let Some(entry) = window.entries.get(&slot) {
             if entry.fingerprint != print {
                 return Err(ServiceError::IdempotencyMismatch);
@@ -171,50 +220,28 @@ impl IdempotencyWindow {
                 State::Done(published) => Ok(Claim::Replay(published.clone())),
             };
         }
-        while window.entries.len() >= self.config.max_keys.max(1) {
-            let Some((at, oldest)) = window.order.pop_front() else {
-                break;
-            };
-            if window
-                .entries
-                .get(&oldest)
-                .is_some_and(|entry| entry.at == at)
-            {
-                window.entries.remove(&oldest);
-            }
-        }
+        // The oldest settled keys make room; keys in flight are never
+        // forgotten, so the window may run over by as many as are in flight.
+        while window.entries.len() >= self.config.max_keys.max(1)
+            && window.drop_oldest_settled(None)
+        {}
+        let claim = window.next_claim;
+        window.next_claim += 1;
         window.entries.insert(
             slot.clone(),
             Entry {
+                claim,
                 fingerprint: print,
                 at: now,
                 state: State::InFlight,
             },
         );
-        window.order.push_back((now, slot.clone()));
+        window.order.push_back((claim, slot.clone()));
         Ok(Claim::New(Ticket {
             window: Arc::clone(self),
+            claim,
             slot: Some(slot),
         }))
-    }
-
-    /// Drops the entries older than the window.
-    fn forget_old(&self, window: &mut Window, now: DateTime<Utc>) {
-        let oldest_kept = now - self.window_length();
-        while let Some((at, _)) = window.order.front() {
-            if *at >= oldest_kept {
-                break;
-            }
-            let (at, slot) = window.order.pop_front().expect("looked at");
-            if window
-                .entries
-                .get(&slot)
-                .is_some_and(|entry| entry.at == at)
-            {
-                window.entries.remove(&slot);
-                window.changed = true;
-            }
-        }
     }
 
     /// Reads the stored window; entries past it are left out.
@@ -227,24 +254,31 @@ impl IdempotencyWindow {
             Vec::new()
         });
         let oldest_kept = Utc::now() - self.window_length();
+        let mut kept: Vec<Kept> = kept
+            .into_iter()
+            .filter(|kept| kept.at >= oldest_kept)
+            .collect();
+        kept.sort_by_key(|kept| kept.at);
         let mut window = self.lock();
-        for kept in kept.into_iter().filter(|kept| kept.at >= oldest_kept) {
+        for kept in kept {
             let mut print = [0u8; 32];
             if hex::decode_to_slice(&kept.fingerprint, &mut print).is_err() {
                 continue;
             }
             let slot = (kept.topic, kept.key);
-            window.order.push_back((kept.at, slot.clone()));
+            let claim = window.next_claim;
+            window.next_claim += 1;
+            window.order.push_back((claim, slot.clone()));
             window.entries.insert(
                 slot,
                 Entry {
+                    claim,
                     fingerprint: print,
                     at: kept.at,
                     state: State::Done(kept.published),
                 },
             );
         }
-        window.order.make_contiguous().sort_by_key(|(at, _)| *at);
         tracing::info!(keys = window.entries.len(), "idempotency window restored");
         Ok(())
     }
@@ -327,15 +361,18 @@ impl Ticket {
             return;
         };
         let mut window = self.window.lock();
+        if !window.is_current(self.claim, &slot) {
+            return;
+        }
         match answer {
             Ok(published) => {
-                if let Some(entry) = window.entries.get_mut(&slot) {
-                    entry.state = State::Done(published.clone());
-                    window.changed = true;
-                }
+                let entry = window.entries.get_mut(&slot).expect("current");
+                entry.state = State::Done(published.clone());
+                window.changed = true;
             }
             Err(_) => {
                 window.entries.remove(&slot);
+                window.compact();
             }
         }
     }
@@ -344,7 +381,11 @@ impl Ticket {
 impl Drop for Ticket {
     fn drop(&mut self) {
         if let Some(slot) = self.slot.take() {
-            self.window.lock().entries.remove(&slot);
+            let mut window = self.window.lock();
+            if window.is_current(self.claim, &slot) {
+                window.entries.remove(&slot);
+                window.compact();
+            }
         }
     }
 }
@@ -422,6 +463,78 @@ mod tests {
         new_ticket(&window, "a", 1);
         assert!(matches!(
             window.claim(&topic(), "c", &message(1)).unwrap(),
+            Claim::Replay(_)
+        ));
+    }
+
+    #[test]
+    fn keys_in_flight_are_never_forgotten_and_freed_claims_leave_nothing() {
+        let config = IdempotencyConfig {
+            max_keys: 1,
+            window_secs: 0,
+            ..IdempotencyConfig::default()
+        };
+        let window = IdempotencyWindow::new(config);
+        let first = new_ticket(&window, "a", 1);
+        // Full and past the window, yet "a" is in flight: it stays, and
+        // the window runs over by one.
+        let second = new_ticket(&window, "b", 1);
+        assert!(matches!(
+            window.claim(&topic(), "a", &message(1)),
+            Err(ServiceError::IdempotencyInProgress)
+        ));
+        first.settle(&produced(1));
+        second.settle(&produced(2));
+        // Many failed claims leave the claim order about the window's size.
+        for n in 0..10_000 {
+            new_ticket(&window, &format!("failed-{n}"), 1)
+                .settle(&Err(ServiceError::TooManySubscriptions));
+        }
+        let (order, entries) = {
+            let window = window.lock();
+            (window.order.len(), window.entries.len())
+        };
+        assert!(
+            order <= 2 * entries + 65,
+            "{order} claims for {entries} keys"
+        );
+    }
+
+    #[test]
+    fn a_ticket_acts_on_its_own_claim_only() {
+        let config = IdempotencyConfig {
+            max_keys: 1,
+            ..IdempotencyConfig::default()
+        };
+        let window = IdempotencyWindow::new(config);
+        new_ticket(&window, "a", 1).settle(&produced(1));
+        // "b" pushes settled "a" out; "a" is claimed again while the old
+        // claim's ticket is long gone, and a stale ticket changes nothing.
+        let stale = new_ticket(&window, "b", 1);
+        let b_again_blocked = window.claim(&topic(), "b", &message(1));
+        assert!(matches!(
+            b_again_blocked,
+            Err(ServiceError::IdempotencyInProgress)
+        ));
+        stale.settle(&produced(2));
+        let again = new_ticket(&window, "a", 1);
+        again.settle(&produced(3));
+        match window.claim(&topic(), "a", &message(1)).unwrap() {
+            Claim::Replay(Published::Produced(receipt)) => assert_eq!(receipt.offset, 3),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_window_too_long_to_count_is_a_century() {
+        let config = IdempotencyConfig {
+            window_secs: u64::MAX,
+            ..IdempotencyConfig::default()
+        };
+        let window = IdempotencyWindow::new(config);
+        new_ticket(&window, "a", 1).settle(&produced(1));
+        assert!(matches!(
+            window.claim(&topic(), "a", &message(1)).unwrap(),
             Claim::Replay(_)
         ));
     }

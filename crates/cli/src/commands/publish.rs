@@ -32,11 +32,11 @@ const THROTTLED_TRIES: u32 = 6;
 const FIRST_THROTTLED_WAIT: Duration = Duration::from_millis(250);
 const MAX_THROTTLED_WAIT: Duration = Duration::from_secs(8);
 
-/// The longest stdin line read; a longer one fails without being held.
-/// Far above what the server takes in one request (1 MiB by default).
+/// The longest stdin line read; a longer one fails without being held. As
+/// much as the server takes in one batch request (8 MiB by default).
 const MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
 
-/// Publishes one record: the one place a record goes to the server.
+/// Publishes the one record given on the command line.
 ///
 /// A throttled publish (429) produced nothing, so it is tried again after
 /// a wait; no other failure is, since it may have produced the record.
@@ -77,7 +77,10 @@ pub(super) async fn run(context: &Context, args: PublishArgs) -> anyhow::Result<
             print_outcome(context, &args.topic, &outcome)
         }
         Payload::Stdin => {
-            let lines = lines(tokio::io::BufReader::new(tokio::io::stdin()));
+            // A large buffer, so the lines at hand fill batches: stdin is
+            // read a buffer at a time.
+            let stdin = tokio::io::BufReader::with_capacity(1024 * 1024, tokio::io::stdin());
+            let lines = lines(stdin);
             let batch = Batch {
                 client: &client,
                 topic: &args.topic,
@@ -118,7 +121,7 @@ fn print_outcome(
 }
 
 /// Stdin's lines, numbered from 1, as they are read: a line is held only
-/// while its record is in flight, and `None` stands for a line over
+/// while its batch is in flight, and `None` stands for a line over
 /// [`MAX_LINE_BYTES`], which is skipped unread.
 fn lines(
     reader: impl AsyncBufRead + Unpin,
@@ -174,6 +177,9 @@ enum LineOutcome {
     Blank,
     Invalid(records::LineError),
     Sent(Result<PublishOutcome, Error>),
+    /// The server refused the line's whole batch: every later one would
+    /// meet the same.
+    BatchRefused(Error),
 }
 
 /// A line read and parsed, before it is sent.
@@ -273,13 +279,19 @@ impl Batch<'_> {
         if messages.is_empty() {
             return outcomes;
         }
-        let sent = publish_records(self.client, self.topic, messages).await;
-        outcomes.extend(
-            numbers
-                .into_iter()
-                .zip(sent)
-                .map(|(number, outcome)| Ok((number, LineOutcome::Sent(outcome)))),
-        );
+        match publish_records(self.client, self.topic, messages).await {
+            Ok(sent) => outcomes.extend(
+                numbers
+                    .into_iter()
+                    .zip(sent)
+                    .map(|(number, outcome)| Ok((number, LineOutcome::Sent(outcome)))),
+            ),
+            Err(error) => outcomes.extend(
+                numbers
+                    .into_iter()
+                    .map(|number| Ok((number, LineOutcome::BatchRefused(error.duplicate())))),
+            ),
+        }
         outcomes
     }
 }
@@ -305,14 +317,13 @@ fn split_by_bytes(chunk: Chunk) -> Vec<Chunk> {
 }
 
 /// Publishes `messages` in one batch request; each record's outcome, in
-/// order. Throttled records (429, nothing produced) are sent again, in a
-/// batch of their own, after a wait. A failure of the whole batch is every
-/// record's.
+/// order, or the batch's refusal. Throttled records (429, nothing
+/// produced) are sent again, in a batch of their own, after a wait.
 async fn publish_records(
     client: &Client,
     topic: &TopicName,
     messages: Vec<OutgoingMessage>,
-) -> Vec<Result<PublishOutcome, Error>> {
+) -> Result<Vec<Result<PublishOutcome, Error>>, Error> {
     let mut outcomes: Vec<Option<Result<PublishOutcome, Error>>> =
         messages.iter().map(|_| None).collect();
     let mut pending: Vec<usize> = (0..messages.len()).collect();
@@ -321,10 +332,10 @@ async fn publish_records(
         let batch: Vec<OutgoingMessage> = pending.iter().map(|&i| messages[i].clone()).collect();
         let answers = match client.publish_batch(topic, &batch).await {
             Ok(answers) => answers,
-            Err(error) => pending
-                .iter()
-                .map(|_| Err(shared_failure(&error)))
-                .collect(),
+            Err(error) if tries == 1 => return Err(error),
+            // Records sent before were not refused as a batch; the retry's
+            // failure is theirs.
+            Err(error) => pending.iter().map(|_| Err(error.duplicate())).collect(),
         };
         let mut throttled = Vec::new();
         for (index, answer) in pending.into_iter().zip(answers) {
@@ -342,27 +353,10 @@ async fn publish_records(
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(MAX_THROTTLED_WAIT);
     }
-    outcomes
+    Ok(outcomes
         .into_iter()
         .map(|outcome| outcome.expect("every record is answered"))
-        .collect()
-}
-
-/// A batch's failure, as each of its records' own.
-fn shared_failure(error: &Error) -> Error {
-    match error {
-        Error::Api {
-            status,
-            message,
-            retry_after,
-        } => Error::Api {
-            status: *status,
-            message: message.clone(),
-            retry_after: *retry_after,
-        },
-        Error::InvalidBaseUrl(url) => Error::InvalidBaseUrl(url.clone()),
-        other => Error::Stream(other.to_string()),
-    }
+        .collect())
 }
 
 /// Whether every later record would fail the same way.
@@ -370,9 +364,7 @@ fn stops_the_batch(error: &Error) -> bool {
     match error {
         Error::Api { status, .. } => matches!(status, 401 | 404),
         Error::Transport(_) | Error::InvalidBaseUrl(_) => true,
-        // A batch that failed on the way (see `shared_failure`).
-        Error::Stream(_) => true,
-        Error::Decode(_) => false,
+        Error::Decode(_) | Error::Stream(_) => false,
     }
 }
 
@@ -422,6 +414,7 @@ struct Summary {
 
 impl Summary {
     fn count(&mut self, line: usize, outcome: LineOutcome) {
+        let batch_refused = matches!(outcome, LineOutcome::BatchRefused(_));
         let failure = match outcome {
             LineOutcome::Blank => return,
             LineOutcome::Sent(Ok(PublishOutcome::Produced(_))) => {
@@ -437,13 +430,14 @@ impl Summary {
                 status: None,
                 error: error.to_string(),
             },
-            LineOutcome::Sent(Err(error)) => {
+            LineOutcome::Sent(Err(error)) | LineOutcome::BatchRefused(error) => {
                 let failure = LineFailure {
                     line,
                     status: error.status(),
                     error: error.to_string(),
                 };
-                if stops_the_batch(&error) && self.stopped_at.is_none_or(|first| line < first) {
+                let stops = batch_refused || stops_the_batch(&error);
+                if stops && self.stopped_at.is_none_or(|first| line < first) {
                     self.stopped_at = Some(line);
                     self.stop_error = Some(error);
                 }

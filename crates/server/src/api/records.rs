@@ -71,6 +71,9 @@ enum RecordResult {
         status: u16,
         #[serde(flatten)]
         body: ErrorBody,
+        /// A suppression given before, under the record's idempotency key.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        replayed: bool,
     },
 }
 
@@ -93,14 +96,13 @@ impl RecordResult {
                 replayed,
             },
             Ok(Published::Suppressed(by)) => {
-                let (rule, silence) = match by {
-                    Suppressed::ByRule(rule) => (Some(rule), None),
-                    Suppressed::BySilence(id) => (None, Some(id)),
-                };
-                let error = match (&rule, &silence) {
-                    (Some(rule), _) => format!("suppressed by rule {rule}"),
-                    (_, Some(silence)) => format!("suppressed by silence {silence}"),
-                    _ => "suppressed".to_owned(),
+                let (error, rule, silence) = match by {
+                    Suppressed::ByRule(rule) => {
+                        (format!("suppressed by rule {rule}"), Some(rule), None)
+                    }
+                    Suppressed::BySilence(id) => {
+                        (format!("suppressed by silence {id}"), None, Some(id))
+                    }
                 };
                 Self::Stopped {
                     status: 202,
@@ -110,6 +112,7 @@ impl RecordResult {
                         silence,
                         ..ErrorBody::default()
                     },
+                    replayed,
                 }
             }
             Err(error) => {
@@ -119,6 +122,7 @@ impl RecordResult {
                 Self::Stopped {
                     status: status.as_u16(),
                     body,
+                    replayed: false,
                 }
             }
         }
