@@ -26,8 +26,10 @@ use crate::parse::Payload;
 /// Failed lines the summary names; the others are only counted.
 const REPORTED_FAILURES: usize = 10;
 
-/// Tries of a publish that a quota throttled, and the wait before the
-/// second (doubled after each, at most [`MAX_THROTTLED_WAIT`]).
+/// Tries of a publish that a quota throttled (429: nothing was produced),
+/// and the wait before the second (doubled after each, at most
+/// [`MAX_THROTTLED_WAIT`]). No other failure is tried again, since it may
+/// have produced the record.
 const THROTTLED_TRIES: u32 = 6;
 const FIRST_THROTTLED_WAIT: Duration = Duration::from_millis(250);
 const MAX_THROTTLED_WAIT: Duration = Duration::from_secs(8);
@@ -35,29 +37,6 @@ const MAX_THROTTLED_WAIT: Duration = Duration::from_secs(8);
 /// The longest stdin line read; a longer one fails without being held. As
 /// much as the server takes in one batch request (8 MiB by default).
 const MAX_LINE_BYTES: usize = 8 * 1024 * 1024;
-
-/// Publishes the one record given on the command line.
-///
-/// A throttled publish (429) produced nothing, so it is tried again after
-/// a wait; no other failure is, since it may have produced the record.
-async fn publish_record(
-    client: &Client,
-    topic: &TopicName,
-    message: &OutgoingMessage,
-) -> Result<PublishOutcome, Error> {
-    let mut wait = FIRST_THROTTLED_WAIT;
-    let mut tries = 1;
-    loop {
-        match client.publish_message(topic, message).await {
-            Err(Error::Api { status: 429, .. }) if tries < THROTTLED_TRIES => {
-                tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(MAX_THROTTLED_WAIT);
-                tries += 1;
-            }
-            answer => return answer,
-        }
-    }
-}
 
 pub(super) async fn run(context: &Context, args: PublishArgs) -> anyhow::Result<()> {
     let client = context.client()?;
@@ -71,8 +50,11 @@ pub(super) async fn run(context: &Context, args: PublishArgs) -> anyhow::Result<
         )
         .into()),
         Payload::Json(payload) => {
-            let outcome = publish_record(&client, &args.topic, &defaults.message(payload))
+            // The one record as a batch of one, so it is tried again when
+            // throttled as stdin's records are.
+            let outcome = publish_records(&client, &args.topic, vec![defaults.message(payload)])
                 .await
+                .and_then(|mut answers| answers.pop().expect("one record, one answer"))
                 .with_context(|| format!("publish to {}", args.topic))?;
             print_outcome(context, &args.topic, &outcome)
         }

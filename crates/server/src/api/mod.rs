@@ -178,7 +178,7 @@ pub(crate) fn router(config: &Config) -> Router<AppState> {
     let (router, document) = api.split_for_parts();
     let json = document.to_json().expect("the document serialises");
     router
-        .layer(axum::Extension(openapi::Document(json.into())))
+        .layer(axum::Extension(openapi::Document(json.into_bytes().into())))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
 }

@@ -1,9 +1,8 @@
 //! `GET /openapi.json`: the OpenAPI 3.1 document of the routes this server
 //! serves, generated from the handlers.
 
-use std::sync::Arc;
-
 use axum::Extension;
+use axum::body::Bytes;
 use axum::http::header;
 use axum::response::IntoResponse;
 use utoipa_axum::router::OpenApiRouter;
@@ -15,9 +14,10 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(document))
 }
 
-/// The document as JSON, rendered once when the router is built.
+/// The document as JSON, rendered once when the router is built; a
+/// request clones a reference count.
 #[derive(Debug, Clone)]
-pub(crate) struct Document(pub(crate) Arc<str>);
+pub(crate) struct Document(pub(crate) Bytes);
 
 /// This document.
 #[utoipa::path(
@@ -28,8 +28,5 @@ pub(crate) struct Document(pub(crate) Arc<str>);
     responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)),
 )]
 async fn document(Extension(Document(json)): Extension<Document>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "application/json")],
-        json.to_string(),
-    )
+    ([(header::CONTENT_TYPE, "application/json")], json)
 }
