@@ -51,10 +51,11 @@ if [ -n "${ACTEON_KAFKA_BOOTSTRAP:-}" ]; then
   cargo run --locked -p acteon-simulation --example work_queue
   cargo run --locked -p acteon-simulation --example reconciler
 fi
-# The benchmark harness, every scenario small, on the in-memory backend: it
-# exits non-zero if its report is not sane (failed requests, undelivered
-# events, impossible figures). The figures of this debug build mean nothing;
-# scripts/bench.sh makes the real ones.
+# The benchmark harness, every scenario small, on the in-memory backend and
+# the broker: it exits non-zero if its report is not sane (failed requests,
+# undelivered events, impossible figures). The figures of this debug build
+# mean nothing; scripts/bench.sh makes the real ones.
 cargo run --locked -p acteon-simulation --bin bus-bench -- --quick \
+  ${ACTEON_KAFKA_BOOTSTRAP:+--kafka "$ACTEON_KAFKA_BOOTSTRAP"} \
   --out target/bus-bench-quick.json --markdown target/bus-bench-quick.md
 echo "test: finished in $((SECONDS - started)) s" >&2

@@ -27,9 +27,14 @@ const STALLED: Duration = Duration::from_secs(30);
 #[derive(Debug, Clone)]
 pub struct HttpLoad {
     pub address: SocketAddr,
-    pub path: &'static str,
+    pub path: Arc<str>,
     pub bearer: Option<String>,
     pub bodies: Arc<[Bytes]>,
+    /// Records in each body: above one, a body is a batch, and each
+    /// receipt in its answer counts as one record completed.
+    pub records_per_request: u64,
+    /// Sends every request with an `Idempotency-Key` of its own.
+    pub idempotency_keys: bool,
 }
 
 /// How long to drive the load, and over how many connections.
@@ -44,9 +49,10 @@ pub struct LoadShape {
 /// What a measured span of load gave.
 #[derive(Debug)]
 pub struct LoadRun {
-    /// 200 answers completed within the measured span.
+    /// Records produced within the measured span: 200 answers, or the
+    /// receipts in them for batches.
     pub completed: u64,
-    /// Answers other than 200 (warm-up included).
+    /// Records not produced (warm-up included).
     pub failed: u64,
     pub latencies: Latencies,
     pub measured: Duration,
@@ -153,8 +159,11 @@ pub async fn drive_http(
     shape: LoadShape,
     server: &ServerProcess,
 ) -> anyhow::Result<LoadRun> {
+    // Keys of their own per run: a key seen in an earlier run would be a
+    // replay, which costs less than a publish.
+    let run: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
     measure(shape, Some(server), |index, window| {
-        connection(load.clone(), index, window)
+        connection(load.clone(), Arc::clone(&run), index, window)
     })
     .await
 }
@@ -190,11 +199,16 @@ impl ClosedLoop {
 
     /// Notes the answer to the request sent at `sent`.
     pub fn answered(&mut self, sent: Instant, ok: bool) {
+        self.answered_records(sent, u64::from(ok), u64::from(!ok));
+    }
+
+    /// Notes the answer to a request of several records sent at `sent`:
+    /// `produced` of them were, `failed` were not.
+    pub fn answered_records(&mut self, sent: Instant, produced: u64, failed: u64) {
         let done = Instant::now();
-        if !ok {
-            self.tally.failed += 1;
-        } else if self.window.counts(sent, done) {
-            self.tally.completed += 1;
+        self.tally.failed += failed;
+        if failed == 0 && self.window.counts(sent, done) {
+            self.tally.completed += produced;
             self.tally.latencies.record(done - sent);
         }
     }
@@ -204,7 +218,29 @@ impl ClosedLoop {
     }
 }
 
-async fn connection(load: HttpLoad, index: usize, window: Window) -> anyhow::Result<Tally> {
+/// The records an answer says were produced: one for a single publish's
+/// 200, one per receipt in a batch's results.
+fn produced_records(load: &HttpLoad, ok: bool, body: &[u8]) -> u64 {
+    if !ok {
+        0
+    } else if load.records_per_request == 1 {
+        1
+    } else {
+        body.windows(RECEIPT_FIELD.len())
+            .filter(|window| *window == RECEIPT_FIELD)
+            .count() as u64
+    }
+}
+
+/// The field only a receipt has in a batch's results.
+const RECEIPT_FIELD: &[u8] = b"\"offset\":";
+
+async fn connection(
+    load: HttpLoad,
+    run: Arc<str>,
+    index: usize,
+    window: Window,
+) -> anyhow::Result<Tally> {
     let stream = TcpStream::connect(load.address)
         .await
         .with_context(|| format!("connecting to {}", load.address))?;
@@ -214,11 +250,14 @@ async fn connection(load: HttpLoad, index: usize, window: Window) -> anyhow::Res
     let driver = tokio::spawn(connection);
     let mut requests = ClosedLoop::new(index, window);
     while let Some((next, sent)) = requests.send() {
-        let mut request = Request::post(load.path)
+        let mut request = Request::post(&*load.path)
             .header(HOST, "bench")
             .header(CONTENT_TYPE, "application/json");
         if let Some(bearer) = &load.bearer {
             request = request.header(AUTHORIZATION, bearer);
+        }
+        if load.idempotency_keys {
+            request = request.header("idempotency-key", format!("{run}-{index}-{next}"));
         }
         let body = load.bodies[next % load.bodies.len()].clone();
         let request = request.body(Full::new(body))?;
@@ -226,13 +265,14 @@ async fn connection(load: HttpLoad, index: usize, window: Window) -> anyhow::Res
             sender.ready().await?;
             let response = sender.send_request(request).await?;
             let ok = response.status() == hyper::StatusCode::OK;
-            response.into_body().collect().await?;
-            anyhow::Ok(ok)
+            let body = response.into_body().collect().await?.to_bytes();
+            anyhow::Ok(produced_records(&load, ok, &body))
         };
-        let ok = tokio::time::timeout_at(window.end + STALLED, exchange)
+        let produced = tokio::time::timeout_at(window.end + STALLED, exchange)
             .await
             .with_context(|| format!("no answer from {} within {STALLED:?}", load.address))??;
-        requests.answered(sent, ok);
+        let failed = load.records_per_request - produced;
+        requests.answered_records(sent, produced, failed);
     }
     drop(sender);
     driver.await?.context("HTTP connection")?;

@@ -30,12 +30,46 @@ use self::in_process::InProcessSize;
 use self::report::Report;
 use self::throughput::ThroughputSize;
 
+/// The scenarios, as `--only` names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// 1: a publish through the router, without a socket.
+    InProcess,
+    /// 2: HTTP publish on the in-memory backend.
+    HttpMemory,
+    /// 3: HTTP publish on Kafka.
+    HttpKafka,
+    /// 4: publish → SSE latency.
+    Latency,
+    /// 5 and 6: SSE fan-out.
+    Fanout,
+    /// 7 to 9: durable subscriptions.
+    Durable,
+    /// 10: batch publish on Kafka.
+    Batch,
+}
+
+impl Scenario {
+    pub const ALL: [Self; 7] = [
+        Self::InProcess,
+        Self::HttpMemory,
+        Self::HttpKafka,
+        Self::Latency,
+        Self::Fanout,
+        Self::Durable,
+        Self::Batch,
+    ];
+}
+
 /// How much of each scenario a run does.
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub name: &'static str,
     pub in_process: InProcessSize,
     pub throughput: ThroughputSize,
+    /// Scenario 10; its rates count records, not requests.
+    pub batch: ThroughputSize,
     pub latency_messages: u64,
     /// Fewer: each takes about Tansu's fetch wait (`docs/broker.md`).
     pub kafka_latency_messages: u64,
@@ -54,6 +88,12 @@ impl Plan {
             },
             throughput: ThroughputSize {
                 concurrency: vec![1, 16, 64],
+                rounds: 3,
+                warm_up: Duration::from_secs(1),
+                measure: Duration::from_secs(3),
+            },
+            batch: ThroughputSize {
+                concurrency: vec![1, 8],
                 rounds: 3,
                 warm_up: Duration::from_secs(1),
                 measure: Duration::from_secs(3),
@@ -98,6 +138,12 @@ impl Plan {
                 warm_up: Duration::from_millis(200),
                 measure: Duration::from_millis(800),
             },
+            batch: ThroughputSize {
+                concurrency: vec![1, 4],
+                rounds: 1,
+                warm_up: Duration::from_millis(200),
+                measure: Duration::from_millis(800),
+            },
             latency_messages: 100,
             kafka_latency_messages: 50,
             fanout: FanoutSize {
@@ -131,40 +177,14 @@ fn fanout_run(backend: &'static str, mode: SubscriptionMode, subscribers: usize)
     }
 }
 
-/// Runs every scenario of `plan`; the Kafka ones only with a broker.
-pub async fn run(plan: &Plan, kafka: Option<&str>) -> anyhow::Result<Report> {
+/// Runs the `scenarios` of `plan`; the Kafka ones only with a broker.
+pub async fn run(
+    plan: &Plan,
+    scenarios: &[Scenario],
+    kafka: Option<&str>,
+) -> anyhow::Result<Report> {
     let date = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
-    eprintln!("1/6 publish in process");
-    let in_process = in_process::run(plan.in_process).await?;
-    eprintln!("2/6 HTTP publish, in-memory backend");
-    let http_memory = throughput::http_memory(&plan.throughput).await?;
-    let http_kafka = match kafka {
-        Some(bootstrap) => {
-            eprintln!("3/6 HTTP publish, Kafka backend at {bootstrap}");
-            Some(throughput::http_kafka(&plan.throughput, bootstrap).await?)
-        }
-        None => None,
-    };
-    eprintln!("4/6 publish → SSE latency");
-    let mut end_to_end = vec![latency::end_to_end(None, plan.latency_messages).await?];
-    if let Some(bootstrap) = kafka {
-        end_to_end.push(latency::end_to_end(Some(bootstrap), plan.kafka_latency_messages).await?);
-    }
-    let mut fanout = Vec::new();
-    for &run in &plan.fanout.runs {
-        if run.backend == "kafka" && kafka.is_none() {
-            continue;
-        }
-        eprintln!(
-            "5/6 SSE fan-out to {} {} subscribers, {} backend",
-            run.subscribers,
-            run.mode.as_str(),
-            run.backend
-        );
-        fanout.push(fanout::fanout(run, &plan.fanout, kafka).await?);
-    }
-    eprintln!("6/6 durable subscriptions");
-    let durable = durable::run(&plan.durable, kafka).await?;
+    let runs = |scenario| scenarios.contains(&scenario);
     let mut report = Report {
         date,
         cores: std::thread::available_parallelism().map_or(0, usize::from),
@@ -176,14 +196,61 @@ pub async fn run(plan: &Plan, kafka: Option<&str>) -> anyhow::Result<Report> {
         }
         .to_owned(),
         kafka_bootstrap: kafka.map(str::to_owned),
-        in_process,
-        http_memory,
-        http_kafka,
-        end_to_end,
-        fanout,
-        durable,
+        scenarios: scenarios.to_vec(),
+        in_process: None,
+        http_memory: None,
+        http_kafka: None,
+        end_to_end: Vec::new(),
+        fanout: Vec::new(),
+        durable: None,
+        batch_kafka: None,
         goals: Vec::new(),
     };
+    if runs(Scenario::InProcess) {
+        eprintln!("1. publish in process");
+        report.in_process = Some(in_process::run(plan.in_process).await?);
+    }
+    if runs(Scenario::HttpMemory) {
+        eprintln!("2. HTTP publish, in-memory backend");
+        report.http_memory = Some(throughput::http_memory(&plan.throughput).await?);
+    }
+    if let (true, Some(bootstrap)) = (runs(Scenario::HttpKafka), kafka) {
+        eprintln!("3. HTTP publish, Kafka backend at {bootstrap}");
+        report.http_kafka = Some(throughput::http_kafka(&plan.throughput, bootstrap).await?);
+    }
+    if runs(Scenario::Latency) {
+        eprintln!("4. publish → SSE latency");
+        report
+            .end_to_end
+            .push(latency::end_to_end(None, plan.latency_messages).await?);
+        if let Some(bootstrap) = kafka {
+            report
+                .end_to_end
+                .push(latency::end_to_end(Some(bootstrap), plan.kafka_latency_messages).await?);
+        }
+    }
+    for &run in plan.fanout.runs.iter().filter(|_| runs(Scenario::Fanout)) {
+        if run.backend == "kafka" && kafka.is_none() {
+            continue;
+        }
+        eprintln!(
+            "5. SSE fan-out to {} {} subscribers, {} backend",
+            run.subscribers,
+            run.mode.as_str(),
+            run.backend
+        );
+        report
+            .fanout
+            .push(fanout::fanout(run, &plan.fanout, kafka).await?);
+    }
+    if runs(Scenario::Durable) {
+        eprintln!("7. durable subscriptions");
+        report.durable = Some(durable::run(&plan.durable, kafka).await?);
+    }
+    if let (true, Some(bootstrap)) = (runs(Scenario::Batch), kafka) {
+        eprintln!("10. batch publish, Kafka backend at {bootstrap}");
+        report.batch_kafka = Some(throughput::batch_kafka(&plan.batch, bootstrap).await?);
+    }
     report.judge_goals();
     Ok(report)
 }

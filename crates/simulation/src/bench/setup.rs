@@ -54,6 +54,26 @@ pub fn publish_bodies(topic: &TopicName, count: u64) -> Arc<[Bytes]> {
         .collect()
 }
 
+/// `count` batch request bodies of `records` records each, the `seq`-th
+/// message going on as in [`publish_bodies`].
+pub fn batch_bodies(count: u64, records: u64) -> Arc<[Bytes]> {
+    (0..count)
+        .map(|body| {
+            let records: Vec<_> = (0..records)
+                .map(|index| {
+                    let message = message(body * records + index);
+                    serde_json::json!({
+                        "key": message.key,
+                        "payload": message.payload,
+                        "headers": message.headers,
+                    })
+                })
+                .collect();
+            Bytes::from(serde_json::json!({ "records": records }).to_string())
+        })
+        .collect()
+}
+
 /// How the Acteon server under test is configured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pipeline {
@@ -69,6 +89,14 @@ impl Pipeline {
         match self {
             Self::Defaults => "acteon (defaults)",
             Self::Full => "acteon (auth, 10 rules, quota, audit)",
+        }
+    }
+
+    /// The label of this configuration's batch publishes.
+    pub fn batch_label(self) -> &'static str {
+        match self {
+            Self::Defaults => "acteon (defaults), batches of 100",
+            Self::Full => "acteon (auth, 10 rules, quota, audit), batches of 100",
         }
     }
 

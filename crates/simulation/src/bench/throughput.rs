@@ -87,11 +87,33 @@ impl ThroughputReport {
         }
     }
 
+    /// The highest concurrency measured.
+    pub fn top_concurrency(&self) -> usize {
+        self.rows
+            .iter()
+            .map(|row| row.concurrency)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The row of `target` at `concurrency`.
     pub fn row(&self, target: &str, concurrency: usize) -> Option<&ThroughputRow> {
         self.rows
             .iter()
             .find(|row| row.target == target && row.concurrency == concurrency)
+    }
+}
+
+impl ThroughputRow {
+    /// The server's CPU time per record, in microseconds.
+    pub fn server_cpu_us_per_record(&self) -> f64 {
+        self.server_cores.unwrap_or(0.0) * 1e6 / self.per_second.max(f64::EPSILON)
+    }
+
+    /// The load generator's CPU time per record, in microseconds: for a
+    /// producer inside it, the producer's cost.
+    pub fn generator_cpu_us_per_record(&self) -> f64 {
+        self.generator_cores * 1e6 / self.per_second.max(f64::EPSILON)
     }
 }
 
@@ -113,6 +135,12 @@ fn add_run<'a>(
 
 pub const BARE_HANDLER: &str = "bare axum handler";
 pub const DIRECT_RDKAFKA: &str = "rdkafka, direct";
+pub const PIPELINED_RDKAFKA: &str = "rdkafka, 100 records pipelined";
+/// Acteon's defaults, each request with an idempotency key of its own.
+pub const IDEMPOTENCY_KEYS: &str = "acteon (defaults), idempotency keys";
+
+/// Records in each request of the batch scenario.
+pub const BATCH_RECORDS: u64 = 100;
 
 fn shape(size: &ThroughputSize, concurrency: usize) -> LoadShape {
     LoadShape {
@@ -122,104 +150,265 @@ fn shape(size: &ThroughputSize, concurrency: usize) -> LoadShape {
     }
 }
 
-fn publish_load(server: &ServerProcess, pipeline: Option<Pipeline>, topic: &TopicName) -> HttpLoad {
-    HttpLoad {
-        address: server.address,
-        path: "/v1/bus/publish",
-        bearer: pipeline.and_then(Pipeline::bearer),
-        bodies: setup::publish_bodies(topic, 64),
+/// An Acteon server under load and what its requests are.
+struct Target {
+    label: &'static str,
+    pipeline: Pipeline,
+    load: HttpLoad,
+}
+
+impl Target {
+    /// Single publishes to `topic`, with idempotency keys or without.
+    fn publishes(
+        server: &ServerProcess,
+        pipeline: Pipeline,
+        topic: &TopicName,
+        keys: bool,
+    ) -> Self {
+        Self {
+            label: if keys {
+                IDEMPOTENCY_KEYS
+            } else {
+                pipeline.label()
+            },
+            pipeline,
+            load: HttpLoad {
+                address: server.address,
+                path: "/v1/bus/publish".into(),
+                bearer: pipeline.bearer(),
+                bodies: setup::publish_bodies(topic, 64),
+                records_per_request: 1,
+                idempotency_keys: keys,
+            },
+        }
+    }
+
+    /// Batches of [`BATCH_RECORDS`] to `topic`.
+    fn batches(server: &ServerProcess, pipeline: Pipeline, topic: &TopicName) -> Self {
+        Self {
+            label: pipeline.batch_label(),
+            pipeline,
+            load: HttpLoad {
+                address: server.address,
+                path: format!("/v1/bus/topics/{}/records", topic.kafka_topic_name()).into(),
+                bearer: pipeline.bearer(),
+                bodies: setup::batch_bodies(16, BATCH_RECORDS),
+                records_per_request: BATCH_RECORDS,
+                idempotency_keys: false,
+            },
+        }
     }
 }
 
-/// Scenario 2: the bare handler and Acteon on the in-memory backend, with
-/// its defaults and with the whole pipeline, at each concurrency in turn.
-pub async fn http_memory(size: &ThroughputSize) -> anyhow::Result<ThroughputReport> {
-    let topic = setup::topic("http");
-    let bare = ServerProcess::bare().await?;
-    let mut acteons = Vec::new();
-    for pipeline in [Pipeline::Defaults, Pipeline::Full] {
-        let server = ServerProcess::acteon(setup::acteon_config(pipeline, None)).await?;
-        setup::create_topic(&setup::client(&server.base_url)?, &topic).await?;
-        acteons.push((pipeline, server));
+/// Acteon servers with each of `pipelines`, on Kafka at `kafka` or on the
+/// in-memory backend, with `topic` created.
+async fn acteon_servers(
+    pipelines: &[Pipeline],
+    kafka: Option<&str>,
+    topic: &TopicName,
+) -> anyhow::Result<Vec<(Pipeline, ServerProcess)>> {
+    let mut servers = Vec::new();
+    for &pipeline in pipelines {
+        let server = ServerProcess::acteon(setup::acteon_config(pipeline, kafka)).await?;
+        setup::create_topic(&setup::client(&server.base_url)?, topic).await?;
+        servers.push((pipeline, server));
     }
+    Ok(servers)
+}
+
+fn server_of(servers: &[(Pipeline, ServerProcess)], pipeline: Pipeline) -> &ServerProcess {
+    &servers
+        .iter()
+        .find(|(configured, _)| *configured == pipeline)
+        .expect("a server for every pipeline")
+        .1
+}
+
+/// At each concurrency, `rounds` times: the baseline's run (from
+/// `baseline`), then each target's; the report against the baseline.
+async fn alternate<B, F>(
+    size: &ThroughputSize,
+    baseline_label: &str,
+    baseline: B,
+    targets: &[Target],
+    servers: &[(Pipeline, ServerProcess)],
+) -> anyhow::Result<ThroughputReport>
+where
+    B: Fn(LoadShape) -> F,
+    F: Future<Output = anyhow::Result<LoadRun>>,
+{
     let mut runs = Vec::new();
     for &concurrency in &size.concurrency {
         for _ in 0..size.rounds {
-            let load = publish_load(&bare, None, &topic);
-            let run = drive_http(&load, shape(size, concurrency), &bare).await?;
-            add_run(&mut runs, BARE_HANDLER, concurrency, run);
-            for (pipeline, server) in &acteons {
-                let load = publish_load(server, Some(*pipeline), &topic);
-                let run = drive_http(&load, shape(size, concurrency), server).await?;
-                add_run(&mut runs, pipeline.label(), concurrency, run);
+            let run = baseline(shape(size, concurrency)).await?;
+            add_run(&mut runs, baseline_label, concurrency, run);
+            for target in targets {
+                let server = server_of(servers, target.pipeline);
+                let run = drive_http(&target.load, shape(size, concurrency), server).await?;
+                add_run(&mut runs, target.label, concurrency, run);
             }
         }
     }
-    let report = ThroughputReport::new(BARE_HANDLER, size, runs);
-    bare.stop().await?;
-    for (_, server) in acteons {
+    Ok(ThroughputReport::new(baseline_label, size, runs))
+}
+
+async fn stop_all(servers: Vec<(Pipeline, ServerProcess)>) -> anyhow::Result<()> {
+    for (_, server) in servers {
         server.stop().await?;
     }
+    Ok(())
+}
+
+/// Scenario 2: the bare handler and Acteon on the in-memory backend, with
+/// its defaults (also with idempotency keys) and with the whole pipeline,
+/// at each concurrency in turn.
+pub async fn http_memory(size: &ThroughputSize) -> anyhow::Result<ThroughputReport> {
+    let topic = setup::topic("http");
+    let bare = ServerProcess::bare().await?;
+    let servers = acteon_servers(&[Pipeline::Defaults, Pipeline::Full], None, &topic).await?;
+    let targets = single_publish_targets(&servers, &topic);
+    let bare_load = HttpLoad {
+        address: bare.address,
+        path: "/v1/bus/publish".into(),
+        bearer: None,
+        bodies: setup::publish_bodies(&topic, 64),
+        records_per_request: 1,
+        idempotency_keys: false,
+    };
+    let baseline = |shape| drive_http(&bare_load, shape, &bare);
+    let report = alternate(size, BARE_HANDLER, baseline, &targets, &servers).await?;
+    bare.stop().await?;
+    stop_all(servers).await?;
     Ok(report)
 }
 
-/// Scenario 3: rdkafka producing straight to the broker, and Acteon with
-/// the whole pipeline on the Kafka backend, with the same producer
-/// properties (acks, idempotence, linger) and concurrency.
+fn single_publish_targets(servers: &[(Pipeline, ServerProcess)], topic: &TopicName) -> Vec<Target> {
+    let defaults = server_of(servers, Pipeline::Defaults);
+    vec![
+        Target::publishes(defaults, Pipeline::Defaults, topic, false),
+        Target::publishes(defaults, Pipeline::Defaults, topic, true),
+        Target::publishes(
+            server_of(servers, Pipeline::Full),
+            Pipeline::Full,
+            topic,
+            false,
+        ),
+    ]
+}
+
+/// A producer with the properties of Acteon's own (acks, idempotence,
+/// linger), to produce straight to the broker.
+fn direct_producer(bootstrap: &str) -> anyhow::Result<FutureProducer> {
+    KafkaConfig::with_bootstrap(bootstrap)
+        .producer()
+        .create()
+        .context("creating the direct producer")
+}
+
+/// Scenario 3: rdkafka producing straight to the broker, one record per
+/// task at a time, and Acteon on the Kafka backend with the same producer
+/// properties and concurrency.
 pub async fn http_kafka(
     size: &ThroughputSize,
     bootstrap: &str,
 ) -> anyhow::Result<ThroughputReport> {
     let topic = setup::topic("kafka");
-    let acteon =
-        ServerProcess::acteon(setup::acteon_config(Pipeline::Full, Some(bootstrap))).await?;
-    setup::create_topic(&setup::client(&acteon.base_url)?, &topic).await?;
-    let producer: FutureProducer = KafkaConfig::with_bootstrap(bootstrap)
-        .producer()
-        .create()
-        .context("creating the direct producer")?;
-    let messages: Arc<[OutgoingMessage]> = (0..64).map(setup::message).collect();
-    let kafka_name: Arc<str> = topic.kafka_topic_name().into();
-    let mut runs = Vec::new();
-    for &concurrency in &size.concurrency {
-        for _ in 0..size.rounds {
-            let run = measure(shape(size, concurrency), None, |index, window| {
-                produce_directly(
-                    producer.clone(),
-                    Arc::clone(&kafka_name),
-                    Arc::clone(&messages),
-                    index,
-                    window,
-                )
-            })
-            .await?;
-            add_run(&mut runs, DIRECT_RDKAFKA, concurrency, run);
-            let load = publish_load(&acteon, Some(Pipeline::Full), &topic);
-            let run = drive_http(&load, shape(size, concurrency), &acteon).await?;
-            add_run(&mut runs, Pipeline::Full.label(), concurrency, run);
-        }
-    }
-    let report = ThroughputReport::new(DIRECT_RDKAFKA, size, runs);
-    acteon.stop().await?;
+    let servers = acteon_servers(
+        &[Pipeline::Defaults, Pipeline::Full],
+        Some(bootstrap),
+        &topic,
+    )
+    .await?;
+    let targets = single_publish_targets(&servers, &topic);
+    let direct = DirectProducer::new(bootstrap, &topic, 1)?;
+    let baseline = |shape| direct.drive(shape);
+    let report = alternate(size, DIRECT_RDKAFKA, baseline, &targets, &servers).await?;
+    stop_all(servers).await?;
     Ok(report)
 }
 
-/// One producing task: the record Acteon's Kafka backend would produce for
-/// each message, awaiting each acknowledgement before the next.
+/// Scenario 10: batches of [`BATCH_RECORDS`] on the Kafka backend against
+/// rdkafka producing the same records straight to the broker, each task
+/// sending a batch's worth and awaiting all their acknowledgements.
+pub async fn batch_kafka(
+    size: &ThroughputSize,
+    bootstrap: &str,
+) -> anyhow::Result<ThroughputReport> {
+    let topic = setup::topic("batch");
+    let pipelines = [Pipeline::Defaults, Pipeline::Full];
+    let servers = acteon_servers(&pipelines, Some(bootstrap), &topic).await?;
+    let targets: Vec<_> = pipelines
+        .iter()
+        .map(|&pipeline| Target::batches(server_of(&servers, pipeline), pipeline, &topic))
+        .collect();
+    let direct = DirectProducer::new(bootstrap, &topic, BATCH_RECORDS)?;
+    let baseline = |shape| direct.drive(shape);
+    let report = alternate(size, PIPELINED_RDKAFKA, baseline, &targets, &servers).await?;
+    stop_all(servers).await?;
+    Ok(report)
+}
+
+/// rdkafka producing the records Acteon's Kafka backend would produce,
+/// `pipelined` at a time per task.
+struct DirectProducer {
+    producer: FutureProducer,
+    kafka_name: Arc<str>,
+    messages: Arc<[OutgoingMessage]>,
+    pipelined: u64,
+}
+
+impl DirectProducer {
+    fn new(bootstrap: &str, topic: &TopicName, pipelined: u64) -> anyhow::Result<Self> {
+        Ok(Self {
+            producer: direct_producer(bootstrap)?,
+            kafka_name: topic.kafka_topic_name().into(),
+            messages: (0..64).map(setup::message).collect(),
+            pipelined,
+        })
+    }
+
+    async fn drive(&self, shape: LoadShape) -> anyhow::Result<LoadRun> {
+        measure(shape, None, |index, window| {
+            produce_directly(
+                self.producer.clone(),
+                Arc::clone(&self.kafka_name),
+                Arc::clone(&self.messages),
+                self.pipelined,
+                index,
+                window,
+            )
+        })
+        .await
+    }
+}
+
+/// One producing task: `pipelined` records at a time, each awaiting all
+/// their acknowledgements before the next.
 async fn produce_directly(
     producer: FutureProducer,
     kafka_name: Arc<str>,
     messages: Arc<[OutgoingMessage]>,
+    pipelined: u64,
     index: usize,
     window: Window,
 ) -> anyhow::Result<Tally> {
     let mut produces = ClosedLoop::new(index, window);
     while let Some((next, sent)) = produces.send() {
-        let message = &messages[next % messages.len()];
-        let payload = message.payload.to_string();
-        let record = kafka_record(&kafka_name, message, &payload);
-        let delivered = producer.send(record, Duration::from_secs(5)).await;
-        produces.answered(sent, delivered.is_ok());
+        let records: Vec<_> = (0..pipelined as usize)
+            .map(|offset| {
+                let message = &messages[(next * pipelined as usize + offset) % messages.len()];
+                (message, message.payload.to_string())
+            })
+            .collect();
+        let deliveries = records.iter().map(|(message, payload)| {
+            producer.send(
+                kafka_record(&kafka_name, message, payload),
+                Duration::from_secs(5),
+            )
+        });
+        let delivered = futures::future::join_all(deliveries).await;
+        let produced = delivered.iter().filter(|result| result.is_ok()).count() as u64;
+        produces.answered_records(sent, produced, pipelined - produced);
     }
     Ok(produces.tally())
 }

@@ -1,7 +1,7 @@
 //! `bus-bench`: measures Acteon against its baselines and writes a report.
 //!
 //! ```text
-//! cargo run --release -p acteon-simulation --bin bus-bench -- [--quick] [--kafka <bootstrap>] [--out report.json]
+//! cargo run --release -p acteon-simulation --bin bus-bench -- [--quick] [--kafka <bootstrap>] [--only <scenario,...>] [--out report.json]
 //! ```
 
 use std::path::PathBuf;
@@ -10,9 +10,14 @@ use acteon_server::Config;
 use acteon_server::app::run;
 use acteon_server::logging;
 use acteon_simulation::bench::process::{CONFIG_ENV, exit_with_parent};
-use acteon_simulation::bench::{self, Plan, bare};
+use acteon_simulation::bench::{self, Plan, Scenario, bare};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+
+// The allocator `acteon-server` ships with, for every role of this binary:
+// the Acteon servers under test and their baselines alike.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Debug, Parser)]
 #[command(about = "Acteon side by side with its baselines, in one run")]
@@ -23,6 +28,9 @@ struct Cli {
     /// A Kafka bootstrap address; adds the Kafka scenarios.
     #[arg(long, value_name = "HOST:PORT")]
     kafka: Option<String>,
+    /// Only these scenarios (default: all).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "SCENARIO")]
+    only: Vec<Scenario>,
     /// Where to write the JSON report.
     #[arg(long, value_name = "PATH")]
     out: Option<PathBuf>,
@@ -67,7 +75,12 @@ async fn main() -> anyhow::Result<()> {
     } else {
         Plan::full()
     };
-    let report = bench::run(&plan, cli.kafka.as_deref()).await?;
+    let scenarios = if cli.only.is_empty() {
+        Scenario::ALL.to_vec()
+    } else {
+        cli.only
+    };
+    let report = bench::run(&plan, &scenarios, cli.kafka.as_deref()).await?;
     if let Some(path) = &cli.out {
         let json = serde_json::to_string_pretty(&report)?;
         std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
