@@ -31,10 +31,24 @@ use crate::state::{MemoryStore, SqliteStore, StateStore, TimedStore};
 use crate::topics::TopicRegistry;
 
 /// What every handler can reach.
+/// What every handler shares, behind one `Arc`: each request clones it
+/// several times (extractors, middleware), and one count is cheaper than
+/// one per service.
 #[derive(Debug, Clone)]
+pub struct AppState(Arc<Services>);
+
+impl std::ops::Deref for AppState {
+    type Target = Services;
+
+    fn deref(&self) -> &Services {
+        &self.0
+    }
+}
+
+#[derive(Debug)]
 // Without the `bus` feature only the health routes read it.
 #[cfg_attr(not(feature = "bus"), allow(dead_code))]
-pub struct AppState {
+pub struct Services {
     pub(crate) state: Arc<dyn StateStore>,
     pub(crate) bus: Arc<dyn BusBackend>,
     pub(crate) topics: TopicRegistry,
@@ -140,7 +154,7 @@ impl Server {
             topics.clone(),
             config.durable.clone(),
         );
-        let app = AppState {
+        let app = AppState(Arc::new(Services {
             state,
             bus,
             topics,
@@ -156,7 +170,7 @@ impl Server {
             readiness: Arc::default(),
             metrics,
             keys,
-        };
+        }));
         app.topics
             .restore()
             .await
