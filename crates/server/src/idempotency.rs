@@ -53,8 +53,19 @@ pub const MAX_KEY_BYTES: usize = 255;
 /// The one document the window is stored as.
 const SNAPSHOT_ID: &str = "window";
 
-/// A topic and a key.
-type Slot = (String, String);
+/// A topic and a key, as their SHA-256: fixed-size keys compare and move
+/// without following pointers into a large map, and cost no allocation.
+type Slot = [u8; 32];
+
+fn slot(topic: &TopicName, key: &str) -> Slot {
+    let mut digest = Sha256::new();
+    digest.update(topic.kafka_topic_name());
+    // Topic names have no NUL; it ends the name so that no other split
+    // of the same bytes gives the same slot.
+    digest.update([0]);
+    digest.update(key);
+    digest.finalize().into()
+}
 
 #[derive(Debug)]
 enum State {
@@ -75,8 +86,8 @@ struct Entry {
 /// A kept answer, as stored.
 #[derive(Debug, Serialize, Deserialize)]
 struct Kept {
-    topic: String,
-    key: String,
+    /// The slot's SHA-256, in hex.
+    slot: String,
     fingerprint: String,
     at: DateTime<Utc>,
     published: Published,
@@ -114,18 +125,17 @@ impl Window {
     /// `older_than`, when given); `false` when there is none to remove. An
     /// entry in flight stays until it settles.
     fn drop_oldest_settled(&mut self, older_than: Option<DateTime<Utc>>) -> bool {
-        while let Some((claim, slot)) = self.order.front() {
-            if !self.is_current(*claim, slot) {
+        while let Some(&(claim, slot)) = self.order.front() {
+            let Some(entry) = self.entries.get(&slot).filter(|entry| entry.claim == claim) else {
                 self.order.pop_front();
                 continue;
-            }
-            let entry = &self.entries[slot];
+            };
             if matches!(entry.state, State::InFlight)
                 || older_than.is_some_and(|limit| entry.at >= limit)
             {
                 return false;
             }
-            let (_, slot) = self.order.pop_front().expect("looked at");
+            self.order.pop_front();
             self.entries.remove(&slot);
             self.changed = true;
             return true;
@@ -162,8 +172,9 @@ pub struct Ticket {
 /// What identifies a record's content: a repeat must match it.
 fn fingerprint(message: &OutgoingMessage) -> [u8; 32] {
     let content = (&message.key, &message.payload, &message.headers);
-    let bytes = serde_json::to_vec(&content).expect("a message serialises");
-    Sha256::digest(bytes).into()
+    let mut digest = Sha256::new();
+    serde_json::to_writer(&mut digest, &content).expect("a message serialises");
+    digest.finalize().into()
 }
 
 /// A key a client may send: 1 to [`MAX_KEY_BYTES`] printable ASCII bytes.
@@ -206,7 +217,7 @@ impl IdempotencyWindow {
     ) -> Result<Claim, ServiceError> {
         check_key(key)?;
         let now = Utc::now();
-        let slot = (topic.kafka_topic_name(), key.to_owned());
+        let slot = slot(topic, key);
         let print = fingerprint(message);
         let mut window = self.lock();
         let oldest_kept = now - self.window_length();
@@ -228,7 +239,7 @@ impl IdempotencyWindow {
         let claim = window.next_claim;
         window.next_claim += 1;
         window.entries.insert(
-            slot.clone(),
+            slot,
             Entry {
                 claim,
                 fingerprint: print,
@@ -236,7 +247,7 @@ impl IdempotencyWindow {
                 state: State::InFlight,
             },
         );
-        window.order.push_back((claim, slot.clone()));
+        window.order.push_back((claim, slot));
         Ok(Claim::New(Ticket {
             window: Arc::clone(self),
             claim,
@@ -261,14 +272,15 @@ impl IdempotencyWindow {
         kept.sort_by_key(|kept| kept.at);
         let mut window = self.lock();
         for kept in kept {
-            let mut print = [0u8; 32];
-            if hex::decode_to_slice(&kept.fingerprint, &mut print).is_err() {
+            let (mut print, mut slot) = ([0u8; 32], [0u8; 32]);
+            if hex::decode_to_slice(&kept.fingerprint, &mut print).is_err()
+                || hex::decode_to_slice(&kept.slot, &mut slot).is_err()
+            {
                 continue;
             }
-            let slot = (kept.topic, kept.key);
             let claim = window.next_claim;
             window.next_claim += 1;
-            window.order.push_back((claim, slot.clone()));
+            window.order.push_back((claim, slot));
             window.entries.insert(
                 slot,
                 Entry {
@@ -294,10 +306,9 @@ impl IdempotencyWindow {
             window
                 .entries
                 .iter()
-                .filter_map(|((topic, key), entry)| match &entry.state {
+                .filter_map(|(slot, entry)| match &entry.state {
                     State::Done(published) => Some(Kept {
-                        topic: topic.clone(),
-                        key: key.clone(),
+                        slot: hex::encode(slot),
                         fingerprint: hex::encode(entry.fingerprint),
                         at: entry.at,
                         published: published.clone(),
