@@ -306,6 +306,24 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_answer_counts_its_receipts_and_a_single_answer_its_status() {
+        let mut load = HttpLoad {
+            address: SocketAddr::from(([127, 0, 0, 1], 1)),
+            path: "/".into(),
+            bearer: None,
+            bodies: Arc::new([]),
+            records_per_request: 3,
+            idempotency_keys: false,
+        };
+        let batch = br#"{"results":[{"partition":0,"offset":7,"produced_at":"t"},{"status":429,"error":"over quota"},{"partition":1,"offset":2,"produced_at":"t"}]}"#;
+        assert_eq!(produced_records(&load, true, batch), 2);
+        assert_eq!(produced_records(&load, false, batch), 0);
+        load.records_per_request = 1;
+        assert_eq!(produced_records(&load, true, b"{}"), 1);
+        assert_eq!(produced_records(&load, false, b"{}"), 0);
+    }
+
+    #[test]
     fn only_requests_inside_the_window_count() {
         let start = Instant::now();
         let window = Window {
