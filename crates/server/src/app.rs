@@ -30,7 +30,6 @@ use crate::request_id::{self, RequestId};
 use crate::state::{MemoryStore, SqliteStore, StateStore, TimedStore};
 use crate::topics::TopicRegistry;
 
-/// What every handler can reach.
 /// What every handler shares, behind one `Arc`: each request clones it
 /// several times (extractors, middleware), and one count is cheaper than
 /// one per service.

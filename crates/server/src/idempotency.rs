@@ -54,7 +54,8 @@ pub const MAX_KEY_BYTES: usize = 255;
 const SNAPSHOT_ID: &str = "window";
 
 /// A topic and a key, as their SHA-256: fixed-size keys compare and move
-/// without following pointers into a large map, and cost no allocation.
+/// without following pointers into a large map, and are copied, not
+/// cloned.
 type Slot = [u8; 32];
 
 fn slot(topic: &TopicName, key: &str) -> Slot {

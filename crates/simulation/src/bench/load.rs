@@ -207,9 +207,11 @@ impl ClosedLoop {
     pub fn answered_records(&mut self, sent: Instant, produced: u64, failed: u64) {
         let done = Instant::now();
         self.tally.failed += failed;
-        if failed == 0 && self.window.counts(sent, done) {
+        if self.window.counts(sent, done) {
             self.tally.completed += produced;
-            self.tally.latencies.record(done - sent);
+            if failed == 0 {
+                self.tally.latencies.record(done - sent);
+            }
         }
     }
 
@@ -226,9 +228,11 @@ fn produced_records(load: &HttpLoad, ok: bool, body: &[u8]) -> u64 {
     } else if load.records_per_request == 1 {
         1
     } else {
-        body.windows(RECEIPT_FIELD.len())
+        let receipts = body
+            .windows(RECEIPT_FIELD.len())
             .filter(|window| *window == RECEIPT_FIELD)
-            .count() as u64
+            .count() as u64;
+        receipts.min(load.records_per_request)
     }
 }
 
@@ -271,7 +275,7 @@ async fn connection(
         let produced = tokio::time::timeout_at(window.end + STALLED, exchange)
             .await
             .with_context(|| format!("no answer from {} within {STALLED:?}", load.address))??;
-        let failed = load.records_per_request - produced;
+        let failed = load.records_per_request.saturating_sub(produced);
         requests.answered_records(sent, produced, failed);
     }
     drop(sender);
@@ -321,6 +325,21 @@ mod tests {
         load.records_per_request = 1;
         assert_eq!(produced_records(&load, true, b"{}"), 1);
         assert_eq!(produced_records(&load, false, b"{}"), 0);
+    }
+
+    #[test]
+    fn a_partly_failed_batch_counts_what_it_produced_but_not_its_latency() {
+        let start = Instant::now();
+        let window = Window {
+            start,
+            end: start + Duration::from_secs(60),
+        };
+        let mut requests = ClosedLoop::new(0, window);
+        requests.answered_records(start, 98, 2);
+        requests.answered_records(start, 100, 0);
+        let tally = requests.tally();
+        assert_eq!((tally.completed, tally.failed), (198, 2));
+        assert_eq!(tally.latencies.summary().count, 1);
     }
 
     #[test]

@@ -201,7 +201,8 @@ impl Target {
 }
 
 /// Acteon servers with each of `pipelines`, on Kafka at `kafka` or on the
-/// in-memory backend, with `topic` created.
+/// in-memory backend, with `topic` created and one record published to
+/// it, as [`DirectProducer::new`] does before its first window.
 async fn acteon_servers(
     pipelines: &[Pipeline],
     kafka: Option<&str>,
@@ -210,7 +211,12 @@ async fn acteon_servers(
     let mut servers = Vec::new();
     for &pipeline in pipelines {
         let server = ServerProcess::acteon(setup::acteon_config(pipeline, kafka)).await?;
-        setup::create_topic(&setup::client(&server.base_url)?, topic).await?;
+        let client = setup::client(&server.base_url)?;
+        setup::create_topic(&client, topic).await?;
+        client
+            .publish_message(topic, &setup::message(0))
+            .await
+            .context("the first publish")?;
         servers.push((pipeline, server));
     }
     Ok(servers)
@@ -320,7 +326,7 @@ pub async fn http_kafka(
     )
     .await?;
     let targets = single_publish_targets(&servers, &topic);
-    let direct = DirectProducer::new(bootstrap, &topic, 1)?;
+    let direct = DirectProducer::new(bootstrap, &topic, 1).await?;
     let baseline = |shape| direct.drive(shape);
     let report = alternate(size, DIRECT_RDKAFKA, baseline, &targets, &servers).await?;
     stop_all(servers).await?;
@@ -341,7 +347,7 @@ pub async fn batch_kafka(
         .iter()
         .map(|&pipeline| Target::batches(server_of(&servers, pipeline), pipeline, &topic))
         .collect();
-    let direct = DirectProducer::new(bootstrap, &topic, BATCH_RECORDS)?;
+    let direct = DirectProducer::new(bootstrap, &topic, BATCH_RECORDS).await?;
     let baseline = |shape| direct.drive(shape);
     let report = alternate(size, PIPELINED_RDKAFKA, baseline, &targets, &servers).await?;
     stop_all(servers).await?;
@@ -358,13 +364,29 @@ struct DirectProducer {
 }
 
 impl DirectProducer {
-    fn new(bootstrap: &str, topic: &TopicName, pipelined: u64) -> anyhow::Result<Self> {
-        Ok(Self {
+    /// A producer that has produced once. Its first record waits for the
+    /// topic's metadata and the broker's producer id, which in a debug
+    /// build could outlast a quick run's warm-up and leave the first
+    /// measured window empty.
+    async fn new(bootstrap: &str, topic: &TopicName, pipelined: u64) -> anyhow::Result<Self> {
+        let direct = Self {
             producer: direct_producer(bootstrap)?,
             kafka_name: topic.kafka_topic_name().into(),
             messages: (0..64).map(setup::message).collect(),
             pipelined,
-        })
+        };
+        let first = &direct.messages[0];
+        let payload = first.payload.to_string();
+        direct
+            .producer
+            .send(
+                kafka_record(&direct.kafka_name, first, &payload),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(error, _)| error)
+            .context("the direct producer's first record")?;
+        Ok(direct)
     }
 
     async fn drive(&self, shape: LoadShape) -> anyhow::Result<LoadRun> {
