@@ -47,6 +47,17 @@ pub struct Goal {
     pub met: bool,
 }
 
+impl Goal {
+    /// A goal that `ratio` be at least `least`.
+    fn ratio_at_least(goal: String, ratio: f64, least: f64) -> Self {
+        Self {
+            goal,
+            measured: format!("{ratio:.2}"),
+            met: ratio >= least,
+        }
+    }
+}
+
 const KIB: u64 = 1024;
 
 /// Threads a Kafka broadcast may add to an idle server, whatever its
@@ -81,14 +92,14 @@ impl Report {
             let top = memory.top_concurrency();
             for (pipeline, least) in [(Pipeline::Defaults, 0.75), (Pipeline::Full, 0.6)] {
                 if let Some(row) = memory.row(pipeline.label(), top) {
-                    goals.push(Goal {
-                        goal: format!(
+                    goals.push(Goal::ratio_at_least(
+                        format!(
                             "HTTP publish, in-memory backend, {}, C = {top}: ≥ {least} of the bare handler",
                             pipeline.label()
                         ),
-                        measured: format!("{:.2}", row.ratio),
-                        met: row.ratio >= least,
-                    });
+                        row.ratio,
+                        least,
+                    ));
                 }
             }
         }
@@ -105,13 +116,13 @@ impl Report {
                 continue;
             };
             let ratio = keys.per_second / without.per_second.max(f64::EPSILON);
-            goals.push(Goal {
-                goal: format!(
+            goals.push(Goal::ratio_at_least(
+                format!(
                     "idempotency keys on, {backend} backend, defaults, C = {top}: ≥ 0.9 of the same without them"
                 ),
-                measured: format!("{ratio:.2}"),
-                met: ratio >= 0.9,
-            });
+                ratio,
+                0.9,
+            ));
         }
     }
 
@@ -183,14 +194,14 @@ impl Report {
         let top = batch.top_concurrency();
         for pipeline in [Pipeline::Defaults, Pipeline::Full] {
             if let Some(row) = batch.row(pipeline.batch_label(), top) {
-                goals.push(Goal {
-                    goal: format!(
+                goals.push(Goal::ratio_at_least(
+                    format!(
                         "batch publish on Kafka, {}, C = {top}: ≥ 0.5 of rdkafka producing the same records pipelined",
                         pipeline.batch_label()
                     ),
-                    measured: format!("{:.2}", row.ratio),
-                    met: row.ratio >= 0.5,
-                });
+                    row.ratio,
+                    0.5,
+                ));
             }
         }
     }
@@ -248,14 +259,14 @@ impl Report {
             }) {
                 let ratio = row.burst_deliveries_per_second
                     / memory.burst_deliveries_per_second.max(f64::EPSILON);
-                goals.push(Goal {
-                    goal: format!(
+                goals.push(Goal::ratio_at_least(
+                    format!(
                         "broadcast delivery rate to {} subscribers on Kafka ≥ 0.5 of the in-memory backend's",
                         row.run.subscribers
                     ),
-                    measured: format!("{ratio:.2}"),
-                    met: ratio >= 0.5,
-                });
+                    ratio,
+                    0.5,
+                ));
             }
         }
         if let Some(row) = self.fanout_row("kafka", SubscriptionMode::Shared) {
@@ -288,14 +299,14 @@ impl Report {
             .iter()
             .find(|row| row.backend == "memory")
         {
-            goals.push(Goal {
-                goal: format!(
+            goals.push(Goal::ratio_at_least(
+                format!(
                     "durable work queue, {} workers, in-memory backend: ≥ 0.5 of the ephemeral subscription's delivery rate",
                     row.workers
                 ),
-                measured: format!("{:.2}", row.ratio),
-                met: row.ratio >= 0.5,
-            });
+                row.ratio,
+                0.5,
+            ));
         }
         for row in &durable.redelivery {
             let limit_us = row.ack_deadline_ms * 1_200;

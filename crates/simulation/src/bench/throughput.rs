@@ -150,6 +150,24 @@ fn shape(size: &ThroughputSize, concurrency: usize) -> LoadShape {
     }
 }
 
+/// Single publishes to `topic` at `server`, each request with an
+/// idempotency key of its own when `keys`.
+fn publish_load(
+    server: &ServerProcess,
+    bearer: Option<String>,
+    topic: &TopicName,
+    keys: bool,
+) -> HttpLoad {
+    HttpLoad {
+        address: server.address,
+        path: "/v1/bus/publish".into(),
+        bearer,
+        bodies: setup::publish_bodies(topic, 64),
+        records_per_request: 1,
+        idempotency_keys: keys,
+    }
+}
+
 /// An Acteon server under load and what its requests are.
 struct Target {
     label: &'static str,
@@ -172,14 +190,7 @@ impl Target {
                 pipeline.label()
             },
             pipeline,
-            load: HttpLoad {
-                address: server.address,
-                path: "/v1/bus/publish".into(),
-                bearer: pipeline.bearer(),
-                bodies: setup::publish_bodies(topic, 64),
-                records_per_request: 1,
-                idempotency_keys: keys,
-            },
+            load: publish_load(server, pipeline.bearer(), topic, keys),
         }
     }
 
@@ -273,14 +284,7 @@ pub async fn http_memory(size: &ThroughputSize) -> anyhow::Result<ThroughputRepo
     let bare = ServerProcess::bare().await?;
     let servers = acteon_servers(&[Pipeline::Defaults, Pipeline::Full], None, &topic).await?;
     let targets = single_publish_targets(&servers, &topic);
-    let bare_load = HttpLoad {
-        address: bare.address,
-        path: "/v1/bus/publish".into(),
-        bearer: None,
-        bodies: setup::publish_bodies(&topic, 64),
-        records_per_request: 1,
-        idempotency_keys: false,
-    };
+    let bare_load = publish_load(&bare, None, &topic, false);
     let baseline = |shape| drive_http(&bare_load, shape, &bare);
     let report = alternate(size, BARE_HANDLER, baseline, &targets, &servers).await?;
     bare.stop().await?;
