@@ -59,11 +59,20 @@ const SNAPSHOT_ID: &str = "window";
 type Slot = [u8; 32];
 
 fn slot(topic: &TopicName, key: &str) -> Slot {
+    // The bytes of the Kafka name, without building it. Topic names have
+    // no NUL; it ends the name so that no other split of the same bytes
+    // gives the same slot.
     let mut digest = Sha256::new();
-    digest.update(topic.kafka_topic_name());
-    // Topic names have no NUL; it ends the name so that no other split
-    // of the same bytes gives the same slot.
-    digest.update([0]);
+    for part in [
+        topic.namespace(),
+        ".",
+        topic.tenant(),
+        ".",
+        topic.name(),
+        "\0",
+    ] {
+        digest.update(part);
+    }
     digest.update(key);
     digest.finalize().into()
 }
