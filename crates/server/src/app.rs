@@ -7,14 +7,13 @@ use std::time::Duration;
 use acteon_bus::{BusBackend, KafkaBackend, MemoryBackend};
 use anyhow::Context;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath};
+use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::CorsLayer;
-use tower_http::trace::TraceLayer;
 
 use crate::api::{self, Readiness};
 use crate::auth::KeyStore;
@@ -26,7 +25,7 @@ use crate::listener::SendTimeoutListener;
 use crate::messages::MessageService;
 use crate::metrics::{self, Metrics};
 use crate::pipeline::{AuditLog, AuditWriter, Pipeline, Quotas, RuleSet, Silences};
-use crate::request_id::{self, RequestId};
+use crate::request_context;
 use crate::state::{MemoryStore, SqliteStore, StateStore, TimedStore};
 use crate::topics::TopicRegistry;
 
@@ -193,21 +192,20 @@ impl Server {
     }
 
     /// The API with its layers, innermost first: the body limit, panics as
-    /// 500s, metrics, the log span, CORS (which answers preflights itself),
-    /// and the request id around it all.
+    /// 500s, metrics, CORS (which answers preflights itself), and the
+    /// request's id and log context around it all.
     pub fn router(&self) -> Router {
         let metrics = Arc::clone(&self.app.metrics);
         let router = api::router(&self.config)
             .layer(DefaultBodyLimit::max(self.config.server.max_body_bytes))
             .layer(CatchPanicLayer::custom(api::panic_response))
-            .layer(middleware::from_fn_with_state(metrics, metrics::track))
-            .layer(TraceLayer::new_for_http().make_span_with(request_span));
+            .layer(middleware::from_fn_with_state(metrics, metrics::track));
         let router = match &self.cors {
             Some(cors) => router.layer(cors.clone()),
             None => router,
         };
         router
-            .layer(middleware::from_fn(request_id::assign))
+            .layer(middleware::from_fn(request_context::scope))
             .with_state(self.app.clone())
     }
 
@@ -263,27 +261,6 @@ impl Server {
         tracing::info!("acteon-server stopped");
         Ok(())
     }
-}
-
-/// The span of one request's log lines. The path is left out: the route
-/// template says where it went, and a query may hold a subscribe token.
-fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str);
-    let request_id = request
-        .extensions()
-        .get::<RequestId>()
-        .map_or("", RequestId::as_str);
-    // At error level, so the fields are there whatever level logs.
-    tracing::error_span!(
-        "request",
-        request_id,
-        method = %request.method(),
-        route,
-        tenant = tracing::field::Empty,
-    )
 }
 
 /// The start of the line `run` prints on stdout, followed by the base URL.

@@ -16,7 +16,7 @@ pub mod logging;
 pub mod messages;
 pub mod metrics;
 pub mod pipeline;
-mod request_id;
+mod request_context;
 mod shared;
 pub mod state;
 pub mod topics;

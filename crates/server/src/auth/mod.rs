@@ -360,10 +360,10 @@ impl Caller {
     }
 
     /// [`Caller::may`], as an error to return. The scope's tenant, when it
-    /// names one, goes on the request's log span.
+    /// names one, goes into the request's log lines.
     pub fn require(&self, op: Op, scope: &Scope) -> Result<(), ServiceError> {
         if let Pattern::Exact(tenant) = &scope.tenant {
-            tracing::Span::current().record("tenant", tenant.as_str());
+            crate::request_context::name_tenant(tenant.as_str());
         }
         if self.may(op, scope) {
             Ok(())
