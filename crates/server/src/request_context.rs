@@ -62,7 +62,7 @@ pub(crate) struct RequestContext {
 }
 
 impl RequestContext {
-    fn route(&self) -> &str {
+    fn route_template(&self) -> &str {
         self.route.as_ref().map_or(UNMATCHED, MatchedPath::as_str)
     }
 }
@@ -73,7 +73,7 @@ impl Serialize for RequestContext {
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("request_id", self.id.as_str())?;
         map.serialize_entry("method", self.method.as_str())?;
-        map.serialize_entry("route", self.route())?;
+        map.serialize_entry("route", self.route_template())?;
         if let Some(tenant) = self.tenant.get() {
             map.serialize_entry("tenant", tenant)?;
         }
@@ -89,7 +89,7 @@ impl fmt::Display for RequestContext {
             "request_id={} method={} route={}",
             self.id.as_str(),
             self.method,
-            self.route()
+            self.route_template()
         )?;
         match self.tenant.get() {
             Some(tenant) => write!(f, " tenant={tenant}"),
