@@ -1,11 +1,14 @@
 //! Publishing to and subscribing from registered topics.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use acteon_bus::{BusBackend, EventStream, GroupId};
 use acteon_core::{
     OutgoingMessage, StartPosition, SubscriptionMode, TopicName, check_client_headers,
 };
+
+use futures::future::{Either, join_all, ready};
 
 use crate::error::ServiceError;
 use crate::idempotency::{Claim, IdempotencyWindow};
@@ -97,44 +100,43 @@ impl MessageService {
     ) -> Result<Answered, ServiceError> {
         self.check(&message)?;
         self.topics.require_registered(topic)?;
-        self.publish_keyed(topic, message, idempotency_key, principal)
-            .await
+        self.admit(topic, message, idempotency_key, principal).await
     }
 
-    /// Through the pipeline, unless `idempotency_key` was used before on
-    /// this topic, for this record.
-    async fn publish_keyed(
+    /// Decides `message`'s fate now, unless `idempotency_key` was used
+    /// before on this topic, for this record; the future produces and
+    /// audits it, or gives the earlier answer.
+    fn admit(
         &self,
         topic: &TopicName,
         message: OutgoingMessage,
         idempotency_key: Option<&str>,
         principal: Option<&str>,
-    ) -> Result<Answered, ServiceError> {
-        let ticket = match idempotency_key {
+    ) -> impl Future<Output = Result<Answered, ServiceError>> + Send + use<> {
+        let ticket = match idempotency_key.map(|key| self.idempotency.claim(topic, key, &message)) {
             None => None,
-            Some(key) => match self.idempotency.claim(topic, key, &message)? {
-                Claim::Replay(published) => {
-                    return Ok(Answered {
-                        published,
-                        replayed: true,
-                    });
-                }
-                Claim::New(ticket) => Some(ticket),
-            },
+            Some(Ok(Claim::New(ticket))) => Some(ticket),
+            Some(Ok(Claim::Replay(published))) => {
+                return Either::Left(ready(Ok(Answered {
+                    published,
+                    replayed: true,
+                })));
+            }
+            Some(Err(error)) => return Either::Left(ready(Err(error))),
         };
-        let published = self
-            .pipeline
-            .publish(topic, message, principal, ticket)
-            .await?;
-        Ok(Answered {
-            published,
-            replayed: false,
+        let publishing = self.pipeline.admit(topic, message, principal, ticket);
+        Either::Right(async move {
+            Ok(Answered {
+                published: publishing.await?,
+                replayed: false,
+            })
         })
     }
 
     /// Publishes each of `messages` as [`publish`](Self::publish) would, to
-    /// one registered topic; one record's failure is its own. The records
-    /// are handed to the bus in order, so records of one key keep it.
+    /// one registered topic; one record's failure is its own. Every record
+    /// is decided before any is produced, and they are handed to the bus in
+    /// order, so records of one key keep it.
     pub async fn publish_batch(
         &self,
         topic: &TopicName,
@@ -149,12 +151,14 @@ impl MessageService {
             )));
         }
         self.topics.require_registered(topic)?;
-        let publishes = messages.into_iter().map(|(message, key)| async move {
-            self.check(&message)?;
-            self.publish_keyed(topic, message, key.as_deref(), principal)
-                .await
-        });
-        Ok(futures::future::join_all(publishes).await)
+        let admitted: Vec<_> = messages
+            .into_iter()
+            .map(|(message, key)| match self.check(&message) {
+                Ok(()) => Either::Right(self.admit(topic, message, key.as_deref(), principal)),
+                Err(error) => Either::Left(ready(Err(error))),
+            })
+            .collect();
+        Ok(join_all(admitted).await)
     }
 
     /// Subscription `id` on a registered topic. Shared, it takes a share of

@@ -119,18 +119,21 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Evaluates `message` and produces it if every stage lets it through;
-    /// `principal` is the publishing key, for the audit record.
+    /// Evaluates `message` now and returns the future that produces it if
+    /// every stage let it through, and audits it; `principal` is the
+    /// publishing key, for the audit record. Deciding before the first poll
+    /// lets a batch decide all its records and then hand them to the bus
+    /// back to back, where they fill one produce request.
     ///
     /// An idempotency `ticket` is settled with the answer inside the
     /// publish's own future, which finishes even if the caller goes away.
-    pub async fn publish(
+    pub fn admit(
         &self,
         topic: &TopicName,
         message: OutgoingMessage,
         principal: Option<&str>,
         ticket: Option<Ticket>,
-    ) -> Result<Published, ServiceError> {
+    ) -> impl Future<Output = PublishResult> + Send + use<> {
         let mut record = AuditRecord {
             id: 0,
             at: Utc::now(),
@@ -158,7 +161,7 @@ impl Pipeline {
         };
         let (bus, audit, topic) = (Arc::clone(&self.bus), self.audit.clone(), topic.clone());
         let metrics = Arc::clone(&self.metrics);
-        let settling = Settling::new(self.tasks.clone(), async move {
+        Settling::new(self.tasks.clone(), async move {
             let result = match decision {
                 Ok(()) => match timed_produce(&*bus, &metrics, &topic, message).await {
                     Ok(receipt) => {
@@ -180,8 +183,7 @@ impl Pipeline {
             }
             audit.record(record).await;
             result
-        });
-        settling.await
+        })
     }
 
     /// Silences, rules and quotas; `Err` carries the publish's answer when a
@@ -349,7 +351,7 @@ mod tests {
         };
         let abandoned = tokio::time::timeout(
             Duration::from_millis(50),
-            pipeline.publish(&topic, message, None, None),
+            pipeline.admit(&topic, message, None, None),
         );
         assert!(abandoned.await.is_err(), "the produce waits for its permit");
         bus.produces.add_permits(1);
