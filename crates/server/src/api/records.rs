@@ -4,6 +4,7 @@ use acteon_core::{Headers, OutgoingMessage, Scope, TopicName};
 use axum::extract::{DefaultBodyLimit, State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -24,14 +25,15 @@ pub(super) fn routes(config: &Config) -> OpenApiRouter<AppState> {
         .route_layer(DefaultBodyLimit::max(config.server.max_batch_body_bytes))
 }
 
-/// Read record by record, so an error can name the record's index.
+/// Read record by record, so an error can name the record's index: each is
+/// kept as its JSON text and parsed once, into a [`BatchRecord`].
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BatchRequest {
     /// From 1 to `server.max_batch_records` (1000) records, published in
     /// this order.
     #[schema(value_type = Vec<BatchRecord>)]
-    records: Vec<serde_json::Value>,
+    records: Vec<Box<RawValue>>,
 }
 
 /// One record of a batch.
@@ -156,7 +158,7 @@ async fn publish_batch(
         .into_iter()
         .enumerate()
         .map(|(index, record)| {
-            let record: BatchRecord = serde_json::from_value(record)
+            let record: BatchRecord = serde_json::from_str(record.get())
                 .map_err(|error| ApiError::bad_request(format!("records[{index}]: {error}")))?;
             let message = OutgoingMessage {
                 key: record.key,
