@@ -117,7 +117,7 @@ pub(crate) fn name_tenant(tenant: &str) {
 }
 
 /// Gives the request its id, runs the rest of the stack in its context,
-/// and puts the id on the response.
+/// logs its answer at debug, and puts the id on the response.
 pub(crate) async fn scope(request: Request, next: Next) -> Response {
     let id = request
         .headers()
@@ -130,7 +130,18 @@ pub(crate) async fn scope(request: Request, next: Next) -> Response {
         route: request.extensions().get::<MatchedPath>().cloned(),
         tenant: OnceLock::new(),
     };
-    let mut response = CURRENT.scope(context, next.run(request)).await;
+    let started = std::time::Instant::now();
+    let mut response = CURRENT
+        .scope(context, async {
+            let response = next.run(request).await;
+            tracing::debug!(
+                status = response.status().as_u16(),
+                took_us = started.elapsed().as_micros() as u64,
+                "request answered"
+            );
+            response
+        })
+        .await;
     let value = HeaderValue::from_str(id.as_str()).expect("ids are printable ASCII");
     response.headers_mut().insert(REQUEST_ID, value);
     response
