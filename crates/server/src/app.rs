@@ -8,7 +8,6 @@ use acteon_bus::{BusBackend, KafkaBackend, MemoryBackend};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::middleware;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -23,9 +22,9 @@ use crate::idempotency::{IdempotencySnapshots, IdempotencyWindow};
 use crate::limits::Connections;
 use crate::listener::SendTimeoutListener;
 use crate::messages::MessageService;
-use crate::metrics::{self, Metrics};
+use crate::metrics::Metrics;
 use crate::pipeline::{AuditLog, AuditWriter, Pipeline, Quotas, RuleSet, Silences};
-use crate::request_context;
+use crate::request_context::RequestScopeLayer;
 use crate::state::{MemoryStore, SqliteStore, StateStore, TimedStore};
 use crate::topics::TopicRegistry;
 
@@ -192,20 +191,18 @@ impl Server {
     }
 
     /// The API with its layers, innermost first: the body limit, panics as
-    /// 500s, metrics, CORS (which answers preflights itself), and the
-    /// request's id and log context around it all.
+    /// 500s, CORS (which answers preflights itself), and around it all the
+    /// request's id, log context and metrics.
     pub fn router(&self) -> Router {
-        let metrics = Arc::clone(&self.app.metrics);
         let router = api::router(&self.config)
             .layer(DefaultBodyLimit::max(self.config.server.max_body_bytes))
-            .layer(CatchPanicLayer::custom(api::panic_response))
-            .layer(middleware::from_fn_with_state(metrics, metrics::track));
+            .layer(CatchPanicLayer::custom(api::panic_response));
         let router = match &self.cors {
             Some(cors) => router.layer(cors.clone()),
             None => router,
         };
         router
-            .layer(middleware::from_fn(request_context::scope))
+            .layer(RequestScopeLayer::new(Arc::clone(&self.app.metrics)))
             .with_state(self.app.clone())
     }
 

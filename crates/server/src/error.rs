@@ -205,7 +205,7 @@ impl ApiError {
         }
         let mut body = ErrorBody {
             error: self.public_message(status),
-            request_id: crate::request_context::current_id().map(|id| id.as_str().to_owned()),
+            request_id: crate::request_context::with_current(|request| request.id().to_owned()),
             ..ErrorBody::default()
         };
         let mut retry_after_secs = (status == StatusCode::SERVICE_UNAVAILABLE

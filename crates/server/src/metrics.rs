@@ -7,22 +7,20 @@
 //! own, so nothing is counted twice. Labels stay bounded: route templates,
 //! never raw paths; tenants, never topics or keys.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::MatchedPath;
 use axum::http::Method;
-use axum::middleware::Next;
-use axum::response::Response;
-use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
-use tokio::time::Instant;
+
+use crate::request_context::UNMATCHED;
 
 /// The `[metrics]` section.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,17 +48,48 @@ fn latency_buckets() -> Histogram {
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
+/// A route template as a label, or [`UNMATCHED`]. It shares the router's
+/// string, so counting a request allocates nothing.
+#[derive(Debug, Clone)]
+struct RouteLabel(Option<MatchedPath>);
+
+impl RouteLabel {
+    fn as_str(&self) -> &str {
+        self.0.as_ref().map_or(UNMATCHED, MatchedPath::as_str)
+    }
+}
+
+impl PartialEq for RouteLabel {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for RouteLabel {}
+
+impl std::hash::Hash for RouteLabel {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl EncodeLabelValue for RouteLabel {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
     method: &'static str,
-    route: Arc<str>,
+    route: RouteLabel,
     status: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RouteLabels {
     method: &'static str,
-    route: Arc<str>,
+    route: RouteLabel,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -156,6 +185,32 @@ impl Metrics {
             .inc();
     }
 
+    /// A request answered with `status` after `took`, by the route it
+    /// matched (`None` for none).
+    pub(crate) fn count_request(
+        &self,
+        method: &Method,
+        route: Option<&MatchedPath>,
+        status: u16,
+        took: Duration,
+    ) {
+        let method = method_label(method);
+        let route = RouteLabel(route.cloned());
+        self.request_duration
+            .get_or_create(&RouteLabels {
+                method,
+                route: route.clone(),
+            })
+            .observe(took.as_secs_f64());
+        self.requests
+            .get_or_create(&RequestLabels {
+                method,
+                route,
+                status,
+            })
+            .inc();
+    }
+
     pub fn observe_produce(&self, took: Duration) {
         self.produce_duration.observe(took.as_secs_f64());
     }
@@ -175,38 +230,6 @@ impl Metrics {
             .and_then(|()| encode_eof(&mut text));
         text
     }
-}
-
-/// Counts each request by the route it matched (`unmatched` for none).
-pub(crate) async fn track(
-    State(metrics): State<Arc<Metrics>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let method = method_label(request.method());
-    let route: Arc<str> = match request.extensions().get::<MatchedPath>() {
-        Some(path) => path.as_str().into(),
-        None => "unmatched".into(),
-    };
-    let response = next.run(request).await;
-    let status = response.status().as_u16();
-    metrics
-        .request_duration
-        .get_or_create(&RouteLabels {
-            method,
-            route: Arc::clone(&route),
-        })
-        .observe(started.elapsed().as_secs_f64());
-    metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            method,
-            route,
-            status,
-        })
-        .inc();
-    response
 }
 
 /// Figures read at scrape time, registered under the same prefix.

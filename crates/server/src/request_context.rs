@@ -7,23 +7,34 @@
 //! subscriber a slot, its fields formatted and an enter and exit on every
 //! poll, 8-10 µs a request on two cores, for lines most requests never
 //! write. The log formatter reads the context only when it writes a line.
+//!
+//! One hand-written layer sets the context, counts the request in the
+//! metrics and logs its answer. Written with `middleware::from_fn`, each of
+//! those jobs cost a clone of the inner service and two boxed futures per
+//! request, some 1.2 µs each here.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, ready};
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, Method};
-use axum::middleware::Next;
 use axum::response::Response;
 use serde::ser::{Serialize, SerializeMap, Serializer};
+use tokio::task::futures::TaskLocalFuture;
+use tokio::time::Instant;
+
+use crate::metrics::Metrics;
 
 pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The longest id taken from a caller; longer ones are replaced.
 const MAX_LEN: usize = 128;
 
-/// The route logged for a request no route matched.
-const UNMATCHED: &str = "unmatched";
+/// The route logged and counted for a request no route matched.
+pub(crate) const UNMATCHED: &str = "unmatched";
 
 tokio::task_local! {
     /// The context of the request whose handler is running.
@@ -62,6 +73,10 @@ pub(crate) struct RequestContext {
 }
 
 impl RequestContext {
+    pub(crate) fn id(&self) -> &str {
+        self.id.as_str()
+    }
+
     fn route_template(&self) -> &str {
         self.route.as_ref().map_or(UNMATCHED, MatchedPath::as_str)
     }
@@ -98,11 +113,6 @@ impl fmt::Display for RequestContext {
     }
 }
 
-/// The id of the request being handled, if any.
-pub(crate) fn current_id() -> Option<RequestId> {
-    CURRENT.try_with(|context| context.id.clone()).ok()
-}
-
 /// Runs `f` on the context of the request being handled, if any.
 pub(crate) fn with_current<R>(f: impl FnOnce(&RequestContext) -> R) -> Option<R> {
     CURRENT.try_with(f).ok()
@@ -116,35 +126,109 @@ pub(crate) fn name_tenant(tenant: &str) {
     });
 }
 
-/// Gives the request its id, runs the rest of the stack in its context,
-/// logs its answer at debug, and puts the id on the response.
-pub(crate) async fn scope(request: Request, next: Next) -> Response {
-    let id = request
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(RequestId::accepted)
-        .unwrap_or_else(RequestId::generate);
-    let context = RequestContext {
-        id: id.clone(),
-        method: request.method().clone(),
-        route: request.extensions().get::<MatchedPath>().cloned(),
-        tenant: OnceLock::new(),
-    };
-    let started = std::time::Instant::now();
-    let mut response = CURRENT
-        .scope(context, async {
-            let response = next.run(request).await;
+/// The layer that gives each request its context, counts it in `metrics`,
+/// logs its answer at debug and puts its id on the response.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestScopeLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl RequestScopeLayer {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+        Self { metrics }
+    }
+}
+
+impl<S> tower_layer::Layer<S> for RequestScopeLayer {
+    type Service = RequestScope<S>;
+
+    fn layer(&self, inner: S) -> RequestScope<S> {
+        RequestScope {
+            inner,
+            metrics: Arc::clone(&self.metrics),
+        }
+    }
+}
+
+/// The service [`RequestScopeLayer`] wraps around the routes.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestScope<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S, B> tower_service::Service<Request<B>> for RequestScope<S>
+where
+    S: tower_service::Service<Request<B>, Response = Response>,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = Answering<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let id = request
+            .headers()
+            .get(&REQUEST_ID)
+            .and_then(RequestId::accepted)
+            .unwrap_or_else(RequestId::generate);
+        let context = RequestContext {
+            id,
+            method: request.method().clone(),
+            route: request.extensions().get::<MatchedPath>().cloned(),
+            tenant: OnceLock::new(),
+        };
+        Answering {
+            inner: CURRENT.scope(context, self.inner.call(request)),
+            metrics: Arc::clone(&self.metrics),
+            started: Instant::now(),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request being answered in its context.
+    pub(crate) struct Answering<F> {
+        #[pin]
+        inner: TaskLocalFuture<RequestContext, F>,
+        metrics: Arc<Metrics>,
+        started: Instant,
+    }
+}
+
+impl<F, E> Future for Answering<F>
+where
+    F: Future<Output = Result<Response, E>>,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let answered = ready!(this.inner.as_mut().poll(cx));
+        let Some(context) = this.inner.take_value() else {
+            return Poll::Ready(answered);
+        };
+        let Ok(mut response) = answered else {
+            return Poll::Ready(answered);
+        };
+        let took = this.started.elapsed();
+        let status = response.status().as_u16();
+        this.metrics
+            .count_request(&context.method, context.route.as_ref(), status, took);
+        let value = HeaderValue::from_str(context.id.as_str()).expect("ids are printable ASCII");
+        response.headers_mut().insert(REQUEST_ID, value);
+        CURRENT.sync_scope(context, || {
             tracing::debug!(
-                status = response.status().as_u16(),
-                took_us = started.elapsed().as_micros() as u64,
+                status,
+                took_us = took.as_micros() as u64,
                 "request answered"
             );
-            response
-        })
-        .await;
-    let value = HeaderValue::from_str(id.as_str()).expect("ids are printable ASCII");
-    response.headers_mut().insert(REQUEST_ID, value);
-    response
+        });
+        Poll::Ready(Ok(response))
+    }
 }
 
 #[cfg(test)]
