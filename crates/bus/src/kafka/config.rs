@@ -33,6 +33,8 @@ const PROTECTED_PROPERTIES: &[(&str, &str)] = &[
     ("linger.ms", "set linger_ms"),
     ("queue.buffering.max.ms", "set linger_ms"),
     ("batch.size", "set batch_size"),
+    ("max.in.flight.requests.per.connection", "set max_in_flight"),
+    ("max.in.flight", "set max_in_flight"),
     ("message.timeout.ms", "set produce_timeout_ms"),
     ("delivery.timeout.ms", "set produce_timeout_ms"),
     ("group.id", "subscriptions name their groups"),
@@ -88,6 +90,14 @@ pub struct KafkaConfig {
     /// publish's latency. 0 still batches whatever queues up while a request
     /// is in flight, which is enough at HTTP rates.
     pub linger_ms: u64,
+    /// librdkafka's `max.in.flight.requests.per.connection`: produce
+    /// requests sent to a broker before the first is answered. At 1, the
+    /// records that arrive while a request is out wait for its answer and
+    /// leave together in the next: batching that grows with the load and
+    /// costs a lone publish nothing, where `linger_ms` delays every one.
+    /// Many concurrent single-record publishes then need far fewer
+    /// requests, and less CPU per record in the server and the broker.
+    pub max_in_flight: u32,
     /// librdkafka's `enable.idempotence`: retries never duplicate or reorder
     /// a partition's records.
     pub idempotence: bool,
@@ -147,6 +157,7 @@ impl Default for KafkaConfig {
             client_id: "acteon".to_owned(),
             produce_timeout_ms: 5_000,
             linger_ms: 0,
+            max_in_flight: 1,
             idempotence: true,
             batch_size: 1_000_000,
             admin_timeout_ms: 10_000,
@@ -222,6 +233,10 @@ impl KafkaConfig {
         config
             .set("linger.ms", self.linger_ms.to_string())
             .set("batch.size", self.batch_size.to_string())
+            .set(
+                "max.in.flight.requests.per.connection",
+                self.max_in_flight.to_string(),
+            )
             .set("message.timeout.ms", self.produce_timeout_ms.to_string())
             // A produce to a topic the broker does not know must fail as
             // "unknown topic" before it fails as a timeout.
