@@ -1,8 +1,9 @@
 //! `POST /v1/bus/publish`.
 
 use acteon_core::{DeliveryReceipt, Fragment, Headers, OutgoingMessage, Scope, TopicName};
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
@@ -19,6 +20,19 @@ use crate::pipeline::{Published, Suppressed};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(publish))
+}
+
+/// The `Idempotency-Key` header as sent, checked by the handler after the
+/// topic and the caller's grants. Taken alone, not with a copy of every
+/// header.
+struct IdempotencyKeyHeader(Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKeyHeader {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.headers.get(IDEMPOTENCY_KEY).cloned()))
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -117,12 +131,12 @@ const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 async fn publish(
     State(app): State<AppState>,
     caller: Caller,
-    headers: HeaderMap,
+    IdempotencyKeyHeader(idempotency_key): IdempotencyKeyHeader,
     Json(request): Json<PublishRequest>,
 ) -> Result<Response, ApiError> {
     let topic = topic_name(&request.topic)?;
     caller.require(Op::Publish, &Scope::topic(&topic))?;
-    let idempotency_key = match headers.get(IDEMPOTENCY_KEY) {
+    let idempotency_key = match &idempotency_key {
         Some(value) => Some(value.to_str().map_err(|_| {
             ApiError::bad_request("Idempotency-Key: printable ASCII characters only")
         })?),

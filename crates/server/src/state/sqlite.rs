@@ -83,20 +83,40 @@ impl AuditTable {
     /// Deletes with `sql` (which returns each deleted row's tenant) and
     /// takes the deleted rows off the counts.
     fn delete(&mut self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<()> {
-        let mut statement = self.connection.prepare_cached(sql)?;
-        let tenants = statement
+        let tenants = self
+            .connection
+            .prepare_cached(sql)?
             .query_map(params, |row| row.get::<_, String>(0))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         for tenant in tenants {
-            self.rows -= 1;
-            if let Some(count) = self.rows_by_tenant.get_mut(&tenant) {
-                *count -= 1;
-                if *count == 0 {
-                    self.rows_by_tenant.remove(&tenant);
-                }
-            }
+            self.forget(&tenant, 1);
         }
         Ok(())
+    }
+
+    /// Deletes the `excess` oldest rows of `tenant`. The tenant is known,
+    /// so no row comes back to say whose it was.
+    fn delete_oldest_of(&mut self, tenant: &str, excess: u64) -> rusqlite::Result<()> {
+        let deleted = self
+            .connection
+            .prepare_cached(
+                "DELETE FROM audit WHERE id IN (
+                     SELECT id FROM audit WHERE tenant = ?1 ORDER BY id LIMIT ?2)",
+            )?
+            .execute(params![tenant, i64::try_from(excess).unwrap_or(i64::MAX)])?;
+        self.forget(tenant, deleted as u64);
+        Ok(())
+    }
+
+    /// Takes `deleted` rows of `tenant` off the counts.
+    fn forget(&mut self, tenant: &str, deleted: u64) {
+        self.rows -= deleted;
+        if let Some(count) = self.rows_by_tenant.get_mut(tenant) {
+            *count -= deleted;
+            if *count == 0 {
+                self.rows_by_tenant.remove(tenant);
+            }
+        }
     }
 }
 
@@ -371,12 +391,7 @@ impl StateStore for SqliteStore {
                 .map(|(tenant, rows)| (tenant.clone(), rows - keep_per_tenant))
                 .collect();
             for (tenant, excess) in over {
-                table.delete(
-                    "DELETE FROM audit WHERE id IN (
-                         SELECT id FROM audit WHERE tenant = ?1 ORDER BY id LIMIT ?2)
-                     RETURNING tenant",
-                    params![tenant, i64::try_from(excess).unwrap_or(i64::MAX)],
-                )?;
+                table.delete_oldest_of(&tenant, excess)?;
             }
             if table.rows > keep {
                 let excess = table.rows - keep;
