@@ -11,8 +11,9 @@ use crate::error::ApiError;
 /// `axum::Json` whose rejections are [`ApiError`]s.
 ///
 /// A body sent as plain `application/json` is parsed without tracking
-/// where the parser is, which costs a third of the parse; only a body that
-/// fails is parsed again by `axum::Json`, for the path its error names.
+/// where the parser is, which every publish would pay for; only a body
+/// that fails is parsed again by `axum::Json`, for the path its error
+/// names.
 /// Other content types go to `axum::Json` as they are.
 #[derive(Debug)]
 pub(crate) struct Json<T>(pub(crate) T);
