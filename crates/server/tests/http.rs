@@ -156,6 +156,17 @@ async fn publish_returns_receipts_and_rejects_bad_input(backend: Backend) {
         assert!(answer["error"].is_string(), "{answer}");
     }
 
+    // The error names where in the body the wrong type is.
+    let (status, answer) = server
+        .post(
+            "/v1/bus/publish",
+            &json!({ "topic": topic, "payload": 1, "headers": { "x-trace-id": 5 } }),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(error.contains("headers.x-trace-id"), "{error}");
+
     let oversized = json!({ "topic": topic, "payload": "x".repeat(1_100_000) });
     assert_eq!(server.post("/v1/bus/publish", &oversized).await.0, 413);
     let not_json = server
