@@ -7,7 +7,6 @@ use acteon_bus::{BusBackend, EventStream, GroupId};
 use acteon_core::{
     OutgoingMessage, StartPosition, SubscriptionMode, TopicName, check_client_headers,
 };
-
 use futures::future::{Either, join_all, ready};
 
 use crate::error::ServiceError;

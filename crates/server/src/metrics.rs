@@ -9,7 +9,6 @@
 
 use std::time::Duration;
 
-use axum::extract::MatchedPath;
 use axum::http::Method;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -20,7 +19,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
-use crate::request_context::UNMATCHED;
+use crate::request_context::Route;
 
 /// The `[metrics]` section.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,32 +47,7 @@ fn latency_buckets() -> Histogram {
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
-/// A route template as a label, or [`UNMATCHED`]. It shares the router's
-/// string, so counting a request allocates nothing.
-#[derive(Debug, Clone)]
-struct RouteLabel(Option<MatchedPath>);
-
-impl RouteLabel {
-    fn as_str(&self) -> &str {
-        self.0.as_ref().map_or(UNMATCHED, MatchedPath::as_str)
-    }
-}
-
-impl PartialEq for RouteLabel {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
-    }
-}
-
-impl Eq for RouteLabel {}
-
-impl std::hash::Hash for RouteLabel {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.as_str().hash(state);
-    }
-}
-
-impl EncodeLabelValue for RouteLabel {
+impl EncodeLabelValue for Route {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
         EncodeLabelValue::encode(&self.as_str(), encoder)
     }
@@ -82,14 +56,14 @@ impl EncodeLabelValue for RouteLabel {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RequestLabels {
     method: &'static str,
-    route: RouteLabel,
+    route: Route,
     status: u16,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct RouteLabels {
     method: &'static str,
-    route: RouteLabel,
+    route: Route,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -186,16 +160,15 @@ impl Metrics {
     }
 
     /// A request answered with `status` after `took`, by the route it
-    /// matched (`None` for none).
+    /// matched.
     pub(crate) fn count_request(
         &self,
         method: &Method,
-        route: Option<&MatchedPath>,
+        route: &Route,
         status: u16,
         took: Duration,
     ) {
         let method = method_label(method);
-        let route = RouteLabel(route.cloned());
         self.request_duration
             .get_or_create(&RouteLabels {
                 method,
@@ -205,7 +178,7 @@ impl Metrics {
         self.requests
             .get_or_create(&RequestLabels {
                 method,
-                route,
+                route: route.clone(),
                 status,
             })
             .inc();

@@ -34,7 +34,7 @@ pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id"
 const MAX_LEN: usize = 128;
 
 /// The route logged and counted for a request no route matched.
-pub(crate) const UNMATCHED: &str = "unmatched";
+const UNMATCHED: &str = "unmatched";
 
 tokio::task_local! {
     /// The context of the request whose handler is running.
@@ -62,23 +62,44 @@ impl RequestId {
     }
 }
 
+/// The route template a request matched, or [`UNMATCHED`]. It shares the
+/// router's string, so logging or counting a request allocates nothing.
+#[derive(Debug, Clone)]
+pub(crate) struct Route(Option<MatchedPath>);
+
+impl Route {
+    pub(crate) fn as_str(&self) -> &str {
+        self.0.as_ref().map_or(UNMATCHED, MatchedPath::as_str)
+    }
+}
+
+impl PartialEq for Route {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for Route {}
+
+impl std::hash::Hash for Route {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
 /// The fields of one request's log lines. The path is left out: the route
 /// template says where it went, and a query may hold a subscribe token.
 #[derive(Debug)]
 pub(crate) struct RequestContext {
     id: RequestId,
     method: Method,
-    route: Option<MatchedPath>,
+    route: Route,
     tenant: OnceLock<String>,
 }
 
 impl RequestContext {
     pub(crate) fn id(&self) -> &str {
         self.id.as_str()
-    }
-
-    fn route_template(&self) -> &str {
-        self.route.as_ref().map_or(UNMATCHED, MatchedPath::as_str)
     }
 }
 
@@ -88,7 +109,7 @@ impl Serialize for RequestContext {
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("request_id", self.id.as_str())?;
         map.serialize_entry("method", self.method.as_str())?;
-        map.serialize_entry("route", self.route_template())?;
+        map.serialize_entry("route", self.route.as_str())?;
         if let Some(tenant) = self.tenant.get() {
             map.serialize_entry("tenant", tenant)?;
         }
@@ -104,7 +125,7 @@ impl fmt::Display for RequestContext {
             "request_id={} method={} route={}",
             self.id.as_str(),
             self.method,
-            self.route_template()
+            self.route.as_str()
         )?;
         match self.tenant.get() {
             Some(tenant) => write!(f, " tenant={tenant}"),
@@ -178,7 +199,7 @@ where
         let context = RequestContext {
             id,
             method: request.method().clone(),
-            route: request.extensions().get::<MatchedPath>().cloned(),
+            route: Route(request.extensions().get::<MatchedPath>().cloned()),
             tenant: OnceLock::new(),
         };
         Answering {
@@ -217,7 +238,7 @@ where
         let took = this.started.elapsed();
         let status = response.status().as_u16();
         this.metrics
-            .count_request(&context.method, context.route.as_ref(), status, took);
+            .count_request(&context.method, &context.route, status, took);
         let value = HeaderValue::from_str(context.id.as_str()).expect("ids are printable ASCII");
         response.headers_mut().insert(REQUEST_ID, value);
         CURRENT.sync_scope(context, || {
@@ -250,7 +271,7 @@ mod tests {
         let context = RequestContext {
             id: RequestId("abc".into()),
             method: Method::POST,
-            route: None,
+            route: Route(None),
             tenant: OnceLock::new(),
         };
         assert_eq!(
