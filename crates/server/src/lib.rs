@@ -17,6 +17,7 @@ pub mod messages;
 pub mod metrics;
 pub mod pipeline;
 mod request_context;
+pub mod schemas;
 mod shared;
 pub mod state;
 pub mod topics;
