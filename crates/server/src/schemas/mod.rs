@@ -3,3 +3,4 @@
 //! publish paths enforce.
 
 pub mod compatibility;
+pub mod registry;

@@ -32,6 +32,8 @@ pub enum KeyKind {
     DurableProgress,
     /// The idempotency window, one document.
     IdempotencyWindow,
+    /// A schema subject with its versions, by `namespace/tenant/subject`.
+    SchemaSubject,
 }
 
 impl KeyKind {
@@ -42,6 +44,7 @@ impl KeyKind {
             Self::DurableSubscription => "DurableSubscription",
             Self::DurableProgress => "DurableProgress",
             Self::IdempotencyWindow => "IdempotencyWindow",
+            Self::SchemaSubject => "SchemaSubject",
         }
     }
 }

@@ -1,0 +1,607 @@
+//! Subjects of JSON Schemas, per namespace and tenant: their versions,
+//! compatibility modes, and a compiled validator for every version.
+//!
+//! A subject is one state-store record holding all its versions, so a
+//! registration is one write. Every subject is kept in memory with its
+//! validators, compiled once when a version is registered or loaded,
+//! never per publish.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use acteon_core::{Fragment, FragmentKind, NameError};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::compatibility::accepts_all_of;
+use crate::state::{KeyKind, StateError, StateStore};
+
+/// The largest schema stored, as JSON text.
+pub const MAX_SCHEMA_BYTES: usize = 256 * 1024;
+/// The most versions a subject keeps at once.
+pub const MAX_VERSIONS: usize = 1_000;
+/// The most reasons a refusal lists.
+const MAX_REASONS: usize = 20;
+
+/// How a subject's new versions must relate to its earlier ones, with the
+/// meanings Confluent's registry gives them: `backward` means the new
+/// version accepts every document the previous one did, `forward` the
+/// reverse, `full` both; the `_transitive` forms compare against every
+/// version kept, not only the latest.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Compatibility {
+    None,
+    #[default]
+    Backward,
+    BackwardTransitive,
+    Forward,
+    ForwardTransitive,
+    Full,
+    FullTransitive,
+}
+
+impl Compatibility {
+    fn transitive(self) -> bool {
+        matches!(
+            self,
+            Self::BackwardTransitive | Self::ForwardTransitive | Self::FullTransitive
+        )
+    }
+
+    fn backward(self) -> bool {
+        matches!(
+            self,
+            Self::Backward | Self::BackwardTransitive | Self::Full | Self::FullTransitive
+        )
+    }
+
+    fn forward(self) -> bool {
+        matches!(
+            self,
+            Self::Forward | Self::ForwardTransitive | Self::Full | Self::FullTransitive
+        )
+    }
+
+    /// Why `new` may not follow `earlier` (oldest first) in this mode.
+    fn refusals(self, new: &Value, earlier: &[&Value]) -> Vec<String> {
+        let compared: &[&Value] = match earlier.split_last() {
+            Some((latest, _)) if !self.transitive() => std::slice::from_ref(latest),
+            _ => earlier,
+        };
+        let mut reasons = Vec::new();
+        for old in compared {
+            if self.backward() {
+                reasons.extend(
+                    accepts_all_of(new, old)
+                        .into_iter()
+                        .map(|reason| format!("backward: {reason}")),
+                );
+            }
+            if self.forward() {
+                reasons.extend(
+                    accepts_all_of(old, new)
+                        .into_iter()
+                        .map(|reason| format!("forward: {reason}")),
+                );
+            }
+        }
+        reasons.dedup();
+        reasons.truncate(MAX_REASONS);
+        reasons
+    }
+}
+
+/// What a registry operation refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error(transparent)]
+    InvalidName(#[from] NameError),
+    #[error("invalid schema: {0}")]
+    Invalid(String),
+    #[error("the schema is not compatible with subject {subject} ({mode:?}): {}", reasons.join("; "))]
+    Incompatible {
+        subject: String,
+        mode: Compatibility,
+        reasons: Vec<String>,
+    },
+    #[error("subject {subject} does not exist")]
+    SubjectNotFound { subject: String },
+    #[error("subject {subject} has no version {version}")]
+    VersionNotFound { subject: String, version: String },
+    #[error("subject {subject} keeps {MAX_VERSIONS} versions at most; delete one first")]
+    TooManyVersions { subject: String },
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// A subject's address: namespace, tenant and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubjectName {
+    pub namespace: Fragment,
+    pub tenant: Fragment,
+    pub subject: Fragment,
+}
+
+impl SubjectName {
+    pub fn parse(namespace: &str, tenant: &str, subject: &str) -> Result<Self, NameError> {
+        Ok(Self {
+            namespace: Fragment::parse(FragmentKind::Namespace, namespace)?,
+            tenant: Fragment::parse(FragmentKind::Tenant, tenant)?,
+            subject: Fragment::parse(FragmentKind::Name, subject)?,
+        })
+    }
+
+    /// The state-store id.
+    fn key(&self) -> String {
+        format!("{}/{}/{}", self.namespace, self.tenant, self.subject)
+    }
+}
+
+/// One version of a subject, as stored and answered.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SchemaVersion {
+    pub subject: String,
+    pub version: u32,
+    pub schema: Value,
+    pub registered_at: DateTime<Utc>,
+}
+
+/// A subject as stored: its mode, its versions (oldest first) and the
+/// next number to give, which only grows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredSubject {
+    namespace: String,
+    tenant: String,
+    subject: String,
+    compatibility: Compatibility,
+    next_version: u32,
+    versions: Vec<SchemaVersion>,
+}
+
+/// A subject in memory, with a validator per version.
+#[derive(Debug)]
+struct Subject {
+    stored: StoredSubject,
+    validators: BTreeMap<u32, Arc<jsonschema::Validator>>,
+}
+
+/// A version's validator, for the publish paths.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    pub subject: String,
+    pub version: u32,
+    pub validator: Arc<jsonschema::Validator>,
+}
+
+/// A version: a number, or the latest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionRef {
+    Number(u32),
+    Latest,
+}
+
+impl std::str::FromStr for VersionRef {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "latest" => Ok(Self::Latest),
+            number => number
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(Self::Number)
+                .ok_or_else(|| {
+                    format!("version {number:?} is neither a positive number nor latest")
+                }),
+        }
+    }
+}
+
+/// Compiles `schema` as draft 2020-12, refusing what is not a valid
+/// schema. Publish and the compatibility check use validators built here
+/// alone, so they agree on what a schema accepts.
+pub fn compile(schema: &Value) -> Result<jsonschema::Validator, SchemaError> {
+    let size = serde_json::to_string(schema).map_or(0, |text| text.len());
+    if size > MAX_SCHEMA_BYTES {
+        return Err(SchemaError::Invalid(format!(
+            "the schema is {size} bytes; at most {MAX_SCHEMA_BYTES} are allowed"
+        )));
+    }
+    if !matches!(schema, Value::Object(_) | Value::Bool(_)) {
+        return Err(SchemaError::Invalid(
+            "a schema is a JSON object or a boolean".to_owned(),
+        ));
+    }
+    if let Some(dialect) = schema.get("$schema").and_then(Value::as_str)
+        && dialect.trim_end_matches('#') != "https://json-schema.org/draft/2020-12/schema"
+    {
+        return Err(SchemaError::Invalid(format!(
+            "$schema {dialect:?}: only draft 2020-12 is accepted"
+        )));
+    }
+    jsonschema::meta::validate(schema)
+        .map_err(|error| SchemaError::Invalid(format!("{} at {}", error, error.instance_path())))?;
+    jsonschema::draft202012::new(schema).map_err(|error| SchemaError::Invalid(error.to_string()))
+}
+
+/// The registry: every subject, stored and in memory.
+#[derive(Debug)]
+pub struct SchemaRegistry {
+    state: Arc<dyn StateStore>,
+    subjects: RwLock<HashMap<SubjectName, Subject>>,
+    /// Held by every change from its read to its write, so two
+    /// registrations cannot both take one version number.
+    changing: tokio::sync::Mutex<()>,
+}
+
+impl SchemaRegistry {
+    /// Loads the stored subjects; one that cannot be read is logged and
+    /// skipped.
+    pub async fn load(state: Arc<dyn StateStore>) -> Result<Self, StateError> {
+        let mut subjects = HashMap::new();
+        for row in state.list(KeyKind::SchemaSubject).await? {
+            let loaded = serde_json::from_value::<StoredSubject>(row)
+                .map_err(|error| error.to_string())
+                .and_then(|stored| {
+                    let name =
+                        SubjectName::parse(&stored.namespace, &stored.tenant, &stored.subject)
+                            .map_err(|error| error.to_string())?;
+                    let subject = Subject::compiled(stored).map_err(|error| error.to_string())?;
+                    Ok((name, subject))
+                });
+            match loaded {
+                Ok((name, subject)) => {
+                    subjects.insert(name, subject);
+                }
+                Err(error) => {
+                    tracing::error!(%error, "a stored schema subject could not be loaded")
+                }
+            }
+        }
+        Ok(Self {
+            state,
+            subjects: RwLock::new(subjects),
+            changing: tokio::sync::Mutex::default(),
+        })
+    }
+
+    /// Registers `schema` under `name`: the existing version if one is
+    /// identical (`false`), else a new one (`true`) if the subject's mode
+    /// allows it.
+    pub async fn register(
+        &self,
+        name: &SubjectName,
+        schema: Value,
+    ) -> Result<(SchemaVersion, bool), SchemaError> {
+        let validator = Arc::new(compile(&schema)?);
+        let _changing = self.changing.lock().await;
+        let mut stored = match self.stored(name) {
+            Some(stored) => stored,
+            None => StoredSubject {
+                namespace: name.namespace.to_string(),
+                tenant: name.tenant.to_string(),
+                subject: name.subject.to_string(),
+                compatibility: Compatibility::default(),
+                next_version: 1,
+                versions: Vec::new(),
+            },
+        };
+        if let Some(existing) = stored.versions.iter().find(|v| v.schema == schema) {
+            return Ok((existing.clone(), false));
+        }
+        if stored.versions.len() >= MAX_VERSIONS {
+            return Err(SchemaError::TooManyVersions {
+                subject: name.subject.to_string(),
+            });
+        }
+        let earlier: Vec<&Value> = stored.versions.iter().map(|v| &v.schema).collect();
+        let reasons = stored.compatibility.refusals(&schema, &earlier);
+        if !reasons.is_empty() {
+            return Err(SchemaError::Incompatible {
+                subject: name.subject.to_string(),
+                mode: stored.compatibility,
+                reasons,
+            });
+        }
+        let version = SchemaVersion {
+            subject: name.subject.to_string(),
+            version: stored.next_version,
+            schema,
+            registered_at: Utc::now(),
+        };
+        stored.next_version += 1;
+        stored.versions.push(version.clone());
+        self.save(name, stored, Some((version.version, validator)))
+            .await?;
+        Ok((version, true))
+    }
+
+    /// Whether `schema` could be registered under `name` now, and why not.
+    pub fn check(&self, name: &SubjectName, schema: &Value) -> Result<Vec<String>, SchemaError> {
+        compile(schema)?;
+        let Some(stored) = self.stored(name) else {
+            return Ok(Vec::new());
+        };
+        let earlier: Vec<&Value> = stored.versions.iter().map(|v| &v.schema).collect();
+        Ok(stored.compatibility.refusals(schema, &earlier))
+    }
+
+    /// The subjects of a namespace and tenant, by name.
+    pub fn subjects(&self, namespace: &Fragment, tenant: &Fragment) -> Vec<String> {
+        let subjects = self.subjects.read().unwrap_or_else(PoisonError::into_inner);
+        let mut names: Vec<String> = subjects
+            .keys()
+            .filter(|name| &name.namespace == namespace && &name.tenant == tenant)
+            .map(|name| name.subject.to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The version numbers a subject keeps, oldest first.
+    pub fn versions(&self, name: &SubjectName) -> Result<Vec<u32>, SchemaError> {
+        let stored = self.existing(name)?;
+        Ok(stored.versions.iter().map(|v| v.version).collect())
+    }
+
+    pub fn version(
+        &self,
+        name: &SubjectName,
+        version: VersionRef,
+    ) -> Result<SchemaVersion, SchemaError> {
+        let stored = self.existing(name)?;
+        let found = match version {
+            VersionRef::Latest => stored.versions.last(),
+            VersionRef::Number(n) => stored.versions.iter().find(|v| v.version == n),
+        };
+        found.cloned().ok_or_else(|| not_found(name, version))
+    }
+
+    /// The validator of a version, for a publish path.
+    pub fn bound(&self, name: &SubjectName, version: VersionRef) -> Result<Bound, SchemaError> {
+        let subjects = self.subjects.read().unwrap_or_else(PoisonError::into_inner);
+        let subject = subjects
+            .get(name)
+            .ok_or_else(|| SchemaError::SubjectNotFound {
+                subject: name.subject.to_string(),
+            })?;
+        let found = match version {
+            VersionRef::Latest => subject.validators.last_key_value(),
+            VersionRef::Number(n) => subject.validators.get_key_value(&n),
+        };
+        let (number, validator) = found.ok_or_else(|| not_found(name, version))?;
+        Ok(Bound {
+            subject: name.subject.to_string(),
+            version: *number,
+            validator: Arc::clone(validator),
+        })
+    }
+
+    pub fn compatibility(&self, name: &SubjectName) -> Result<Compatibility, SchemaError> {
+        Ok(self.existing(name)?.compatibility)
+    }
+
+    pub async fn set_compatibility(
+        &self,
+        name: &SubjectName,
+        mode: Compatibility,
+    ) -> Result<(), SchemaError> {
+        let _changing = self.changing.lock().await;
+        let mut stored = self.existing(name)?;
+        stored.compatibility = mode;
+        self.save(name, stored, None).await
+    }
+
+    /// Deletes a version; its number is never given again. `in_use`
+    /// says whether a topic is bound to it, which refuses the delete.
+    pub async fn delete_version(
+        &self,
+        name: &SubjectName,
+        version: u32,
+        in_use: impl FnOnce(&SubjectName, u32) -> bool,
+    ) -> Result<bool, SchemaError> {
+        let _changing = self.changing.lock().await;
+        let mut stored = self.existing(name)?;
+        let Some(index) = stored.versions.iter().position(|v| v.version == version) else {
+            return Err(not_found(name, VersionRef::Number(version)));
+        };
+        if in_use(name, version) {
+            return Ok(false);
+        }
+        stored.versions.remove(index);
+        self.save(name, stored, None).await?;
+        Ok(true)
+    }
+
+    fn stored(&self, name: &SubjectName) -> Option<StoredSubject> {
+        let subjects = self.subjects.read().unwrap_or_else(PoisonError::into_inner);
+        subjects.get(name).map(|subject| subject.stored.clone())
+    }
+
+    fn existing(&self, name: &SubjectName) -> Result<StoredSubject, SchemaError> {
+        self.stored(name)
+            .ok_or_else(|| SchemaError::SubjectNotFound {
+                subject: name.subject.to_string(),
+            })
+    }
+
+    /// Stores `stored`, then mirrors it with `added`'s validator and
+    /// without those of deleted versions.
+    async fn save(
+        &self,
+        name: &SubjectName,
+        stored: StoredSubject,
+        added: Option<(u32, Arc<jsonschema::Validator>)>,
+    ) -> Result<(), SchemaError> {
+        let document = serde_json::to_value(&stored).expect("subjects serialise");
+        self.state
+            .put(KeyKind::SchemaSubject, &name.key(), &document)
+            .await?;
+        let mut subjects = self
+            .subjects
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let subject = subjects.entry(name.clone()).or_insert_with(|| Subject {
+            stored: stored.clone(),
+            validators: BTreeMap::new(),
+        });
+        if let Some((version, validator)) = added {
+            subject.validators.insert(version, validator);
+        }
+        subject
+            .validators
+            .retain(|version, _| stored.versions.iter().any(|v| v.version == *version));
+        subject.stored = stored;
+        Ok(())
+    }
+}
+
+impl Subject {
+    fn compiled(stored: StoredSubject) -> Result<Self, SchemaError> {
+        let validators = stored
+            .versions
+            .iter()
+            .map(|v| Ok((v.version, Arc::new(compile(&v.schema)?))))
+            .collect::<Result<_, SchemaError>>()?;
+        Ok(Self { stored, validators })
+    }
+}
+
+fn not_found(name: &SubjectName, version: VersionRef) -> SchemaError {
+    SchemaError::VersionNotFound {
+        subject: name.subject.to_string(),
+        version: match version {
+            VersionRef::Latest => "latest".to_owned(),
+            VersionRef::Number(n) => n.to_string(),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::state::MemoryStore;
+
+    fn name(subject: &str) -> SubjectName {
+        SubjectName::parse("ns", "t1", subject).unwrap()
+    }
+
+    fn person(required: &[&str]) -> Value {
+        json!({
+            "type": "object",
+            "properties": { "name": { "type": "string" }, "age": { "type": "integer" } },
+            "required": required,
+        })
+    }
+
+    #[tokio::test]
+    async fn versions_grow_identical_schemas_reuse_theirs_and_survive_a_restart() {
+        let state: Arc<dyn StateStore> = Arc::new(MemoryStore::default());
+        let registry = SchemaRegistry::load(Arc::clone(&state)).await.unwrap();
+        let people = name("people");
+        let (first, created) = registry.register(&people, person(&["name"])).await.unwrap();
+        assert_eq!((first.version, created), (1, true));
+        let (again, created) = registry.register(&people, person(&["name"])).await.unwrap();
+        assert_eq!((again.version, created), (1, false));
+        let (second, _) = registry.register(&people, person(&[])).await.unwrap();
+        assert_eq!(second.version, 2);
+        // A new required property breaks backward compatibility.
+        let refused = registry.register(&people, person(&["name", "age"])).await;
+        assert!(
+            matches!(refused, Err(SchemaError::Incompatible { .. })),
+            "{refused:?}"
+        );
+
+        assert!(
+            registry
+                .delete_version(&people, 2, |_, _| false)
+                .await
+                .unwrap()
+        );
+        let (third, _) = registry.register(&people, person(&[])).await.unwrap();
+        assert_eq!(third.version, 3, "a deleted number is not given again");
+        assert!(
+            !registry
+                .delete_version(&people, 3, |_, _| true)
+                .await
+                .unwrap()
+        );
+
+        let reloaded = SchemaRegistry::load(state).await.unwrap();
+        assert_eq!(reloaded.versions(&people).unwrap(), [1, 3]);
+        let bound = reloaded.bound(&people, VersionRef::Latest).unwrap();
+        assert_eq!(bound.version, 3);
+        assert!(bound.validator.is_valid(&json!({ "age": 4 })));
+        assert!(!bound.validator.is_valid(&json!({ "age": "four" })));
+    }
+
+    #[tokio::test]
+    async fn each_mode_compares_with_the_versions_it_names() {
+        let registry = SchemaRegistry::load(Arc::new(MemoryStore::default()))
+            .await
+            .unwrap();
+        let subject = name("modes");
+        let narrow = json!({ "type": "integer", "maximum": 5 });
+        let wide = json!({ "type": "integer", "maximum": 10 });
+        let wider = json!({ "type": "integer", "maximum": 20 });
+        registry.register(&subject, narrow.clone()).await.unwrap();
+        registry
+            .set_compatibility(&subject, Compatibility::Forward)
+            .await
+            .unwrap();
+        assert!(!registry.check(&subject, &wide).unwrap().is_empty());
+        registry
+            .set_compatibility(&subject, Compatibility::Backward)
+            .await
+            .unwrap();
+        registry.register(&subject, wide.clone()).await.unwrap();
+        registry
+            .set_compatibility(&subject, Compatibility::ForwardTransitive)
+            .await
+            .unwrap();
+        let back_to_narrow = json!({ "type": "integer", "maximum": 5, "minimum": 0 });
+        assert!(
+            registry
+                .check(&subject, &back_to_narrow)
+                .unwrap()
+                .is_empty()
+        );
+        registry
+            .set_compatibility(&subject, Compatibility::Full)
+            .await
+            .unwrap();
+        assert!(!registry.check(&subject, &wider).unwrap().is_empty());
+        registry
+            .set_compatibility(&subject, Compatibility::None)
+            .await
+            .unwrap();
+        assert!(
+            registry
+                .check(&subject, &json!({ "type": "string" }))
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn only_valid_2020_12_schemas_compile() {
+        assert!(compile(&json!({ "type": "object" })).is_ok());
+        assert!(compile(&json!(true)).is_ok());
+        for bad in [
+            json!({ "type": "no-such-type" }),
+            json!({ "minLength": -1 }),
+            json!(3),
+            json!({ "$schema": "http://json-schema.org/draft-07/schema#" }),
+        ] {
+            assert!(
+                matches!(compile(&bad), Err(SchemaError::Invalid(_))),
+                "{bad}"
+            );
+        }
+    }
+}
