@@ -25,6 +25,7 @@ use crate::messages::MessageService;
 use crate::metrics::Metrics;
 use crate::pipeline::{AuditLog, AuditWriter, Pipeline, Quotas, RuleSet, Silences};
 use crate::request_context::RequestScopeLayer;
+use crate::schemas::registry::SchemaRegistry;
 use crate::state::{MemoryStore, SqliteStore, StateStore, TimedStore};
 use crate::topics::TopicRegistry;
 
@@ -60,6 +61,7 @@ pub struct Services {
     pub(crate) connections: Arc<Connections>,
     pub(crate) readiness: Arc<Readiness>,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) schemas: Arc<SchemaRegistry>,
 }
 
 /// A built server, ready to serve on a bound listener.
@@ -102,6 +104,11 @@ impl Server {
             }
             None => Arc::new(MemoryBackend::new(config.bus.memory.clone())),
         };
+        let schemas = Arc::new(
+            SchemaRegistry::load(Arc::clone(&state))
+                .await
+                .context("loading schemas")?,
+        );
         let silences = Silences::load(Arc::clone(&state), config.limits.clone())
             .await
             .context("loading silences")?;
@@ -167,6 +174,7 @@ impl Server {
             readiness: Arc::default(),
             metrics,
             keys,
+            schemas,
         }));
         app.topics
             .restore()

@@ -12,6 +12,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::pipeline::Throttled;
+use crate::schemas::registry::SchemaError;
 use crate::state::StateError;
 
 /// A failed service call.
@@ -84,6 +85,8 @@ pub enum ServiceError {
     #[error("subscription {id} is busy; retry later")]
     SubscriptionUnavailable { id: String },
     #[error(transparent)]
+    Schema(#[from] SchemaError),
+    #[error(transparent)]
     Bus(#[from] BusError),
     #[error(transparent)]
     State(#[from] StateError),
@@ -111,6 +114,9 @@ pub(crate) struct ErrorBody {
     pub(crate) quota: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) retry_after_ms: Option<u64>,
+    /// Why a schema was refused as incompatible, one reason per place.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) messages: Option<Vec<String>>,
 }
 
 /// What a handler returns on failure.
@@ -190,6 +196,21 @@ impl ApiError {
                 State(StateError::Corrupt { .. }) => StatusCode::INTERNAL_SERVER_ERROR,
                 Bus(BusError::Rejected { .. }) => StatusCode::BAD_REQUEST,
                 Bus(BusError::Broker { .. }) => StatusCode::BAD_GATEWAY,
+                Schema(error) => match error {
+                    SchemaError::InvalidName(_) | SchemaError::Invalid(_) => {
+                        StatusCode::BAD_REQUEST
+                    }
+                    SchemaError::Incompatible { .. }
+                    | SchemaError::TooManyVersions { .. }
+                    | SchemaError::InUse { .. } => StatusCode::CONFLICT,
+                    SchemaError::SubjectNotFound { .. } | SchemaError::VersionNotFound { .. } => {
+                        StatusCode::NOT_FOUND
+                    }
+                    SchemaError::State(StateError::Corrupt { .. }) => {
+                        StatusCode::INTERNAL_SERVER_ERROR
+                    }
+                    SchemaError::State(_) => StatusCode::SERVICE_UNAVAILABLE,
+                },
             },
         }
     }
@@ -220,6 +241,9 @@ impl ApiError {
             Self::Service(ServiceError::Denied { rule, reason }) => {
                 body.rule = Some(rule.clone());
                 body.reason.clone_from(reason);
+            }
+            Self::Service(ServiceError::Schema(SchemaError::Incompatible { reasons, .. })) => {
+                body.messages = Some(reasons.clone());
             }
             Self::Service(ServiceError::Throttled(throttled)) => {
                 let wait_ms = throttled.wait.as_millis() as u64;

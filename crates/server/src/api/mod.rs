@@ -16,6 +16,8 @@ mod records;
 #[cfg(feature = "bus")]
 mod rules;
 #[cfg(feature = "bus")]
+mod schemas;
+#[cfg(feature = "bus")]
 mod silences;
 #[cfg(feature = "bus")]
 mod subscribe;
@@ -170,6 +172,7 @@ pub(crate) fn router(config: &Config) -> Router<AppState> {
             .merge(durable::routes())
             .merge(rules::routes())
             .merge(silences::routes())
+            .merge(schemas::routes())
             .merge(audit::routes())
             .merge(tokens::routes())
     } else {

@@ -42,6 +42,8 @@ pub enum Op {
     Audit,
     /// `GET /metrics`.
     Metrics,
+    /// The schema registry: register, read, check, configure, delete.
+    Schema,
     /// Rules, silences, and every other operation.
     Admin,
 }
@@ -54,6 +56,7 @@ impl fmt::Display for Op {
             Self::Manage => "manage",
             Self::Audit => "audit",
             Self::Metrics => "metrics",
+            Self::Schema => "schema",
             Self::Admin => "admin",
         })
     }

@@ -112,6 +112,8 @@ pub enum SchemaError {
     VersionNotFound { subject: String, version: String },
     #[error("subject {subject} keeps {MAX_VERSIONS} versions at most; delete one first")]
     TooManyVersions { subject: String },
+    #[error("version {version} of subject {subject} is bound to a topic; unbind it first")]
+    InUse { subject: String, version: u32 },
     #[error(transparent)]
     State(#[from] StateError),
 }
@@ -402,18 +404,20 @@ impl SchemaRegistry {
         name: &SubjectName,
         version: u32,
         in_use: impl FnOnce(&SubjectName, u32) -> bool,
-    ) -> Result<bool, SchemaError> {
+    ) -> Result<(), SchemaError> {
         let _changing = self.changing.lock().await;
         let mut stored = self.existing(name)?;
         let Some(index) = stored.versions.iter().position(|v| v.version == version) else {
             return Err(not_found(name, VersionRef::Number(version)));
         };
         if in_use(name, version) {
-            return Ok(false);
+            return Err(SchemaError::InUse {
+                subject: name.subject.to_string(),
+                version,
+            });
         }
         stored.versions.remove(index);
-        self.save(name, stored, None).await?;
-        Ok(true)
+        self.save(name, stored, None).await
     }
 
     fn stored(&self, name: &SubjectName) -> Option<StoredSubject> {
@@ -517,19 +521,16 @@ mod tests {
             "{refused:?}"
         );
 
-        assert!(
-            registry
-                .delete_version(&people, 2, |_, _| false)
-                .await
-                .unwrap()
-        );
+        registry
+            .delete_version(&people, 2, |_, _| false)
+            .await
+            .unwrap();
         let (third, _) = registry.register(&people, person(&[])).await.unwrap();
         assert_eq!(third.version, 3, "a deleted number is not given again");
+        let in_use = registry.delete_version(&people, 3, |_, _| true).await;
         assert!(
-            !registry
-                .delete_version(&people, 3, |_, _| true)
-                .await
-                .unwrap()
+            matches!(in_use, Err(SchemaError::InUse { .. })),
+            "{in_use:?}"
         );
 
         let reloaded = SchemaRegistry::load(state).await.unwrap();

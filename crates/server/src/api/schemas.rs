@@ -1,0 +1,270 @@
+//! `/v1/schemas/{namespace}/{tenant}/...`: the schema registry.
+
+use acteon_core::{Fragment, FragmentKind};
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::Refusals;
+use super::durable::tenant_scope;
+use super::extract::{Json, Path};
+use crate::app::AppState;
+use crate::auth::{Caller, Op};
+use crate::error::{ApiError, ServiceError};
+use crate::schemas::registry::{
+    Compatibility, SchemaError, SchemaVersion, SubjectName, VersionRef,
+};
+
+pub(super) fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(subjects))
+        .routes(routes!(versions, register))
+        .routes(routes!(version, delete_version))
+        .routes(routes!(config, set_config))
+        .routes(routes!(check))
+}
+
+#[derive(Debug, Deserialize)]
+struct TenantPath {
+    namespace: String,
+    tenant: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct SubjectPath {
+    namespace: String,
+    tenant: String,
+    subject: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct VersionPath {
+    namespace: String,
+    tenant: String,
+    subject: String,
+    version: String,
+}
+
+/// The subject a path names, once the caller may use the registry of its
+/// tenant: another tenant's subject and a missing one answer alike.
+fn subject_for(
+    caller: &Caller,
+    namespace: &str,
+    tenant: &str,
+    subject: &str,
+) -> Result<SubjectName, ApiError> {
+    caller.require(Op::Schema, &tenant_scope(namespace, tenant)?)?;
+    Ok(SubjectName::parse(namespace, tenant, subject)
+        .map_err(|error| ServiceError::from(SchemaError::from(error)))?)
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct SchemaRequest {
+    /// A JSON Schema, draft 2020-12.
+    #[schema(value_type = Object)]
+    schema: serde_json::Value,
+}
+
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CompatibilityConfig {
+    compatibility: Compatibility,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct CompatibilityAnswer {
+    compatible: bool,
+    /// Why not, one reason per place in the schema.
+    messages: Vec<String>,
+}
+
+/// The subjects of a tenant.
+#[utoipa::path(
+    get,
+    path = "/v1/schemas/{namespace}/{tenant}",
+    tag = "schemas",
+    responses((status = 200, body = Vec<String>), Refusals),
+)]
+async fn subjects(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(path): Path<TenantPath>,
+) -> Result<axum::Json<Vec<String>>, ApiError> {
+    caller.require(Op::Schema, &tenant_scope(&path.namespace, &path.tenant)?)?;
+    let fragment = |kind, value: &str| {
+        Fragment::parse(kind, value).map_err(|error| ServiceError::from(SchemaError::from(error)))
+    };
+    let namespace = fragment(FragmentKind::Namespace, &path.namespace)?;
+    let tenant = fragment(FragmentKind::Tenant, &path.tenant)?;
+    Ok(axum::Json(app.schemas.subjects(&namespace, &tenant)))
+}
+
+/// Registers a schema: 201 with a new version, or 200 with the version
+/// an identical schema already has.
+#[utoipa::path(
+    post,
+    path = "/v1/schemas/{namespace}/{tenant}/{subject}/versions",
+    tag = "schemas",
+    request_body = SchemaRequest,
+    responses(
+        (status = 201, description = "A new version", body = SchemaVersion),
+        (status = 200, description = "The version of an identical schema", body = SchemaVersion),
+        Refusals,
+    ),
+)]
+async fn register(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(path): Path<SubjectPath>,
+    Json(request): Json<SchemaRequest>,
+) -> Result<(StatusCode, axum::Json<SchemaVersion>), ApiError> {
+    let name = subject_for(&caller, &path.namespace, &path.tenant, &path.subject)?;
+    let (version, created) = app
+        .schemas
+        .register(&name, request.schema)
+        .await
+        .map_err(ServiceError::from)?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(version)))
+}
+
+/// The version numbers a subject keeps, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/schemas/{namespace}/{tenant}/{subject}/versions",
+    tag = "schemas",
+    responses((status = 200, body = Vec<u32>), Refusals),
+)]
+async fn versions(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(path): Path<SubjectPath>,
+) -> Result<axum::Json<Vec<u32>>, ApiError> {
+    let name = subject_for(&caller, &path.namespace, &path.tenant, &path.subject)?;
+    Ok(axum::Json(
+        app.schemas.versions(&name).map_err(ServiceError::from)?,
+    ))
+}
+
+fn version_ref(text: &str) -> Result<VersionRef, ApiError> {
+    text.parse().map_err(ApiError::bad_request)
+}
+
+/// One version, by number or `latest`.
+#[utoipa::path(
+    get,
+    path = "/v1/schemas/{namespace}/{tenant}/{subject}/versions/{version}",
+    tag = "schemas",
+    responses((status = 200, body = SchemaVersion), Refusals),
+)]
+async fn version(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(path): Path<VersionPath>,
+) -> Result<axum::Json<SchemaVersion>, ApiError> {
+    let name = subject_for(&caller, &path.namespace, &path.tenant, &path.subject)?;
+    let version = version_ref(&path.version)?;
+    Ok(axum::Json(
+        app.schemas
+            .version(&name, version)
+            .map_err(ServiceError::from)?,
+    ))
+}
+
+/// Deletes a version; 409 while a topic is bound to it. Its number is
+/// never given again.
+#[utoipa::path(
+    delete,
+    path = "/v1/schemas/{namespace}/{tenant}/{subject}/versions/{version}",
+    tag = "schemas",
+    responses((status = 204, description = "Deleted"), Refusals),
+)]
+async fn delete_version(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(path): Path<VersionPath>,
+) -> Result<StatusCode, ApiError> {
+    let name = subject_for(&caller, &path.namespace, &path.tenant, &path.subject)?;
+    let VersionRef::Number(version) = version_ref(&path.version)? else {
+        return Err(ApiError::bad_request("delete a version by its number"));
+    };
+    app.schemas
+        .delete_version(&name, version, |_, _| false)
+        .await
+        .map_err(ServiceError::from)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A subject's compatibility mode.
+#[utoipa::path(
+    get,
+    path = "/v1/schemas/{namespace}/{tenant}/{subject}/config",
+    tag = "schemas",
+    responses((status = 200, body = CompatibilityConfig), Refusals),
+)]
+async fn config(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(path): Path<SubjectPath>,
+) -> Result<axum::Json<CompatibilityConfig>, ApiError> {
+    let name = subject_for(&caller, &path.namespace, &path.tenant, &path.subject)?;
+    let compatibility = app
+        .schemas
+        .compatibility(&name)
+        .map_err(ServiceError::from)?;
+    Ok(axum::Json(CompatibilityConfig { compatibility }))
+}
+
+/// Sets a subject's compatibility mode; later registrations follow it.
+#[utoipa::path(
+    put,
+    path = "/v1/schemas/{namespace}/{tenant}/{subject}/config",
+    tag = "schemas",
+    request_body = CompatibilityConfig,
+    responses((status = 200, body = CompatibilityConfig), Refusals),
+)]
+async fn set_config(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(path): Path<SubjectPath>,
+    Json(request): Json<CompatibilityConfig>,
+) -> Result<axum::Json<CompatibilityConfig>, ApiError> {
+    let name = subject_for(&caller, &path.namespace, &path.tenant, &path.subject)?;
+    app.schemas
+        .set_compatibility(&name, request.compatibility)
+        .await
+        .map_err(ServiceError::from)?;
+    Ok(axum::Json(request))
+}
+
+/// Whether a schema could be registered now, without registering it.
+#[utoipa::path(
+    post,
+    path = "/v1/schemas/{namespace}/{tenant}/{subject}/compatibility",
+    tag = "schemas",
+    request_body = SchemaRequest,
+    responses((status = 200, body = CompatibilityAnswer), Refusals),
+)]
+async fn check(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(path): Path<SubjectPath>,
+    Json(request): Json<SchemaRequest>,
+) -> Result<axum::Json<CompatibilityAnswer>, ApiError> {
+    let name = subject_for(&caller, &path.namespace, &path.tenant, &path.subject)?;
+    let messages = app
+        .schemas
+        .check(&name, &request.schema)
+        .map_err(ServiceError::from)?;
+    Ok(axum::Json(CompatibilityAnswer {
+        compatible: messages.is_empty(),
+        messages,
+    }))
+}
