@@ -26,6 +26,7 @@
 //!         partitions: 4,
 //!         replication_factor: 1,
 //!         retention_ms: None,
+//!         schema: None,
 //!     })
 //!     .await?;
 //! let name: &TopicName = topic.topic.name();

@@ -55,6 +55,7 @@ fn spec(tenant: &str, name: &str) -> TopicSpec {
         partitions: 2,
         replication_factor: 1,
         retention_ms: None,
+        schema: None,
     }
 }
 

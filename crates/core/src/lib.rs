@@ -6,6 +6,7 @@
 
 mod message;
 mod name;
+mod schema;
 mod scope;
 mod topic;
 
@@ -14,5 +15,8 @@ pub use message::{
     StartPosition, StartPositionError, SubscriptionEvent, SubscriptionMode, check_client_headers,
 };
 pub use name::{Fragment, FragmentKind, NameError, TopicName};
+pub use schema::{
+    Compatibility, SchemaBinding, SchemaVersion, SchemaVersionRef, SchemaVersionRefError,
+};
 pub use scope::{DisjointScopes, Pattern, Scope, WILDCARD};
 pub use topic::{MAX_PARTITIONS, MAX_RETENTION_MS, Topic, TopicError, TopicRecord, TopicSpec};

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::name::{NameError, TopicName};
+use crate::schema::SchemaBinding;
 
 /// Upper bound on partitions per topic. Every partition costs memory on the
 /// in-memory backend and file handles on a broker; a typo such as `100000`
@@ -49,6 +50,9 @@ pub struct TopicSpec {
         schema(minimum = 1, maximum = 315_360_000_000_i64)
     )]
     pub retention_ms: Option<i64>,
+    /// The schema every record produced to the topic must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<SchemaBinding>,
 }
 
 /// A validated topic.
@@ -59,6 +63,7 @@ pub struct Topic {
     partitions: u32,
     replication_factor: i16,
     retention_ms: Option<i64>,
+    schema: Option<SchemaBinding>,
 }
 
 impl Topic {
@@ -82,7 +87,16 @@ impl Topic {
             partitions,
             replication_factor,
             retention_ms,
+            schema: None,
         })
+    }
+
+    /// The same topic bound to `schema`, or unbound with `None`.
+    pub fn with_schema(self, schema: Option<SchemaBinding>) -> Result<Self, TopicError> {
+        if let Some(binding) = &schema {
+            binding.check()?;
+        }
+        Ok(Self { schema, ..self })
     }
 
     pub fn name(&self) -> &TopicName {
@@ -105,6 +119,10 @@ impl Topic {
     pub fn retention_ms(&self) -> Option<i64> {
         self.retention_ms
     }
+
+    pub fn schema(&self) -> Option<&SchemaBinding> {
+        self.schema.as_ref()
+    }
 }
 
 impl TryFrom<TopicSpec> for Topic {
@@ -117,7 +135,8 @@ impl TryFrom<TopicSpec> for Topic {
             spec.partitions,
             spec.replication_factor,
             spec.retention_ms,
-        )
+        )?
+        .with_schema(spec.schema)
     }
 }
 
@@ -181,6 +200,7 @@ impl From<Topic> for TopicRepr {
                 partitions: topic.partitions,
                 replication_factor: topic.replication_factor,
                 retention_ms: topic.retention_ms,
+                schema: topic.schema,
             },
         }
     }
@@ -198,6 +218,7 @@ mod tests {
             partitions: 4,
             replication_factor: 1,
             retention_ms: Some(60_000),
+            schema: None,
         }
     }
 

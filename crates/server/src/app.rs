@@ -137,6 +137,7 @@ impl Server {
         let topics = TopicRegistry::new(
             Arc::clone(&state),
             Arc::clone(&bus),
+            Arc::clone(&schemas),
             config.limits.max_topics_per_tenant,
         );
         let messages = MessageService::new(
@@ -146,6 +147,7 @@ impl Server {
             Arc::new(config.limits.clone()),
             config.server.max_batch_records,
             Arc::clone(&idempotency),
+            Arc::clone(&schemas),
         );
         let shutdown = CancellationToken::new();
         let durable = DurableSubscriptions::new(

@@ -12,7 +12,7 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::pipeline::Throttled;
-use crate::schemas::registry::SchemaError;
+use crate::schemas::registry::{Issue, SchemaError, Violation};
 use crate::state::StateError;
 
 /// A failed service call.
@@ -87,6 +87,8 @@ pub enum ServiceError {
     #[error(transparent)]
     Schema(#[from] SchemaError),
     #[error(transparent)]
+    SchemaViolation(Box<Violation>),
+    #[error(transparent)]
     Bus(#[from] BusError),
     #[error(transparent)]
     State(#[from] StateError),
@@ -117,6 +119,19 @@ pub(crate) struct ErrorBody {
     /// Why a schema was refused as incompatible, one reason per place.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) messages: Option<Vec<String>>,
+    /// The schema a refused payload was checked against.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) schema: Option<CheckedSchema>,
+    /// Why the payload does not match it: at most 10 issues.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) issues: Option<Vec<Issue>>,
+}
+
+/// A version of a subject, as a refused payload's answer names it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct CheckedSchema {
+    subject: String,
+    version: u32,
 }
 
 /// What a handler returns on failure.
@@ -176,6 +191,7 @@ impl ApiError {
                 | InvalidMessage(_)
                 | InvalidDurable(_)
                 | MalformedDeliveryId(_)
+                | SchemaViolation(_)
                 | DisjointScopes(_) => StatusCode::BAD_REQUEST,
                 Denied { .. } | Forbidden(_) | WrongStream | LimitReached(_) => {
                     StatusCode::FORBIDDEN
@@ -202,7 +218,8 @@ impl ApiError {
                     }
                     SchemaError::Incompatible { .. }
                     | SchemaError::TooManyVersions { .. }
-                    | SchemaError::InUse { .. } => StatusCode::CONFLICT,
+                    | SchemaError::InUse { .. }
+                    | SchemaError::Dangling { .. } => StatusCode::CONFLICT,
                     SchemaError::SubjectNotFound { .. } | SchemaError::VersionNotFound { .. } => {
                         StatusCode::NOT_FOUND
                     }
@@ -245,6 +262,13 @@ impl ApiError {
             Self::Service(ServiceError::Schema(SchemaError::Incompatible { reasons, .. })) => {
                 body.messages = Some(reasons.clone());
             }
+            Self::Service(ServiceError::SchemaViolation(violation)) => {
+                body.schema = Some(CheckedSchema {
+                    subject: violation.subject.clone(),
+                    version: violation.version,
+                });
+                body.issues = Some(violation.issues.clone());
+            }
             Self::Service(ServiceError::Throttled(throttled)) => {
                 let wait_ms = throttled.wait.as_millis() as u64;
                 body.quota = Some(throttled.quota.clone());
@@ -273,6 +297,12 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
+    }
+}
+
+impl From<SchemaError> for ApiError {
+    fn from(error: SchemaError) -> Self {
+        Self::Service(error.into())
     }
 }
 

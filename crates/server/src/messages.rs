@@ -13,6 +13,7 @@ use crate::error::ServiceError;
 use crate::idempotency::{Claim, IdempotencyWindow};
 use crate::limits::LimitsConfig;
 use crate::pipeline::{Pipeline, Published};
+use crate::schemas::registry::{Bound, SchemaError, SchemaRegistry, SubjectName};
 use crate::shared::SharedSubscriptions;
 use crate::topics::TopicRegistry;
 
@@ -32,6 +33,7 @@ pub struct MessageService {
     limits: Arc<LimitsConfig>,
     max_batch_records: usize,
     idempotency: Arc<IdempotencyWindow>,
+    schemas: Arc<SchemaRegistry>,
     shared: SharedSubscriptions,
 }
 
@@ -43,6 +45,7 @@ impl MessageService {
         limits: Arc<LimitsConfig>,
         max_batch_records: usize,
         idempotency: Arc<IdempotencyWindow>,
+        schemas: Arc<SchemaRegistry>,
     ) -> Self {
         Self {
             topics,
@@ -52,6 +55,7 @@ impl MessageService {
             limits,
             max_batch_records,
             idempotency,
+            schemas,
         }
     }
 
@@ -98,8 +102,25 @@ impl MessageService {
         principal: Option<&str>,
     ) -> Result<Answered, ServiceError> {
         self.check(&message)?;
-        self.topics.require_registered(topic)?;
-        self.admit(topic, message, idempotency_key, principal).await
+        let schema = self.schema_of(topic)?;
+        self.admit(topic, message, idempotency_key, principal, schema.as_ref())
+            .await
+    }
+
+    /// The validator of a registered topic's schema, if it is bound.
+    fn schema_of(&self, topic: &TopicName) -> Result<Option<Bound>, ServiceError> {
+        let Some(binding) = self.topics.schema_of(topic)? else {
+            return Ok(None);
+        };
+        let subject = SubjectName::of_topic(topic, &binding.subject)?;
+        let bound =
+            self.schemas
+                .bound(&subject, binding.version)
+                .map_err(|_| SchemaError::Dangling {
+                    topic: topic.kafka_topic_name(),
+                    binding: binding.to_string(),
+                })?;
+        Ok(Some(bound))
     }
 
     /// Decides `message`'s fate now, unless `idempotency_key` was used
@@ -111,6 +132,7 @@ impl MessageService {
         message: OutgoingMessage,
         idempotency_key: Option<&str>,
         principal: Option<&str>,
+        schema: Option<&Bound>,
     ) -> impl Future<Output = Result<Answered, ServiceError>> + Send + use<> {
         let ticket = match idempotency_key.map(|key| self.idempotency.claim(topic, key, &message)) {
             None => None,
@@ -123,7 +145,9 @@ impl MessageService {
             }
             Some(Err(error)) => return Either::Left(ready(Err(error))),
         };
-        let publishing = self.pipeline.admit(topic, message, principal, ticket);
+        let publishing = self
+            .pipeline
+            .admit(topic, message, principal, ticket, schema);
         Either::Right(async move {
             Ok(Answered {
                 published: publishing.await?,
@@ -133,7 +157,8 @@ impl MessageService {
     }
 
     /// Publishes each of `messages` as [`publish`](Self::publish) would, to
-    /// one registered topic; one record's failure is its own. Every record
+    /// one registered topic, under one look-up of its schema; one record's
+    /// failure is its own. Every record
     /// is decided before any is produced, and they are handed to the bus in
     /// order, so records of one key keep it.
     pub async fn publish_batch(
@@ -149,11 +174,17 @@ impl MessageService {
                 messages.len()
             )));
         }
-        self.topics.require_registered(topic)?;
+        let schema = self.schema_of(topic)?;
         let admitted: Vec<_> = messages
             .into_iter()
             .map(|(message, key)| match self.check(&message) {
-                Ok(()) => Either::Right(self.admit(topic, message, key.as_deref(), principal)),
+                Ok(()) => Either::Right(self.admit(
+                    topic,
+                    message,
+                    key.as_deref(),
+                    principal,
+                    schema.as_ref(),
+                )),
                 Err(error) => Either::Left(ready(Err(error))),
             })
             .collect();

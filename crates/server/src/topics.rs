@@ -17,6 +17,12 @@
 //! rollback failed leaves a row that is not in memory: the topic is listed,
 //! refuses publishes, and is restored at the next start.)
 //!
+//! A topic may be bound to a schema of its own tenant's registry. Binding
+//! holds the schema registry still (see [`SchemaRegistry::hold`]) from the
+//! check that the version exists to the write, so a version cannot be
+//! deleted under a new binding; the registry is always taken first, then
+//! the topics.
+//!
 //! Kafka refuses a topic whose name equals another's once '.' and '_' are
 //! swapped (`ns.t.a_b` and `ns.t_a.b`), so the registry refuses such a
 //! create itself, before either system is written.
@@ -25,11 +31,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use acteon_bus::{BusBackend, BusError};
-use acteon_core::{NameError, Scope, Topic, TopicName, TopicRecord};
+use acteon_core::{
+    NameError, SchemaBinding, SchemaVersionRef, Scope, Topic, TopicName, TopicRecord,
+};
 use chrono::Utc;
 use serde::Deserialize;
 
 use crate::error::ServiceError;
+use crate::schemas::registry::{SchemaRegistry, SubjectName};
 use crate::state::{KeyKind, StateError, StateStore};
 
 /// Filters of the topic list; `None` matches everything.
@@ -54,14 +63,31 @@ fn collision_key(name: &TopicName) -> String {
     name.kafka_topic_name().replace('.', "_")
 }
 
+/// A stored topic, as every publish needs it.
+#[derive(Debug)]
+struct KnownTopic {
+    name: TopicName,
+    schema: Option<SchemaBinding>,
+}
+
+impl KnownTopic {
+    fn of(topic: &Topic) -> Self {
+        Self {
+            name: topic.name().clone(),
+            schema: topic.schema().cloned(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TopicRegistry {
     state: Arc<dyn StateStore>,
     bus: Arc<dyn BusBackend>,
+    schemas: Arc<SchemaRegistry>,
     max_per_tenant: usize,
     /// The stored topics, by [`collision_key`]: filled by
-    /// [`TopicRegistry::restore`], then kept by create and delete.
-    known: Arc<RwLock<HashMap<String, TopicName>>>,
+    /// [`TopicRegistry::restore`], then kept by create, bind and delete.
+    known: Arc<RwLock<HashMap<String, KnownTopic>>>,
     /// Held by create, delete and restore while they change topics.
     changing: Arc<tokio::sync::Mutex<()>>,
 }
@@ -70,22 +96,24 @@ impl TopicRegistry {
     pub fn new(
         state: Arc<dyn StateStore>,
         bus: Arc<dyn BusBackend>,
+        schemas: Arc<SchemaRegistry>,
         max_per_tenant: usize,
     ) -> Self {
         Self {
             state,
             bus,
+            schemas,
             max_per_tenant,
             known: Arc::default(),
             changing: Arc::default(),
         }
     }
 
-    fn known(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, TopicName>> {
+    fn known(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, KnownTopic>> {
         self.known.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn known_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, TopicName>> {
+    fn known_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, KnownTopic>> {
         self.known.write().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -94,7 +122,7 @@ impl TopicRegistry {
     fn check_room(&self, name: &TopicName) -> Result<(), ServiceError> {
         let known = self.known();
         if let Some(existing) = known.get(&collision_key(name)) {
-            return Err(if existing == name {
+            return Err(if &existing.name == name {
                 ServiceError::TopicExists {
                     topic: name.kafka_topic_name(),
                 }
@@ -106,7 +134,7 @@ impl TopicRegistry {
         }
         let held = known
             .values()
-            .filter(|t| t.tenant() == name.tenant())
+            .filter(|t| t.name.tenant() == name.tenant())
             .count();
         if held >= self.max_per_tenant {
             return Err(ServiceError::LimitReached(format!(
@@ -124,6 +152,9 @@ impl TopicRegistry {
             created_at: Utc::now(),
         };
         let row = serde_json::to_value(&record).expect("topic records serialise");
+        let _schemas = self
+            .hold_schema(record.topic.name(), record.topic.schema())
+            .await?;
         let _changing = self.changing.lock().await;
         self.check_room(record.topic.name())?;
         if !self
@@ -138,9 +169,75 @@ impl TopicRegistry {
             return Err(bus_error.into());
         }
         tracing::info!(topic = %kafka_name, partitions = record.topic.partitions(), "topic created");
-        let name = record.topic.name();
-        self.known_mut().insert(collision_key(name), name.clone());
+        self.known_mut().insert(
+            collision_key(record.topic.name()),
+            KnownTopic::of(&record.topic),
+        );
         Ok(record)
+    }
+
+    /// Holds the schema registry still while `topic` is bound to
+    /// `schema`, once it is found to name a version that exists.
+    async fn hold_schema(
+        &self,
+        topic: &TopicName,
+        schema: Option<&SchemaBinding>,
+    ) -> Result<Option<tokio::sync::MutexGuard<'_, ()>>, ServiceError> {
+        let Some(binding) = schema else {
+            return Ok(None);
+        };
+        let subject = SubjectName::of_topic(topic, &binding.subject)?;
+        let held = self.schemas.hold().await;
+        self.schemas.require(&subject, binding.version)?;
+        Ok(Some(held))
+    }
+
+    /// Binds the topic to `schema`, or unbinds it with `None`.
+    pub async fn bind(
+        &self,
+        name: &TopicName,
+        schema: Option<SchemaBinding>,
+    ) -> Result<TopicRecord, ServiceError> {
+        let kafka_name = name.kafka_topic_name();
+        let not_found = || ServiceError::TopicNotFound {
+            topic: kafka_name.clone(),
+        };
+        let _schemas = self.hold_schema(name, schema.as_ref()).await?;
+        let _changing = self.changing.lock().await;
+        let row = self
+            .state
+            .get(KeyKind::BusTopic, &kafka_name)
+            .await?
+            .ok_or_else(not_found)?;
+        let mut record: TopicRecord =
+            serde_json::from_value(row).map_err(|source| StateError::Corrupt {
+                kind: KeyKind::BusTopic,
+                id: kafka_name.clone(),
+                source,
+            })?;
+        record.topic = record.topic.with_schema(schema)?;
+        let row = serde_json::to_value(&record).expect("topic records serialise");
+        self.state.put(KeyKind::BusTopic, &kafka_name, &row).await?;
+        self.known_mut()
+            .insert(collision_key(name), KnownTopic::of(&record.topic));
+        tracing::info!(topic = %kafka_name, schema = ?record.topic.schema(), "topic schema set");
+        Ok(record)
+    }
+
+    /// Whether a topic is bound to `version` of `subject`: by its number,
+    /// or as `latest` when `latest` says it is the subject's latest.
+    pub fn binds(&self, subject: &SubjectName, version: u32, latest: bool) -> bool {
+        self.known().values().any(|topic| {
+            topic.schema.as_ref().is_some_and(|binding| {
+                topic.name.namespace() == subject.namespace.as_str()
+                    && topic.name.tenant() == subject.tenant.as_str()
+                    && binding.subject == subject.subject.as_str()
+                    && match binding.version {
+                        SchemaVersionRef::Number(n) => n == version,
+                        SchemaVersionRef::Latest => latest,
+                    }
+            })
+        })
     }
 
     async fn roll_back_create(&self, kafka_name: &str, bus_error: &BusError) {
@@ -167,7 +264,7 @@ impl TopicRegistry {
         self.known_mut().extend(records.iter().map(|record| {
             (
                 collision_key(record.topic.name()),
-                record.topic.name().clone(),
+                KnownTopic::of(&record.topic),
             )
         }));
         for record in &records {
@@ -213,12 +310,17 @@ impl TopicRegistry {
 
     /// Ok if the topic is registered, else [`ServiceError::TopicNotFound`].
     pub fn require_registered(&self, name: &TopicName) -> Result<(), ServiceError> {
-        if self.known().get(&collision_key(name)) == Some(name) {
-            Ok(())
-        } else {
-            Err(ServiceError::TopicNotFound {
+        self.schema_of(name).map(drop)
+    }
+
+    /// The schema binding of a registered topic, else
+    /// [`ServiceError::TopicNotFound`].
+    pub fn schema_of(&self, name: &TopicName) -> Result<Option<SchemaBinding>, ServiceError> {
+        match self.known().get(&collision_key(name)) {
+            Some(topic) if &topic.name == name => Ok(topic.schema.clone()),
+            _ => Err(ServiceError::TopicNotFound {
                 topic: name.kafka_topic_name(),
-            })
+            }),
         }
     }
 
@@ -254,18 +356,36 @@ mod tests {
     use crate::state::MemoryStore;
 
     #[tokio::test]
-    async fn a_corrupt_row_is_skipped_and_the_others_are_restored() {
+    async fn a_corrupt_row_is_skipped_and_the_others_are_restored_with_their_schemas() {
         let state: Arc<dyn StateStore> = Arc::new(MemoryStore::default());
         let bus: Arc<dyn BusBackend> = Arc::new(MemoryBackend::default());
-        let registry = TopicRegistry::new(Arc::clone(&state), Arc::clone(&bus), 10);
-        let topic = Topic::new(TopicName::new("ns", "t", "good").unwrap(), 1, 1, None).unwrap();
+        let schemas = Arc::new(SchemaRegistry::load(Arc::clone(&state)).await.unwrap());
+        let subject = SubjectName::parse("ns", "t", "calls").unwrap();
+        schemas
+            .register(&subject, json!({ "type": "object" }))
+            .await
+            .unwrap();
+        let registry = TopicRegistry::new(
+            Arc::clone(&state),
+            Arc::clone(&bus),
+            Arc::clone(&schemas),
+            10,
+        );
+        let binding = SchemaBinding {
+            subject: "calls".to_owned(),
+            version: SchemaVersionRef::Number(1),
+        };
+        let topic = Topic::new(TopicName::new("ns", "t", "good").unwrap(), 1, 1, None)
+            .unwrap()
+            .with_schema(Some(binding.clone()))
+            .unwrap();
         registry.create(topic).await.unwrap();
         state
             .put(KeyKind::BusTopic, "ns.t.bad", &json!({ "topic": 42 }))
             .await
             .unwrap();
 
-        let restarted = TopicRegistry::new(state, bus, 10);
+        let restarted = TopicRegistry::new(state, bus, Arc::clone(&schemas), 10);
         restarted.restore().await.unwrap();
         let names: Vec<_> = restarted
             .list(&Scope::all())
@@ -275,8 +395,10 @@ mod tests {
             .map(|record| record.topic.kafka_topic_name())
             .collect();
         assert_eq!(names, ["ns.t.good"]);
-        restarted
-            .require_registered(&"ns.t.good".parse().unwrap())
-            .unwrap();
+        let good = "ns.t.good".parse().unwrap();
+        assert_eq!(restarted.schema_of(&good).unwrap(), Some(binding));
+        assert!(restarted.binds(&subject, 1, false));
+        restarted.bind(&good, None).await.unwrap();
+        assert!(!restarted.binds(&subject, 1, true));
     }
 }

@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use acteon_bus::conformance::DEADLINE;
 use common::{Backend, TestServer};
@@ -106,24 +105,6 @@ async fn a_batch_is_published_in_order(backend: Backend) {
     }
 }
 
-/// Audit records of `topic`, once `count` are stored.
-async fn audit(server: &TestServer, topic: &str, count: usize) -> Vec<Value> {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let (status, page) = server.get(&format!("/v1/audit?topic={topic}")).await;
-        assert_eq!(status, 200, "{page}");
-        let records = page["records"].as_array().unwrap().clone();
-        if records.len() >= count {
-            return records;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "audit never reached {count}: {page}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn each_record_passes_the_pipeline_and_fails_alone(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_with_config(&backend, dir.path(), CONFIG);
@@ -183,9 +164,10 @@ async fn each_record_passes_the_pipeline_and_fails_alone(backend: Backend) {
 
     // One audit record per record that reached the pipeline; the bad
     // header never did.
-    let records = audit(&server, &topic, 7).await;
+    let page = server.audit(&format!("topic={topic}"), 7).await;
+    let records = page["records"].as_array().unwrap();
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
-    for record in &records {
+    for record in records {
         *outcomes
             .entry(record["outcome"].as_str().unwrap().to_owned())
             .or_default() += 1;

@@ -5,7 +5,6 @@ mod common;
 
 use std::time::Duration;
 
-use acteon_bus::conformance::DEADLINE;
 use common::{Backend, TestServer};
 use serde_json::{Value, json};
 
@@ -45,23 +44,6 @@ async fn publish(server: &TestServer, topic: &str, payload: Value) -> (u16, Valu
             &json!({ "topic": topic, "payload": payload }),
         )
         .await
-}
-
-/// Audit records matching `query`, once at least `count` are stored.
-async fn audit(server: &TestServer, query: &str, count: usize) -> Value {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        let (status, page) = server.get(&format!("/v1/audit?{query}")).await;
-        assert_eq!(status, 200, "{page}");
-        if page["records"].as_array().unwrap().len() >= count {
-            return page;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "audit never reached {count}: {page}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,7 +260,7 @@ async fn every_publish_leaves_one_audit_record_that_survives_a_restart() {
         "a publish rejected before the pipeline is not audited"
     );
 
-    let page = audit(&server, "", 6).await;
+    let page = server.audit("", 6).await;
     let records = page["records"].as_array().unwrap();
     assert_eq!(records.len(), 6, "{page}");
     let outcomes: Vec<_> = records
@@ -305,12 +287,12 @@ async fn every_publish_leaves_one_audit_record_that_survives_a_restart() {
     assert_eq!(records[4]["rule"], "no-big-refunds");
     assert_eq!(records[3]["rule"], "drop-heartbeats");
 
-    let denied = audit(&server, "tenant=shop&outcome=denied", 1).await;
+    let denied = server.audit("tenant=shop&outcome=denied", 1).await;
     assert_eq!(denied["records"].as_array().unwrap().len(), 1);
-    let by_topic = audit(&server, &format!("topic={other}"), 3).await;
+    let by_topic = server.audit(&format!("topic={other}"), 3).await;
     assert_eq!(by_topic["records"].as_array().unwrap().len(), 3);
 
-    let first = audit(&server, "limit=4", 4).await;
+    let first = server.audit("limit=4", 4).await;
     assert_eq!(first["records"].as_array().unwrap().len(), 4);
     let cursor = first["next_before"].as_u64().expect("a next page");
     let (_, second) = server
@@ -322,7 +304,7 @@ async fn every_publish_leaves_one_audit_record_that_survives_a_restart() {
 
     assert!(server.terminate(Duration::from_secs(20)), "clean exit");
     let server = TestServer::start_with_config(&Backend::Memory, dir.path(), CONFIG);
-    let after = audit(&server, "", 6).await;
+    let after = server.audit("", 6).await;
     assert_eq!(
         after["records"], page["records"],
         "the trail survives a restart"

@@ -48,6 +48,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             partitions: PARTITIONS,
             replication_factor: 1,
             retention_ms: None,
+            schema: None,
         })
         .await
         .context("creating the topic")?;

@@ -212,6 +212,7 @@ async fn emit_and_check(args: Args) -> anyhow::Result<ExitCode> {
             partitions: 3,
             replication_factor: 1,
             retention_ms: None,
+            schema: None,
         })
         .await?;
     let topic = TopicName::new("simulation", &tenant, "agent-events")?;

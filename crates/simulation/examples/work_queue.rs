@@ -69,6 +69,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             partitions: 3,
             replication_factor: 1,
             retention_ms: None,
+            schema: None,
         })
         .await
         .context("creating the topic")?;

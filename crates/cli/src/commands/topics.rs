@@ -57,6 +57,7 @@ fn spec(args: &CreateTopicArgs) -> anyhow::Result<TopicSpec> {
         partitions: args.partitions,
         replication_factor: args.replication_factor,
         retention_ms: args.retention_ms,
+        schema: None,
     })
 }
 

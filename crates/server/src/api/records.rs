@@ -72,7 +72,8 @@ enum RecordResult {
     Stopped {
         status: u16,
         #[serde(flatten)]
-        body: ErrorBody,
+        #[schema(value_type = ErrorBody)]
+        body: Box<ErrorBody>,
         /// A suppression given before, under the record's idempotency key.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         replayed: bool,
@@ -108,12 +109,12 @@ impl RecordResult {
                 };
                 Self::Stopped {
                     status: 202,
-                    body: ErrorBody {
+                    body: Box::new(ErrorBody {
                         error,
                         rule,
                         silence,
                         ..ErrorBody::default()
-                    },
+                    }),
                     replayed,
                 }
             }
@@ -123,7 +124,7 @@ impl RecordResult {
                 body.request_id = None;
                 Self::Stopped {
                     status: status.as_u16(),
-                    body,
+                    body: Box::new(body),
                     replayed: false,
                 }
             }

@@ -1,6 +1,6 @@
 //! `/v1/schemas/{namespace}/{tenant}/...`: the schema registry.
 
-use acteon_core::{Fragment, FragmentKind};
+use acteon_core::{Compatibility, Fragment, FragmentKind, SchemaVersion, SchemaVersionRef};
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -13,9 +13,7 @@ use super::extract::{Json, Path};
 use crate::app::AppState;
 use crate::auth::{Caller, Op};
 use crate::error::{ApiError, ServiceError};
-use crate::schemas::registry::{
-    Compatibility, SchemaError, SchemaVersion, SubjectName, VersionRef,
-};
+use crate::schemas::registry::{SchemaError, SubjectName};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -122,11 +120,7 @@ async fn register(
     Json(request): Json<SchemaRequest>,
 ) -> Result<(StatusCode, axum::Json<SchemaVersion>), ApiError> {
     let name = subject_for(&caller, &path.namespace, &path.tenant, &path.subject)?;
-    let (version, created) = app
-        .schemas
-        .register(&name, request.schema)
-        .await
-        .map_err(ServiceError::from)?;
+    let (version, created) = app.schemas.register(&name, request.schema).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -148,13 +142,14 @@ async fn versions(
     Path(path): Path<SubjectPath>,
 ) -> Result<axum::Json<Vec<u32>>, ApiError> {
     let name = subject_for(&caller, &path.namespace, &path.tenant, &path.subject)?;
-    Ok(axum::Json(
-        app.schemas.versions(&name).map_err(ServiceError::from)?,
-    ))
+    Ok(axum::Json(app.schemas.versions(&name)?))
 }
 
-fn version_ref(text: &str) -> Result<VersionRef, ApiError> {
-    text.parse().map_err(ApiError::bad_request)
+fn version_ref(text: &str) -> Result<SchemaVersionRef, ApiError> {
+    text.parse()
+        .map_err(|error: acteon_core::SchemaVersionRefError| {
+            ApiError::bad_request(error.to_string())
+        })
 }
 
 /// One version, by number or `latest`.
@@ -171,11 +166,7 @@ async fn version(
 ) -> Result<axum::Json<SchemaVersion>, ApiError> {
     let name = subject_for(&caller, &path.namespace, &path.tenant, &path.subject)?;
     let version = version_ref(&path.version)?;
-    Ok(axum::Json(
-        app.schemas
-            .version(&name, version)
-            .map_err(ServiceError::from)?,
-    ))
+    Ok(axum::Json(app.schemas.version(&name, version)?))
 }
 
 /// Deletes a version; 409 while a topic is bound to it. Its number is
@@ -192,13 +183,14 @@ async fn delete_version(
     Path(path): Path<VersionPath>,
 ) -> Result<StatusCode, ApiError> {
     let name = subject_for(&caller, &path.namespace, &path.tenant, &path.subject)?;
-    let VersionRef::Number(version) = version_ref(&path.version)? else {
+    let SchemaVersionRef::Number(version) = version_ref(&path.version)? else {
         return Err(ApiError::bad_request("delete a version by its number"));
     };
     app.schemas
-        .delete_version(&name, version, |_, _| false)
-        .await
-        .map_err(ServiceError::from)?;
+        .delete_version(&name, version, |subject, version, latest| {
+            app.topics.binds(subject, version, latest)
+        })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -215,10 +207,7 @@ async fn config(
     Path(path): Path<SubjectPath>,
 ) -> Result<axum::Json<CompatibilityConfig>, ApiError> {
     let name = subject_for(&caller, &path.namespace, &path.tenant, &path.subject)?;
-    let compatibility = app
-        .schemas
-        .compatibility(&name)
-        .map_err(ServiceError::from)?;
+    let compatibility = app.schemas.compatibility(&name)?;
     Ok(axum::Json(CompatibilityConfig { compatibility }))
 }
 
@@ -239,8 +228,7 @@ async fn set_config(
     let name = subject_for(&caller, &path.namespace, &path.tenant, &path.subject)?;
     app.schemas
         .set_compatibility(&name, request.compatibility)
-        .await
-        .map_err(ServiceError::from)?;
+        .await?;
     Ok(axum::Json(request))
 }
 
@@ -259,10 +247,7 @@ async fn check(
     Json(request): Json<SchemaRequest>,
 ) -> Result<axum::Json<CompatibilityAnswer>, ApiError> {
     let name = subject_for(&caller, &path.namespace, &path.tenant, &path.subject)?;
-    let messages = app
-        .schemas
-        .check(&name, &request.schema)
-        .map_err(ServiceError::from)?;
+    let messages = app.schemas.check(&name, &request.schema)?;
     Ok(axum::Json(CompatibilityAnswer {
         compatible: messages.is_empty(),
         messages,

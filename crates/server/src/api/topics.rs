@@ -1,6 +1,7 @@
-//! Topic CRUD: `POST|GET /v1/bus/topics`, `DELETE /v1/bus/topics/{kafka_name}`.
+//! Topic CRUD: `POST|GET /v1/bus/topics`, `DELETE /v1/bus/topics/{kafka_name}`,
+//! and a topic's schema: `PUT|DELETE /v1/bus/topics/{kafka_name}/schema`.
 
-use acteon_core::{Scope, Topic, TopicName, TopicRecord, TopicSpec};
+use acteon_core::{SchemaBinding, Scope, Topic, TopicName, TopicRecord, TopicSpec};
 use axum::extract::State;
 use axum::http::StatusCode;
 use utoipa_axum::router::OpenApiRouter;
@@ -17,9 +18,18 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list, create))
         .routes(routes!(remove))
+        .routes(routes!(bind, unbind))
 }
 
-/// Creates a topic, and its Kafka topic `{namespace}.{tenant}.{name}`.
+/// The topic a path names, once the caller may manage it.
+fn managed_topic(caller: &Caller, kafka_name: &str) -> Result<TopicName, ApiError> {
+    let name: TopicName = kafka_name.parse().map_err(ServiceError::from)?;
+    caller.require(Op::Manage, &Scope::topic(&name))?;
+    Ok(name)
+}
+
+/// Creates a topic, and its Kafka topic `{namespace}.{tenant}.{name}`;
+/// with `schema`, bound to a subject of its tenant's registry.
 #[utoipa::path(
     post,
     path = "/v1/bus/topics",
@@ -71,9 +81,45 @@ async fn remove(
     caller: Caller,
     Path(kafka_name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let name: TopicName = kafka_name.parse().map_err(ServiceError::from)?;
-    caller.require(Op::Manage, &Scope::topic(&name))?;
+    let name = managed_topic(&caller, &kafka_name)?;
     app.topics.delete(&name).await?;
     app.durable.forget_topic(&name).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Binds a topic to a version of a subject of its own tenant, or to its
+/// latest; every record produced to it from then on must match.
+#[utoipa::path(
+    put,
+    path = "/v1/bus/topics/{kafka_name}/schema",
+    tag = "topics",
+    params(("kafka_name" = TopicName, Path)),
+    request_body = SchemaBinding,
+    responses((status = 200, description = "Bound", body = TopicRecord), Refusals),
+)]
+async fn bind(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(kafka_name): Path<String>,
+    Json(binding): Json<SchemaBinding>,
+) -> Result<axum::Json<TopicRecord>, ApiError> {
+    let name = managed_topic(&caller, &kafka_name)?;
+    Ok(axum::Json(app.topics.bind(&name, Some(binding)).await?))
+}
+
+/// Unbinds a topic's schema: its records are no longer checked.
+#[utoipa::path(
+    delete,
+    path = "/v1/bus/topics/{kafka_name}/schema",
+    tag = "topics",
+    params(("kafka_name" = TopicName, Path)),
+    responses((status = 200, description = "Unbound", body = TopicRecord), Refusals),
+)]
+async fn unbind(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(kafka_name): Path<String>,
+) -> Result<axum::Json<TopicRecord>, ApiError> {
+    let name = managed_topic(&caller, &kafka_name)?;
+    Ok(axum::Json(app.topics.bind(&name, None).await?))
 }

@@ -37,6 +37,8 @@ pub enum Outcome {
     Suppressed,
     Throttled,
     Failed,
+    /// The payload did not match the topic's schema.
+    Invalid,
     /// A durable subscription moved the record to its dead-letter topic.
     #[serde(rename = "dead_lettered")]
     DeadLettered,
@@ -50,6 +52,7 @@ impl Outcome {
             Self::Suppressed => "suppressed",
             Self::Throttled => "throttled",
             Self::Failed => "failed",
+            Self::Invalid => "invalid",
             Self::DeadLettered => "dead_lettered",
         }
     }

@@ -1,6 +1,6 @@
 //! The publish pipeline: every publish is accepted, evaluated, and only then
-//! produced. Order: silences, rules, quotas, produce; each publish that gets
-//! here leaves one audit record.
+//! produced. Order: the topic's schema, silences, rules, quotas, produce;
+//! each publish that gets here leaves one audit record.
 
 mod audit;
 mod condition;
@@ -29,6 +29,11 @@ pub use self::silences::{Silence, SilenceRequest, Silences};
 use crate::error::ServiceError;
 use crate::idempotency::Ticket;
 use crate::metrics::Metrics;
+use crate::schemas::registry::Bound;
+
+/// The header a record produced to a bound topic carries:
+/// `{subject}:{version}` of the schema it was checked against.
+pub const SCHEMA_HEADER: &str = "acteon.schema";
 
 /// A publish that was accepted without being produced.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -127,12 +132,14 @@ impl Pipeline {
     ///
     /// An idempotency `ticket` is settled with the answer inside the
     /// publish's own future, which finishes even if the caller goes away.
+    /// A topic's `schema` checks the payload before any other stage.
     pub fn admit(
         &self,
         topic: &TopicName,
-        message: OutgoingMessage,
+        mut message: OutgoingMessage,
         principal: Option<&str>,
         ticket: Option<Ticket>,
+        schema: Option<&Bound>,
     ) -> impl Future<Output = PublishResult> + Send + use<> {
         let mut record = AuditRecord {
             id: 0,
@@ -150,15 +157,27 @@ impl Pipeline {
             error: None,
         };
         // The CEL context is not Send; it must not live across an await.
-        let decision = {
-            let facts = MessageFacts::new(
-                topic,
-                message.key.as_deref(),
-                &message.headers,
-                &message.payload,
-            );
-            self.decide(topic, &facts, &mut record)
+        let decision = match schema.map(|schema| schema.check(&message.payload)) {
+            Some(Err(violation)) => {
+                record.outcome = Outcome::Invalid;
+                record.error = Some(violation.to_string());
+                Err(Err(ServiceError::SchemaViolation(violation)))
+            }
+            _ => {
+                let facts = MessageFacts::new(
+                    topic,
+                    message.key.as_deref(),
+                    &message.headers,
+                    &message.payload,
+                );
+                self.decide(topic, &facts, &mut record)
+            }
         };
+        if let (Ok(()), Some(schema)) = (&decision, schema) {
+            message
+                .headers
+                .insert(SCHEMA_HEADER.to_owned(), schema.header());
+        }
         let (bus, audit, topic) = (Arc::clone(&self.bus), self.audit.clone(), topic.clone());
         let metrics = Arc::clone(&self.metrics);
         Settling::new(self.tasks.clone(), async move {
@@ -351,7 +370,7 @@ mod tests {
         };
         let abandoned = tokio::time::timeout(
             Duration::from_millis(50),
-            pipeline.admit(&topic, message, None, None),
+            pipeline.admit(&topic, message, None, None, None),
         );
         assert!(abandoned.await.is_err(), "the produce waits for its permit");
         bus.produces.add_permits(1);

@@ -9,8 +9,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use acteon_core::{Fragment, FragmentKind, NameError};
-use chrono::{DateTime, Utc};
+use acteon_core::{
+    Compatibility, Fragment, FragmentKind, NameError, SchemaVersion, SchemaVersionRef, TopicName,
+};
+use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -24,75 +26,33 @@ pub const MAX_VERSIONS: usize = 1_000;
 /// The most reasons a refusal lists.
 const MAX_REASONS: usize = 20;
 
-/// How a subject's new versions must relate to its earlier ones, with the
-/// meanings Confluent's registry gives them: `backward` means the new
-/// version accepts every document the previous one did, `forward` the
-/// reverse, `full` both; the `_transitive` forms compare against every
-/// version kept, not only the latest.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Compatibility {
-    None,
-    #[default]
-    Backward,
-    BackwardTransitive,
-    Forward,
-    ForwardTransitive,
-    Full,
-    FullTransitive,
-}
-
-impl Compatibility {
-    fn transitive(self) -> bool {
-        matches!(
-            self,
-            Self::BackwardTransitive | Self::ForwardTransitive | Self::FullTransitive
-        )
-    }
-
-    fn backward(self) -> bool {
-        matches!(
-            self,
-            Self::Backward | Self::BackwardTransitive | Self::Full | Self::FullTransitive
-        )
-    }
-
-    fn forward(self) -> bool {
-        matches!(
-            self,
-            Self::Forward | Self::ForwardTransitive | Self::Full | Self::FullTransitive
-        )
-    }
-
-    /// Why `new` may not follow `earlier` (oldest first) in this mode.
-    fn refusals(self, new: &Value, earlier: &[&Value]) -> Vec<String> {
-        let compared: &[&Value] = match earlier.split_last() {
-            Some((latest, _)) if !self.transitive() => std::slice::from_ref(latest),
-            _ => earlier,
-        };
-        let mut reasons = Vec::new();
-        for old in compared {
-            if self.backward() {
-                reasons.extend(
-                    accepts_all_of(new, old)
-                        .into_iter()
-                        .map(|reason| format!("backward: {reason}")),
-                );
-            }
-            if self.forward() {
-                reasons.extend(
-                    accepts_all_of(old, new)
-                        .into_iter()
-                        .map(|reason| format!("forward: {reason}")),
-                );
-            }
+/// Why `new` may not follow `earlier` (oldest first) in `mode`.
+fn refusals(mode: Compatibility, new: &Value, earlier: &[&Value]) -> Vec<String> {
+    let compared: &[&Value] = match earlier.split_last() {
+        Some((latest, _)) if !mode.transitive() => std::slice::from_ref(latest),
+        _ => earlier,
+    };
+    let mut reasons = Vec::new();
+    for old in compared {
+        if mode.backward() {
+            reasons.extend(
+                accepts_all_of(new, old)
+                    .into_iter()
+                    .map(|reason| format!("backward: {reason}")),
+            );
         }
-        reasons.dedup();
-        reasons.truncate(MAX_REASONS);
-        reasons
+        if mode.forward() {
+            reasons.extend(
+                accepts_all_of(old, new)
+                    .into_iter()
+                    .map(|reason| format!("forward: {reason}")),
+            );
+        }
     }
+    reasons.dedup();
+    reasons.truncate(MAX_REASONS);
+    reasons
 }
-
 /// What a registry operation refused.
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
@@ -114,6 +74,12 @@ pub enum SchemaError {
     TooManyVersions { subject: String },
     #[error("version {version} of subject {subject} is bound to a topic; unbind it first")]
     InUse { subject: String, version: u32 },
+    /// A topic's binding names a version that is gone, which the registry
+    /// does not allow; only a damaged state store gets here.
+    #[error(
+        "topic {topic} is bound to schema {binding}, which does not exist; bind the topic again"
+    )]
+    Dangling { topic: String, binding: String },
     #[error(transparent)]
     State(#[from] StateError),
 }
@@ -135,19 +101,16 @@ impl SubjectName {
         })
     }
 
+    /// A subject of `topic`'s namespace and tenant: a topic binds only
+    /// its own tenant's subjects.
+    pub fn of_topic(topic: &TopicName, subject: &str) -> Result<Self, NameError> {
+        Self::parse(topic.namespace(), topic.tenant(), subject)
+    }
+
     /// The state-store id.
     fn key(&self) -> String {
         format!("{}/{}/{}", self.namespace, self.tenant, self.subject)
     }
-}
-
-/// One version of a subject, as stored and answered.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct SchemaVersion {
-    pub subject: String,
-    pub version: u32,
-    pub schema: Value,
-    pub registered_at: DateTime<Utc>,
 }
 
 /// A subject as stored: its mode, its versions (oldest first) and the
@@ -177,28 +140,65 @@ pub struct Bound {
     pub validator: Arc<jsonschema::Validator>,
 }
 
-/// A version: a number, or the latest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VersionRef {
-    Number(u32),
-    Latest,
+/// The most issues a refused payload's answer lists.
+pub const MAX_ISSUES: usize = 10;
+
+/// One reason a payload does not match its schema.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct Issue {
+    /// A JSON Pointer to the offending value; empty for the payload itself.
+    pub path: String,
+    pub message: String,
 }
 
-impl std::str::FromStr for VersionRef {
-    type Err = String;
+/// A payload its topic's schema refused, and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "the payload does not match schema {subject} version {version}: {}",
+    describe(issues)
+)]
+pub struct Violation {
+    pub subject: String,
+    pub version: u32,
+    pub issues: Vec<Issue>,
+}
 
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text {
-            "latest" => Ok(Self::Latest),
-            number => number
-                .parse()
-                .ok()
-                .filter(|n| *n > 0)
-                .map(Self::Number)
-                .ok_or_else(|| {
-                    format!("version {number:?} is neither a positive number nor latest")
-                }),
+fn describe(issues: &[Issue]) -> String {
+    issues
+        .iter()
+        .map(|issue| match issue.path.as_str() {
+            "" => issue.message.clone(),
+            path => format!("{path}: {}", issue.message),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl Bound {
+    /// Ok if `payload` is valid; else the first [`MAX_ISSUES`] issues.
+    pub fn check(&self, payload: &Value) -> Result<(), Box<Violation>> {
+        if self.validator.is_valid(payload) {
+            return Ok(());
         }
+        let issues = self
+            .validator
+            .iter_errors(payload)
+            .take(MAX_ISSUES)
+            .map(|error| Issue {
+                path: error.instance_path().to_string(),
+                message: error.to_string(),
+            })
+            .collect();
+        Err(Box::new(Violation {
+            subject: self.subject.clone(),
+            version: self.version,
+            issues,
+        }))
+    }
+
+    /// The value of a produced record's `acteon.schema` header.
+    pub fn header(&self) -> String {
+        format!("{}:{}", self.subject, self.version)
     }
 }
 
@@ -300,7 +300,7 @@ impl SchemaRegistry {
             });
         }
         let earlier: Vec<&Value> = stored.versions.iter().map(|v| &v.schema).collect();
-        let reasons = stored.compatibility.refusals(&schema, &earlier);
+        let reasons = refusals(stored.compatibility, &schema, &earlier);
         if !reasons.is_empty() {
             return Err(SchemaError::Incompatible {
                 subject: name.subject.to_string(),
@@ -328,7 +328,7 @@ impl SchemaRegistry {
             return Ok(Vec::new());
         };
         let earlier: Vec<&Value> = stored.versions.iter().map(|v| &v.schema).collect();
-        Ok(stored.compatibility.refusals(schema, &earlier))
+        Ok(refusals(stored.compatibility, schema, &earlier))
     }
 
     /// The subjects of a namespace and tenant, by name.
@@ -352,18 +352,22 @@ impl SchemaRegistry {
     pub fn version(
         &self,
         name: &SubjectName,
-        version: VersionRef,
+        version: SchemaVersionRef,
     ) -> Result<SchemaVersion, SchemaError> {
         let stored = self.existing(name)?;
         let found = match version {
-            VersionRef::Latest => stored.versions.last(),
-            VersionRef::Number(n) => stored.versions.iter().find(|v| v.version == n),
+            SchemaVersionRef::Latest => stored.versions.last(),
+            SchemaVersionRef::Number(n) => stored.versions.iter().find(|v| v.version == n),
         };
         found.cloned().ok_or_else(|| not_found(name, version))
     }
 
     /// The validator of a version, for a publish path.
-    pub fn bound(&self, name: &SubjectName, version: VersionRef) -> Result<Bound, SchemaError> {
+    pub fn bound(
+        &self,
+        name: &SubjectName,
+        version: SchemaVersionRef,
+    ) -> Result<Bound, SchemaError> {
         let subjects = self.subjects.read().unwrap_or_else(PoisonError::into_inner);
         let subject = subjects
             .get(name)
@@ -371,8 +375,8 @@ impl SchemaRegistry {
                 subject: name.subject.to_string(),
             })?;
         let found = match version {
-            VersionRef::Latest => subject.validators.last_key_value(),
-            VersionRef::Number(n) => subject.validators.get_key_value(&n),
+            SchemaVersionRef::Latest => subject.validators.last_key_value(),
+            SchemaVersionRef::Number(n) => subject.validators.get_key_value(&n),
         };
         let (number, validator) = found.ok_or_else(|| not_found(name, version))?;
         Ok(Bound {
@@ -398,19 +402,20 @@ impl SchemaRegistry {
     }
 
     /// Deletes a version; its number is never given again. `in_use`
-    /// says whether a topic is bound to it, which refuses the delete.
+    /// says whether a topic is bound to the version, by its number or (if
+    /// it is the latest, the `bool`) as `latest`; that refuses the delete.
     pub async fn delete_version(
         &self,
         name: &SubjectName,
         version: u32,
-        in_use: impl FnOnce(&SubjectName, u32) -> bool,
+        in_use: impl FnOnce(&SubjectName, u32, bool) -> bool,
     ) -> Result<(), SchemaError> {
         let _changing = self.changing.lock().await;
         let mut stored = self.existing(name)?;
         let Some(index) = stored.versions.iter().position(|v| v.version == version) else {
-            return Err(not_found(name, VersionRef::Number(version)));
+            return Err(not_found(name, SchemaVersionRef::Number(version)));
         };
-        if in_use(name, version) {
+        if in_use(name, version, index + 1 == stored.versions.len()) {
             return Err(SchemaError::InUse {
                 subject: name.subject.to_string(),
                 version,
@@ -418,6 +423,22 @@ impl SchemaRegistry {
         }
         stored.versions.remove(index);
         self.save(name, stored, None).await
+    }
+
+    /// Holds off every change to the registry until the guard is dropped:
+    /// a topic is bound under it, so a version cannot be deleted between
+    /// the check that it exists and the binding's write.
+    pub async fn hold(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.changing.lock().await
+    }
+
+    /// Ok if `version` of `name` exists now.
+    pub fn require(
+        &self,
+        name: &SubjectName,
+        version: SchemaVersionRef,
+    ) -> Result<(), SchemaError> {
+        self.bound(name, version).map(drop)
     }
 
     fn stored(&self, name: &SubjectName) -> Option<StoredSubject> {
@@ -474,13 +495,10 @@ impl Subject {
     }
 }
 
-fn not_found(name: &SubjectName, version: VersionRef) -> SchemaError {
+fn not_found(name: &SubjectName, version: SchemaVersionRef) -> SchemaError {
     SchemaError::VersionNotFound {
         subject: name.subject.to_string(),
-        version: match version {
-            VersionRef::Latest => "latest".to_owned(),
-            VersionRef::Number(n) => n.to_string(),
-        },
+        version: version.to_string(),
     }
 }
 
@@ -522,12 +540,14 @@ mod tests {
         );
 
         registry
-            .delete_version(&people, 2, |_, _| false)
+            .delete_version(&people, 2, |_, _, _| false)
             .await
             .unwrap();
         let (third, _) = registry.register(&people, person(&[])).await.unwrap();
         assert_eq!(third.version, 3, "a deleted number is not given again");
-        let in_use = registry.delete_version(&people, 3, |_, _| true).await;
+        let in_use = registry
+            .delete_version(&people, 3, |_, _, latest| latest)
+            .await;
         assert!(
             matches!(in_use, Err(SchemaError::InUse { .. })),
             "{in_use:?}"
@@ -535,7 +555,7 @@ mod tests {
 
         let reloaded = SchemaRegistry::load(state).await.unwrap();
         assert_eq!(reloaded.versions(&people).unwrap(), [1, 3]);
-        let bound = reloaded.bound(&people, VersionRef::Latest).unwrap();
+        let bound = reloaded.bound(&people, SchemaVersionRef::Latest).unwrap();
         assert_eq!(bound.version, 3);
         assert!(bound.validator.is_valid(&json!({ "age": 4 })));
         assert!(!bound.validator.is_valid(&json!({ "age": "four" })));

@@ -37,7 +37,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use acteon_bus::KAFKA_BOOTSTRAP_ENV;
-use acteon_bus::conformance::{Reader, test_kafka_config};
+use acteon_bus::conformance::{DEADLINE, Reader, test_kafka_config};
 use acteon_core::SubscriptionMode;
 use serde_json::{Value, json};
 
@@ -257,6 +257,36 @@ impl TestServer {
                 .expect("DELETE"),
         )
         .await
+    }
+
+    /// PUTs `body` as JSON; returns the status and the JSON answer.
+    pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .put(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("PUT");
+        read(response).await
+    }
+
+    /// The page of audit records `GET /v1/audit?{query}` answers, once it
+    /// holds at least `count`.
+    pub async fn audit(&self, query: &str, count: usize) -> Value {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let (status, page) = self.get(&format!("/v1/audit?{query}")).await;
+            assert_eq!(status, 200, "{page}");
+            if page["records"].as_array().expect("records").len() >= count {
+                return page;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "audit never reached {count}: {page}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The Kafka names `GET /v1/bus/topics{query}` lists.

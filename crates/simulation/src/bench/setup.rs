@@ -176,5 +176,6 @@ pub fn topic_spec(topic: &TopicName) -> TopicSpec {
         partitions: PARTITIONS,
         replication_factor: 1,
         retention_ms: None,
+        schema: None,
     }
 }
