@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use acteon_client::AuditOutcome;
-use acteon_core::{StartPosition, SubscriptionMode, TopicName};
+use acteon_core::{Compatibility, SchemaVersionRef, StartPosition, SubscriptionMode, TopicName};
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -80,6 +80,9 @@ pub(crate) enum Command {
     /// List the loaded rules.
     #[command(subcommand)]
     Rules(RulesCommand),
+    /// Register, read, check and delete JSON Schemas of a tenant.
+    #[command(subcommand)]
+    Schemas(SchemasCommand),
     /// Read the audit trail, newest first, or follow it.
     Audit(AuditArgs),
     /// Make API keys (needs no server).
@@ -105,6 +108,23 @@ pub(crate) enum TopicsCommand {
         /// Kafka name: NAMESPACE.TENANT.NAME.
         topic: TopicName,
     },
+    /// Bind a topic to a subject of its tenant: every record produced to
+    /// it must match.
+    Bind {
+        /// Kafka name: NAMESPACE.TENANT.NAME.
+        topic: TopicName,
+        /// The subject's name, in the topic's namespace and tenant.
+        subject: String,
+        /// A version number, or `latest`: whichever is the latest at
+        /// each publish.
+        #[arg(long, default_value = "latest")]
+        version: SchemaVersionRef,
+    },
+    /// Stop checking a topic's records against a schema.
+    Unbind {
+        /// Kafka name: NAMESPACE.TENANT.NAME.
+        topic: TopicName,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +139,10 @@ pub(crate) struct CreateTopicArgs {
     /// How long the broker keeps records (default: the broker's).
     #[arg(long)]
     pub(crate) retention_ms: Option<i64>,
+    /// Bind the topic to a subject of its tenant: SUBJECT or
+    /// SUBJECT:VERSION (default version: latest).
+    #[arg(long, value_parser = parse::binding, value_name = "SUBJECT[:VERSION]")]
+    pub(crate) schema: Option<acteon_core::SchemaBinding>,
 }
 
 #[derive(Debug, Args)]
@@ -328,6 +352,61 @@ pub(crate) enum RulesCommand {
     Ls,
 }
 
+#[derive(Debug, Subcommand)]
+pub(crate) enum SchemasCommand {
+    /// A tenant's subjects.
+    #[command(visible_alias = "list")]
+    Ls { namespace: String, tenant: String },
+    /// Register a schema as the subject's next version; an identical
+    /// schema answers with the version it has.
+    Register {
+        /// NAMESPACE.TENANT.SUBJECT.
+        #[arg(value_parser = parse::subject)]
+        subject: acteon_client::SubjectRef,
+        /// A file holding the JSON Schema (draft 2020-12), or `-` for stdin.
+        file: String,
+    },
+    /// A subject's version numbers.
+    Versions {
+        /// NAMESPACE.TENANT.SUBJECT.
+        #[arg(value_parser = parse::subject)]
+        subject: acteon_client::SubjectRef,
+    },
+    /// Print one version's schema.
+    Show {
+        /// NAMESPACE.TENANT.SUBJECT.
+        #[arg(value_parser = parse::subject)]
+        subject: acteon_client::SubjectRef,
+        #[arg(long, default_value = "latest")]
+        version: SchemaVersionRef,
+    },
+    /// Whether a schema could be registered, without registering it.
+    Check {
+        /// NAMESPACE.TENANT.SUBJECT.
+        #[arg(value_parser = parse::subject)]
+        subject: acteon_client::SubjectRef,
+        /// A file holding the JSON Schema, or `-` for stdin.
+        file: String,
+    },
+    /// Print a subject's compatibility mode, or set it.
+    Config {
+        /// NAMESPACE.TENANT.SUBJECT.
+        #[arg(value_parser = parse::subject)]
+        subject: acteon_client::SubjectRef,
+        /// none, backward, forward, full, or one of those with _transitive.
+        #[arg(long, value_parser = parse::compatibility)]
+        set: Option<Compatibility>,
+    },
+    /// Delete a version (refused while a topic is bound to it).
+    #[command(visible_alias = "delete")]
+    Rm {
+        /// NAMESPACE.TENANT.SUBJECT.
+        #[arg(value_parser = parse::subject)]
+        subject: acteon_client::SubjectRef,
+        version: u32,
+    },
+}
+
 #[derive(Debug, Args)]
 pub(crate) struct AuditArgs {
     #[arg(long)]
@@ -337,7 +416,8 @@ pub(crate) struct AuditArgs {
     /// Kafka name of the topic.
     #[arg(long)]
     pub(crate) topic: Option<String>,
-    /// produced, denied, suppressed, throttled, failed or dead_lettered.
+    /// produced, denied, suppressed, throttled, failed, invalid or
+    /// dead_lettered.
     #[arg(long)]
     pub(crate) outcome: Option<AuditOutcome>,
     /// Records to print (default 100; with --follow, 10 before following).

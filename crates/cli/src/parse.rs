@@ -115,6 +115,40 @@ pub(crate) fn subscription(words: &[String]) -> Result<acteon_client::DurableRef
     ))
 }
 
+/// A subject: `agents.demo.calls`.
+pub(crate) fn subject(value: &str) -> Result<acteon_client::SubjectRef, String> {
+    let words = [value.to_owned()];
+    let [namespace, tenant, subject] =
+        three(&words, "NAMESPACE.TENANT.SUBJECT").map_err(|error| error.0)?;
+    let check = |kind, value| Fragment::parse(kind, value).map_err(|error| error.to_string());
+    Ok(acteon_client::SubjectRef::new(
+        check(FragmentKind::Namespace, namespace)?.as_str(),
+        check(FragmentKind::Tenant, tenant)?.as_str(),
+        check(FragmentKind::Name, subject)?.as_str(),
+    ))
+}
+
+/// `--schema calls` or `--schema calls:3`.
+pub(crate) fn binding(value: &str) -> Result<acteon_core::SchemaBinding, String> {
+    let (subject, version) = value.split_once(':').unwrap_or((value, "latest"));
+    let binding = acteon_core::SchemaBinding {
+        subject: subject.to_owned(),
+        version: version.parse().map_err(|error| format!("{error}"))?,
+    };
+    binding.check().map_err(|error| error.to_string())?;
+    Ok(binding)
+}
+
+/// A compatibility mode, as the server names it.
+pub(crate) fn compatibility(value: &str) -> Result<acteon_core::Compatibility, String> {
+    serde_json::from_value(serde_json::Value::String(value.to_owned())).map_err(|_| {
+        format!(
+            "{value:?} is not one of none, backward, backward_transitive, forward, \
+             forward_transitive, full, full_transitive"
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +173,22 @@ mod tests {
             ("agents", "workers")
         );
         assert!(subscription(&words(&["a", "b", "c/d"])).is_err());
+    }
+
+    #[test]
+    fn subjects_bindings_and_modes() {
+        let subject = subject("agents.demo.calls").unwrap();
+        assert_eq!(subject.subject, "calls");
+        assert!(super::subject("agents.demo").is_err());
+        assert_eq!(binding("calls").unwrap().to_string(), "calls:latest");
+        assert_eq!(binding("calls:3").unwrap().to_string(), "calls:3");
+        assert!(binding("calls:0").is_err());
+        assert!(binding("no.dots").is_err());
+        assert_eq!(
+            compatibility("full_transitive"),
+            Ok(acteon_core::Compatibility::FullTransitive)
+        );
+        assert!(compatibility("sideways").is_err());
     }
 
     #[test]

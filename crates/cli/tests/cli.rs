@@ -1143,3 +1143,122 @@ async fn a_tail_that_gets_fewer_records_than_asked_fails() {
         "{run:#?}"
     );
 }
+
+#[tokio::test]
+async fn schemas_are_registered_checked_and_bound_to_topics() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let strict = dir.path().join("strict.json");
+    let loose = dir.path().join("loose.json");
+    std::fs::write(&strict, r#"{"type": "object", "required": ["tool"]}"#).unwrap();
+    std::fs::write(&loose, r#"{"type": "object"}"#).unwrap();
+    let (strict, loose) = (strict.to_str().unwrap(), loose.to_str().unwrap());
+
+    let registered = server
+        .run(&["schemas", "register", "agents.demo.calls", strict])
+        .await
+        .success();
+    assert_eq!(
+        registered.stdout.trim(),
+        "registered agents.demo.calls version 1"
+    );
+    let again = server
+        .run_with_input(
+            &["schemas", "register", "agents.demo.calls", "-"],
+            r#"{"required": ["tool"], "type": "object"}"#,
+        )
+        .await
+        .success();
+    assert_eq!(
+        again.stdout.trim(),
+        "already registered agents.demo.calls version 1"
+    );
+    let listed = server
+        .run(&["schemas", "ls", "agents", "demo"])
+        .await
+        .success();
+    assert_eq!(listed.stdout.trim(), "calls");
+    let shown = server
+        .run(&["schemas", "show", "agents.demo.calls", "--json"])
+        .await
+        .success()
+        .json();
+    assert_eq!(shown["version"], 1);
+    assert_eq!(shown["schema"]["required"], json!(["tool"]));
+
+    server
+        .run(&["schemas", "config", "agents.demo.calls", "--set", "forward"])
+        .await
+        .success();
+    let mode = server
+        .run(&["schemas", "config", "agents.demo.calls"])
+        .await
+        .success();
+    assert_eq!(mode.stdout.trim(), "forward");
+    let refused = server
+        .run(&["schemas", "check", "agents.demo.calls", loose])
+        .await
+        .fails_with(1);
+    assert!(refused.stdout.contains("forward:"), "{refused:#?}");
+    assert!(refused.stderr.contains("not compatible"), "{refused:#?}");
+    server
+        .run(&[
+            "schemas",
+            "config",
+            "agents.demo.calls",
+            "--set",
+            "sideways",
+        ])
+        .await
+        .fails_with(2);
+    server
+        .run(&["schemas", "register", "agents.demo.calls", "/no/such/file"])
+        .await
+        .fails_with(2);
+
+    server
+        .run(&[
+            "topics",
+            "create",
+            "agents.demo.calls",
+            "--schema",
+            "calls:1",
+        ])
+        .await
+        .success();
+    let table = server.run(&["topics", "ls"]).await.success();
+    assert!(table.stdout.contains("calls:1"), "{table:#?}");
+    let invalid = server
+        .run(&["publish", "agents.demo.calls", r#"{"no": "tool"}"#])
+        .await
+        .fails_with(1);
+    assert!(invalid.stderr.contains("400"), "{invalid:#?}");
+    assert!(invalid.stderr.contains("\"tool\""), "{invalid:#?}");
+    let in_use = server
+        .run(&["schemas", "rm", "agents.demo.calls", "1"])
+        .await
+        .fails_with(1);
+    assert!(in_use.stderr.contains("409"), "{in_use:#?}");
+
+    server
+        .run(&["topics", "unbind", "agents.demo.calls"])
+        .await
+        .success();
+    server
+        .run(&["publish", "agents.demo.calls", r#"{"no": "tool"}"#])
+        .await
+        .success();
+    let bound = server
+        .run(&["topics", "bind", "agents.demo.calls", "calls", "--json"])
+        .await
+        .success()
+        .json();
+    assert_eq!(
+        bound["schema"],
+        json!({ "subject": "calls", "version": "latest" })
+    );
+    server
+        .run(&["publish", "agents.demo.calls", r#"{"tool": "search"}"#])
+        .await
+        .success();
+}

@@ -1,6 +1,7 @@
 //! Rust client for the Acteon HTTP API: topics, publish with receipts,
 //! subscriptions read from Server-Sent Events as a [`Stream`](futures::Stream),
-//! durable subscriptions, silences, rules and the audit trail.
+//! durable subscriptions, silences, rules, the audit trail and the schema
+//! registry.
 //!
 //! ```
 //! use acteon_client::{Client, TopicFilter};
@@ -58,6 +59,7 @@ mod client;
 mod durable;
 mod error;
 mod pipeline;
+mod schemas;
 mod subscription;
 
 pub use client::{BatchRecord, Client, ClientBuilder, PublishOutcome, TopicFilter};
@@ -70,4 +72,5 @@ pub use error::Error;
 pub use pipeline::{
     AuditOutcome, AuditPage, AuditQuery, AuditRecord, Rule, Silence, SilenceSpec, UnknownOutcome,
 };
+pub use schemas::{CompatibilityCheck, Registered, SubjectRef};
 pub use subscription::Subscription;

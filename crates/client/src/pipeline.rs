@@ -73,17 +73,20 @@ pub enum AuditOutcome {
     Suppressed,
     Throttled,
     Failed,
+    /// The payload did not match the topic's schema.
+    Invalid,
     /// A durable subscription moved the record to its dead-letter topic.
     DeadLettered,
 }
 
 impl AuditOutcome {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Produced,
         Self::Denied,
         Self::Suppressed,
         Self::Throttled,
         Self::Failed,
+        Self::Invalid,
         Self::DeadLettered,
     ];
 
@@ -94,6 +97,7 @@ impl AuditOutcome {
             Self::Suppressed => "suppressed",
             Self::Throttled => "throttled",
             Self::Failed => "failed",
+            Self::Invalid => "invalid",
             Self::DeadLettered => "dead_lettered",
         }
     }

@@ -560,3 +560,75 @@ async fn an_idempotency_key_makes_a_retry_answer_the_first_publish() {
     let again = client.publish_records(name, &records).await.unwrap();
     assert_eq!(again[1].as_ref().unwrap().receipt().unwrap().offset, stored);
 }
+
+#[tokio::test]
+async fn schemas_are_registered_checked_and_bound() {
+    use acteon_client::SubjectRef;
+    use acteon_core::{Compatibility, SchemaBinding, SchemaVersionRef};
+
+    let server = TestServer::start().await;
+    let client = &server.client;
+    let subject = SubjectRef::new("agents", "typed", "calls");
+    let strict = json!({ "type": "object", "required": ["tool"] });
+    let first = client.register_schema(&subject, &strict).await.unwrap();
+    assert!(first.created);
+    assert_eq!(first.version.version, 1);
+    let again = client.register_schema(&subject, &strict).await.unwrap();
+    assert!(!again.created, "an identical schema keeps its version");
+
+    let loose = json!({ "type": "object" });
+    let check = client.check_schema(&subject, &loose).await.unwrap();
+    assert!(check.compatible, "{check:?}");
+    client
+        .set_schema_compatibility(&subject, Compatibility::Forward)
+        .await
+        .unwrap();
+    assert_eq!(
+        client.schema_compatibility(&subject).await.unwrap(),
+        Compatibility::Forward
+    );
+    let check = client.check_schema(&subject, &loose).await.unwrap();
+    assert!(!check.compatible && !check.messages.is_empty(), "{check:?}");
+    let refused = client.register_schema(&subject, &loose).await.unwrap_err();
+    assert_eq!(refused.status(), Some(409), "{refused}");
+    assert_eq!(
+        client
+            .list_schema_subjects("agents", "typed")
+            .await
+            .unwrap(),
+        ["calls"]
+    );
+    assert_eq!(client.list_schema_versions(&subject).await.unwrap(), [1]);
+    let latest = client
+        .get_schema_version(&subject, SchemaVersionRef::Latest)
+        .await
+        .unwrap();
+    assert_eq!(latest.schema, strict);
+
+    let topic = client
+        .create_bus_topic(&spec("typed", "calls"))
+        .await
+        .unwrap();
+    let name = topic.topic.name();
+    let binding = SchemaBinding {
+        subject: "calls".into(),
+        version: SchemaVersionRef::Number(1),
+    };
+    let bound = client.bind_topic_schema(name, &binding).await.unwrap();
+    assert_eq!(bound.topic.schema(), Some(&binding));
+    let invalid = OutgoingMessage {
+        key: None,
+        payload: json!({ "no": "tool" }),
+        headers: Headers::new(),
+    };
+    let error = client.publish_message(name, &invalid).await.unwrap_err();
+    assert_eq!(error.status(), Some(400));
+    assert!(error.to_string().contains("\"tool\""), "{error}");
+    let in_use = client.delete_schema_version(&subject, 1).await.unwrap_err();
+    assert_eq!(in_use.status(), Some(409));
+
+    let unbound = client.unbind_topic_schema(name).await.unwrap();
+    assert_eq!(unbound.topic.schema(), None);
+    client.publish_message(name, &invalid).await.unwrap();
+    client.delete_schema_version(&subject, 1).await.unwrap();
+}

@@ -4,6 +4,7 @@ mod audit;
 mod keys;
 mod publish;
 mod rules;
+mod schemas;
 mod silences;
 mod subs;
 mod tail;
@@ -46,6 +47,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Subs(command) => subs::run(&context, command).await,
         Command::Silences(command) => silences::run(&context, command).await,
         Command::Rules(command) => rules::run(&context, command).await,
+        Command::Schemas(command) => schemas::run(&context, command).await,
         Command::Audit(args) => audit::run(&context, args).await,
         Command::Keys(command) => keys::run(&context, command),
     }

@@ -1,7 +1,7 @@
-//! `acteon topics ls|create|rm`.
+//! `acteon topics ls|create|rm|bind|unbind`.
 
 use acteon_client::TopicFilter;
-use acteon_core::{TopicRecord, TopicSpec};
+use acteon_core::{SchemaBinding, TopicRecord, TopicSpec};
 use anyhow::Context as _;
 
 use super::Context;
@@ -34,6 +34,33 @@ pub(super) async fn run(context: &Context, command: TopicsCommand) -> anyhow::Re
                 print_table(std::slice::from_ref(&record))
             }
         }
+        TopicsCommand::Bind {
+            topic,
+            subject,
+            version,
+        } => {
+            let binding = SchemaBinding { subject, version };
+            let record = client
+                .bind_topic_schema(&topic, &binding)
+                .await
+                .with_context(|| format!("bind {topic} to {binding}"))?;
+            if context.json() {
+                output::json(&record)
+            } else {
+                print_table(std::slice::from_ref(&record))
+            }
+        }
+        TopicsCommand::Unbind { topic } => {
+            let record = client
+                .unbind_topic_schema(&topic)
+                .await
+                .with_context(|| format!("unbind {topic}"))?;
+            if context.json() {
+                output::json(&record)
+            } else {
+                print_table(std::slice::from_ref(&record))
+            }
+        }
         TopicsCommand::Rm { topic } => {
             client
                 .delete_bus_topic(&topic)
@@ -57,7 +84,7 @@ fn spec(args: &CreateTopicArgs) -> anyhow::Result<TopicSpec> {
         partitions: args.partitions,
         replication_factor: args.replication_factor,
         retention_ms: args.retention_ms,
-        schema: None,
+        schema: args.schema.clone(),
     })
 }
 
@@ -68,6 +95,7 @@ fn print_table(topics: &[TopicRecord]) -> anyhow::Result<()> {
             "PARTITIONS",
             "REPLICATION",
             "RETENTION MS",
+            "SCHEMA",
             "CREATED",
         ],
         topics.iter().map(|record| {
@@ -77,6 +105,7 @@ fn print_table(topics: &[TopicRecord]) -> anyhow::Result<()> {
                 topic.partitions().to_string(),
                 topic.replication_factor().to_string(),
                 output::or_dash(topic.retention_ms()),
+                output::or_dash(topic.schema()),
                 output::time(&record.created_at),
             ]
         }),
