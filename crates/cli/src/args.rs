@@ -462,6 +462,7 @@ pub(crate) enum Op {
     Manage,
     Audit,
     Metrics,
+    Schema,
     Admin,
 }
 
@@ -473,6 +474,7 @@ impl Op {
             Self::Manage => "manage",
             Self::Audit => "audit",
             Self::Metrics => "metrics",
+            Self::Schema => "schema",
             Self::Admin => "admin",
         }
     }

@@ -48,10 +48,12 @@ pub enum Scenario {
     Durable,
     /// 10: batch publish on Kafka.
     Batch,
+    /// 11: HTTP publish to a topic bound to a schema, in-memory backend.
+    Typed,
 }
 
 impl Scenario {
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::InProcess,
         Self::HttpMemory,
         Self::HttpKafka,
@@ -59,6 +61,7 @@ impl Scenario {
         Self::Fanout,
         Self::Durable,
         Self::Batch,
+        Self::Typed,
     ];
 }
 
@@ -204,6 +207,7 @@ pub async fn run(
         fanout: Vec::new(),
         durable: None,
         batch_kafka: None,
+        typed_memory: None,
         goals: Vec::new(),
     };
     if runs(Scenario::InProcess) {
@@ -250,6 +254,10 @@ pub async fn run(
     if let (true, Some(bootstrap)) = (runs(Scenario::Batch), kafka) {
         eprintln!("10. batch publish, Kafka backend at {bootstrap}");
         report.batch_kafka = Some(throughput::batch_kafka(&plan.batch, bootstrap).await?);
+    }
+    if runs(Scenario::Typed) {
+        eprintln!("11. HTTP publish to a topic bound to a schema, in-memory backend");
+        report.typed_memory = Some(throughput::typed_memory(&plan.throughput).await?);
     }
     report.judge_goals();
     Ok(report)

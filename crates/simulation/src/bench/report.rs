@@ -14,7 +14,7 @@ use super::latency::EndToEndRow;
 use super::setup::Pipeline;
 use super::stats::{LatencySummary, millis};
 use super::throughput::{
-    BARE_HANDLER, BATCH_RECORDS, DIRECT_RDKAFKA, IDEMPOTENCY_KEYS, ThroughputReport,
+    BARE_HANDLER, BATCH_RECORDS, BOUND_TOPIC, DIRECT_RDKAFKA, IDEMPOTENCY_KEYS, ThroughputReport,
 };
 
 #[derive(Debug, Clone, Serialize)]
@@ -36,6 +36,7 @@ pub struct Report {
     pub fanout: Vec<FanoutRow>,
     pub durable: Option<DurableReport>,
     pub batch_kafka: Option<ThroughputReport>,
+    pub typed_memory: Option<ThroughputReport>,
     pub goals: Vec<Goal>,
 }
 
@@ -72,6 +73,7 @@ impl Report {
         self.judge_publish_goals(&mut goals);
         self.judge_kafka_goals(&mut goals);
         self.judge_batch_goals(&mut goals);
+        self.judge_typed_goals(&mut goals);
         for row in self.end_to_end.iter().filter(|row| row.backend == "memory") {
             goals.push(Goal {
                 goal: "publish → SSE p99 < 5 ms, in-memory backend".to_owned(),
@@ -184,6 +186,24 @@ impl Report {
                 ),
                 met: row.latency.p50_us <= limit_us,
             });
+        }
+    }
+
+    /// A bound topic against the same topic unbound, at every concurrency.
+    fn judge_typed_goals(&self, goals: &mut Vec<Goal>) {
+        let Some(typed) = &self.typed_memory else {
+            return;
+        };
+        for row in typed.rows.iter().filter(|row| row.target == BOUND_TOPIC) {
+            goals.push(Goal::ratio_at_least(
+                format!(
+                    "HTTP publish, in-memory backend, C = {}: a topic bound to a 20-property schema \
+                     ≥ 0.8 of the same topic unbound",
+                    row.concurrency
+                ),
+                row.ratio,
+                0.8,
+            ));
         }
     }
 
@@ -455,6 +475,14 @@ impl Report {
             ));
             throughput_table(&mut out, batch, "records/s");
         }
+        if let Some(typed) = &self.typed_memory {
+            out.push_str(
+                "\n### 11. HTTP publish to a topic bound to a schema, in-memory backend\n\n\
+                 One topic, 20-property payloads, in turns unbound and bound to a schema that \
+                 checks every property.\n\n",
+            );
+            throughput_table(&mut out, typed, "requests/s");
+        }
         out
     }
 
@@ -535,6 +563,7 @@ impl Report {
             ("HTTP publish", self.http_memory.as_ref()),
             ("Kafka publish", self.http_kafka.as_ref()),
             ("Kafka batch publish", self.batch_kafka.as_ref()),
+            ("typed publish", self.typed_memory.as_ref()),
         ]
         .into_iter()
         .filter_map(|(name, report)| Some((name, report?)))
@@ -721,6 +750,7 @@ mod tests {
             }),
             http_kafka: None,
             batch_kafka: None,
+            typed_memory: None,
             end_to_end: vec![EndToEndRow {
                 backend: "memory".to_owned(),
                 messages: 100,

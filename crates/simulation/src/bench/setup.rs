@@ -40,6 +40,10 @@ pub fn message(seq: u64) -> OutgoingMessage {
 
 /// `count` publish request bodies, as the client library sends them.
 pub fn publish_bodies(topic: &TopicName, count: u64) -> Arc<[Bytes]> {
+    bodies(topic, count, message)
+}
+
+fn bodies(topic: &TopicName, count: u64, message: fn(u64) -> OutgoingMessage) -> Arc<[Bytes]> {
     (0..count)
         .map(|seq| {
             let message = message(seq);
@@ -72,6 +76,64 @@ pub fn batch_bodies(count: u64, records: u64) -> Arc<[Bytes]> {
             Bytes::from(serde_json::json!({ "records": records }).to_string())
         })
         .collect()
+}
+
+/// Properties of the typed scenario's payloads and schema.
+const TYPED_PROPERTIES: usize = 20;
+
+/// A JSON Schema of [`TYPED_PROPERTIES`] required properties of every
+/// common kind (bounded strings, a pattern, integers, numbers, booleans,
+/// an enum, an array), nothing else allowed: what a tool call's
+/// arguments look like.
+pub fn typed_schema() -> serde_json::Value {
+    let properties: serde_json::Map<String, serde_json::Value> = (0..TYPED_PROPERTIES)
+        .map(|index| {
+            let property = match index % 5 {
+                0 => serde_json::json!({ "type": "string", "minLength": 1, "maxLength": 64 }),
+                1 => serde_json::json!({ "type": "integer", "minimum": 0, "maximum": 1_000_000 }),
+                2 => serde_json::json!({ "type": "number", "exclusiveMinimum": 0 }),
+                3 => serde_json::json!({ "enum": ["low", "normal", "high"] }),
+                _ => serde_json::json!({
+                    "type": "array", "maxItems": 8,
+                    "items": { "type": "string", "pattern": "^[a-z]+$" },
+                }),
+            };
+            (format!("p{index:02}"), property)
+        })
+        .collect();
+    let required: Vec<&String> = properties.keys().collect();
+    serde_json::json!({
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": false,
+    })
+}
+
+/// The `seq`-th typed message: [`message`] with a payload that
+/// [`typed_schema`] accepts.
+pub fn typed_message(seq: u64) -> OutgoingMessage {
+    let payload: serde_json::Map<String, serde_json::Value> = (0..TYPED_PROPERTIES)
+        .map(|index| {
+            let value = match index % 5 {
+                0 => serde_json::json!(format!("order-{seq}")),
+                1 => serde_json::json!(seq % 1_000_000),
+                2 => serde_json::json!(12.5),
+                3 => serde_json::json!("normal"),
+                _ => serde_json::json!(["red", "green"]),
+            };
+            (format!("p{index:02}"), value)
+        })
+        .collect();
+    OutgoingMessage {
+        payload: payload.into(),
+        ..message(seq)
+    }
+}
+
+/// `count` publish request bodies of typed messages.
+pub fn typed_bodies(topic: &TopicName, count: u64) -> Arc<[Bytes]> {
+    bodies(topic, count, typed_message)
 }
 
 /// How the Acteon server under test is configured.

@@ -1,12 +1,13 @@
-//! Scenarios 2 and 3: HTTP publish throughput against its baselines, a
-//! bare axum handler (in-memory backend) and rdkafka producing directly
-//! (Kafka backend).
+//! Scenarios 2, 3, 10 and 11: HTTP publish throughput against its
+//! baselines, a bare axum handler (in-memory backend), rdkafka producing
+//! directly (Kafka backend), and the same topic without its schema.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use acteon_bus::{KafkaConfig, kafka_record};
-use acteon_core::{OutgoingMessage, TopicName};
+use acteon_client::SubjectRef;
+use acteon_core::{OutgoingMessage, SchemaBinding, SchemaVersionRef, TopicName};
 use anyhow::Context;
 use rdkafka::producer::FutureProducer;
 use serde::Serialize;
@@ -138,6 +139,11 @@ pub const DIRECT_RDKAFKA: &str = "rdkafka, direct";
 pub const PIPELINED_RDKAFKA: &str = "rdkafka, 100 records pipelined";
 /// Acteon's defaults, each request with an idempotency key of its own.
 pub const IDEMPOTENCY_KEYS: &str = "acteon (defaults), idempotency keys";
+
+/// Scenario 11's baseline: its topic without a schema.
+pub const UNBOUND_TOPIC: &str = "acteon (defaults), topic unbound";
+/// Scenario 11's target: the same topic bound to a 20-property schema.
+pub const BOUND_TOPIC: &str = "acteon (defaults), topic bound to a 20-property schema";
 
 /// Records in each request of the batch scenario.
 pub const BATCH_RECORDS: u64 = 100;
@@ -437,4 +443,45 @@ async fn produce_directly(
         produces.answered_records(sent, produced, pipelined - produced);
     }
     Ok(produces.tally())
+}
+
+/// Scenario 11: single publishes of 20-property payloads to one topic on
+/// the in-memory backend, in turns unbound and bound to a schema that
+/// checks every property; the payloads are valid, so both produce alike.
+pub async fn typed_memory(size: &ThroughputSize) -> anyhow::Result<ThroughputReport> {
+    let topic = setup::topic("typed");
+    let server = ServerProcess::acteon(setup::acteon_config(Pipeline::Defaults, None)).await?;
+    let client = setup::client(&server.base_url)?;
+    setup::create_topic(&client, &topic).await?;
+    let subject = SubjectRef::new(topic.namespace(), topic.tenant(), "typed");
+    let registered = client
+        .register_schema(&subject, &setup::typed_schema())
+        .await
+        .context("registering the schema")?;
+    let binding = SchemaBinding {
+        subject: subject.subject.clone(),
+        version: SchemaVersionRef::Number(registered.version.version),
+    };
+    client.bind_topic_schema(&topic, &binding).await?;
+    client
+        .publish_message(&topic, &setup::typed_message(0))
+        .await
+        .context("a typed publish to the bound topic")?;
+    let load = HttpLoad {
+        bodies: setup::typed_bodies(&topic, 64),
+        ..publish_load(&server, None, &topic, false)
+    };
+    let mut runs = Vec::new();
+    for &concurrency in &size.concurrency {
+        for _ in 0..size.rounds {
+            client.unbind_topic_schema(&topic).await?;
+            let run = drive_http(&load, shape(size, concurrency), &server).await?;
+            add_run(&mut runs, UNBOUND_TOPIC, concurrency, run);
+            client.bind_topic_schema(&topic, &binding).await?;
+            let run = drive_http(&load, shape(size, concurrency), &server).await?;
+            add_run(&mut runs, BOUND_TOPIC, concurrency, run);
+        }
+    }
+    server.stop().await?;
+    Ok(ThroughputReport::new(UNBOUND_TOPIC, size, runs))
 }
