@@ -57,8 +57,7 @@ impl Compatibility {
 pub struct SchemaVersion {
     pub subject: String,
     pub version: u32,
-    /// A JSON Schema, draft 2020-12.
-    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    /// A JSON Schema, draft 2020-12: an object or a boolean.
     pub schema: serde_json::Value,
     pub registered_at: DateTime<Utc>,
 }

@@ -24,24 +24,38 @@ pub(super) fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(check))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
 struct TenantPath {
+    #[param(value_type = Fragment)]
     namespace: String,
+    #[param(value_type = Fragment)]
     tenant: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
 struct SubjectPath {
+    #[param(value_type = Fragment)]
     namespace: String,
+    #[param(value_type = Fragment)]
     tenant: String,
+    /// The subject's name, unique in its tenant.
+    #[param(value_type = Fragment)]
     subject: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
 struct VersionPath {
+    #[param(value_type = Fragment)]
     namespace: String,
+    #[param(value_type = Fragment)]
     tenant: String,
+    #[param(value_type = Fragment)]
     subject: String,
+    /// A version number, or `latest`.
+    #[param(value_type = SchemaVersionRef)]
     version: String,
 }
 
@@ -61,8 +75,7 @@ fn subject_for(
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SchemaRequest {
-    /// A JSON Schema, draft 2020-12.
-    #[schema(value_type = Object)]
+    /// A JSON Schema, draft 2020-12: an object or a boolean.
     schema: serde_json::Value,
 }
 
@@ -84,6 +97,7 @@ struct CompatibilityAnswer {
     get,
     path = "/v1/schemas/{namespace}/{tenant}",
     tag = "schemas",
+    params(TenantPath),
     responses((status = 200, body = Vec<String>), Refusals),
 )]
 async fn subjects(
@@ -106,6 +120,7 @@ async fn subjects(
     post,
     path = "/v1/schemas/{namespace}/{tenant}/{subject}/versions",
     tag = "schemas",
+    params(SubjectPath),
     request_body = SchemaRequest,
     responses(
         (status = 201, description = "A new version", body = SchemaVersion),
@@ -134,6 +149,7 @@ async fn register(
     get,
     path = "/v1/schemas/{namespace}/{tenant}/{subject}/versions",
     tag = "schemas",
+    params(SubjectPath),
     responses((status = 200, body = Vec<u32>), Refusals),
 )]
 async fn versions(
@@ -157,6 +173,7 @@ fn version_ref(text: &str) -> Result<SchemaVersionRef, ApiError> {
     get,
     path = "/v1/schemas/{namespace}/{tenant}/{subject}/versions/{version}",
     tag = "schemas",
+    params(VersionPath),
     responses((status = 200, body = SchemaVersion), Refusals),
 )]
 async fn version(
@@ -175,6 +192,7 @@ async fn version(
     delete,
     path = "/v1/schemas/{namespace}/{tenant}/{subject}/versions/{version}",
     tag = "schemas",
+    params(VersionPath),
     responses((status = 204, description = "Deleted"), Refusals),
 )]
 async fn delete_version(
@@ -199,6 +217,7 @@ async fn delete_version(
     get,
     path = "/v1/schemas/{namespace}/{tenant}/{subject}/config",
     tag = "schemas",
+    params(SubjectPath),
     responses((status = 200, body = CompatibilityConfig), Refusals),
 )]
 async fn config(
@@ -216,6 +235,7 @@ async fn config(
     put,
     path = "/v1/schemas/{namespace}/{tenant}/{subject}/config",
     tag = "schemas",
+    params(SubjectPath),
     request_body = CompatibilityConfig,
     responses((status = 200, body = CompatibilityConfig), Refusals),
 )]
@@ -237,6 +257,7 @@ async fn set_config(
     post,
     path = "/v1/schemas/{namespace}/{tenant}/{subject}/compatibility",
     tag = "schemas",
+    params(SubjectPath),
     request_body = SchemaRequest,
     responses((status = 200, body = CompatibilityAnswer), Refusals),
 )]
