@@ -105,7 +105,7 @@ impl Server {
             None => Arc::new(MemoryBackend::new(config.bus.memory.clone())),
         };
         let schemas = Arc::new(
-            SchemaRegistry::load(Arc::clone(&state))
+            SchemaRegistry::load(Arc::clone(&state), (&config.limits).into())
                 .await
                 .context("loading schemas")?,
         );

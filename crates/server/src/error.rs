@@ -213,6 +213,7 @@ impl ApiError {
                 Bus(BusError::Rejected { .. }) => StatusCode::BAD_REQUEST,
                 Bus(BusError::Broker { .. }) => StatusCode::BAD_GATEWAY,
                 Schema(error) => match error {
+                    SchemaError::LimitReached(_) => StatusCode::FORBIDDEN,
                     SchemaError::InvalidName(_) | SchemaError::Invalid(_) => {
                         StatusCode::BAD_REQUEST
                     }

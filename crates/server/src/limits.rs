@@ -35,6 +35,12 @@ pub struct LimitsConfig {
     /// Deepest nesting of a caller's CEL condition: brackets, and calls
     /// within calls.
     pub max_condition_depth: usize,
+    /// Schema subjects one tenant may have, those without versions left
+    /// included.
+    pub max_schema_subjects_per_tenant: usize,
+    /// The JSON text of one tenant's kept schema versions, in all, in
+    /// bytes: every version is held compiled in memory.
+    pub max_schema_bytes_per_tenant: usize,
 }
 
 impl Default for LimitsConfig {
@@ -50,6 +56,8 @@ impl Default for LimitsConfig {
             max_header_bytes: 16 * 1024,
             max_condition_bytes: 2 * 1024,
             max_condition_depth: 16,
+            max_schema_subjects_per_tenant: 1_000,
+            max_schema_bytes_per_tenant: 4 * 1024 * 1024,
         }
     }
 }

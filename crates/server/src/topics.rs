@@ -359,7 +359,14 @@ mod tests {
     async fn a_corrupt_row_is_skipped_and_the_others_are_restored_with_their_schemas() {
         let state: Arc<dyn StateStore> = Arc::new(MemoryStore::default());
         let bus: Arc<dyn BusBackend> = Arc::new(MemoryBackend::default());
-        let schemas = Arc::new(SchemaRegistry::load(Arc::clone(&state)).await.unwrap());
+        let schemas = Arc::new(
+            SchemaRegistry::load(
+                Arc::clone(&state),
+                (&crate::limits::LimitsConfig::default()).into(),
+            )
+            .await
+            .unwrap(),
+        );
         let subject = SubjectName::parse("ns", "t", "calls").unwrap();
         schemas
             .register(&subject, json!({ "type": "object" }))

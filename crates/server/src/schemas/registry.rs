@@ -72,6 +72,9 @@ pub enum SchemaError {
     VersionNotFound { subject: String, version: String },
     #[error("subject {subject} keeps {MAX_VERSIONS} versions at most; delete one first")]
     TooManyVersions { subject: String },
+    /// A tenant's subjects or their bytes at their limit.
+    #[error("{0}")]
+    LimitReached(String),
     #[error("version {version} of subject {subject} is bound to a topic; unbind it first")]
     InUse { subject: String, version: u32 },
     /// A topic's binding names a version that is gone, which the registry
@@ -130,6 +133,29 @@ struct StoredSubject {
 struct Subject {
     stored: StoredSubject,
     validators: BTreeMap<u32, Arc<jsonschema::Validator>>,
+    /// The JSON text of the kept versions, in bytes.
+    bytes: usize,
+}
+
+/// What one tenant's registry may hold.
+#[derive(Debug, Clone, Copy)]
+pub struct SchemaLimits {
+    pub max_subjects_per_tenant: usize,
+    pub max_bytes_per_tenant: usize,
+}
+
+impl From<&crate::limits::LimitsConfig> for SchemaLimits {
+    fn from(limits: &crate::limits::LimitsConfig) -> Self {
+        Self {
+            max_subjects_per_tenant: limits.max_schema_subjects_per_tenant,
+            max_bytes_per_tenant: limits.max_schema_bytes_per_tenant,
+        }
+    }
+}
+
+/// A schema's size as stored: its JSON text.
+fn size_of(schema: &Value) -> usize {
+    serde_json::to_string(schema).map_or(0, |text| text.len())
 }
 
 /// A version's validator, for the publish paths.
@@ -206,7 +232,7 @@ impl Bound {
 /// schema. Publish and the compatibility check use validators built here
 /// alone, so they agree on what a schema accepts.
 pub fn compile(schema: &Value) -> Result<jsonschema::Validator, SchemaError> {
-    let size = serde_json::to_string(schema).map_or(0, |text| text.len());
+    let size = size_of(schema);
     if size > MAX_SCHEMA_BYTES {
         return Err(SchemaError::Invalid(format!(
             "the schema is {size} bytes; at most {MAX_SCHEMA_BYTES} are allowed"
@@ -233,6 +259,7 @@ pub fn compile(schema: &Value) -> Result<jsonschema::Validator, SchemaError> {
 #[derive(Debug)]
 pub struct SchemaRegistry {
     state: Arc<dyn StateStore>,
+    limits: SchemaLimits,
     subjects: RwLock<HashMap<SubjectName, Subject>>,
     /// Held by every change from its read to its write, so two
     /// registrations cannot both take one version number.
@@ -242,7 +269,10 @@ pub struct SchemaRegistry {
 impl SchemaRegistry {
     /// Loads the stored subjects; one that cannot be read is logged and
     /// skipped.
-    pub async fn load(state: Arc<dyn StateStore>) -> Result<Self, StateError> {
+    pub async fn load(
+        state: Arc<dyn StateStore>,
+        limits: SchemaLimits,
+    ) -> Result<Self, StateError> {
         let mut subjects = HashMap::new();
         for row in state.list(KeyKind::SchemaSubject).await? {
             let loaded = serde_json::from_value::<StoredSubject>(row)
@@ -265,6 +295,7 @@ impl SchemaRegistry {
         }
         Ok(Self {
             state,
+            limits,
             subjects: RwLock::new(subjects),
             changing: tokio::sync::Mutex::default(),
         })
@@ -299,6 +330,7 @@ impl SchemaRegistry {
                 subject: name.subject.to_string(),
             });
         }
+        self.check_room(name, size_of(&schema))?;
         let earlier: Vec<&Value> = stored.versions.iter().map(|v| &v.schema).collect();
         let reasons = refusals(stored.compatibility, &schema, &earlier);
         if !reasons.is_empty() {
@@ -425,6 +457,34 @@ impl SchemaRegistry {
         self.save(name, stored, None).await
     }
 
+    /// Refuses a new version of `size` bytes under `name` that would take
+    /// its tenant over a limit.
+    fn check_room(&self, name: &SubjectName, size: usize) -> Result<(), SchemaError> {
+        let subjects = self.subjects.read().unwrap_or_else(PoisonError::into_inner);
+        let tenant: Vec<&Subject> = subjects
+            .iter()
+            .filter(|(other, _)| other.namespace == name.namespace && other.tenant == name.tenant)
+            .map(|(_, subject)| subject)
+            .collect();
+        let limits = self.limits;
+        if !subjects.contains_key(name) && tenant.len() >= limits.max_subjects_per_tenant {
+            return Err(SchemaError::LimitReached(format!(
+                "tenant {} has {} schema subjects, the most max_schema_subjects_per_tenant allows",
+                name.tenant,
+                tenant.len()
+            )));
+        }
+        let held: usize = tenant.iter().map(|subject| subject.bytes).sum();
+        if held + size > limits.max_bytes_per_tenant {
+            return Err(SchemaError::LimitReached(format!(
+                "tenant {} keeps {held} bytes of schemas; {size} more would pass \
+                 max_schema_bytes_per_tenant ({}): delete versions first",
+                name.tenant, limits.max_bytes_per_tenant
+            )));
+        }
+        Ok(())
+    }
+
     /// Holds off every change to the registry until the guard is dropped:
     /// a topic is bound under it, so a version cannot be deleted between
     /// the check that it exists and the binding's write.
@@ -472,6 +532,7 @@ impl SchemaRegistry {
         let subject = subjects.entry(name.clone()).or_insert_with(|| Subject {
             stored: stored.clone(),
             validators: BTreeMap::new(),
+            bytes: 0,
         });
         if let Some((version, validator)) = added {
             subject.validators.insert(version, validator);
@@ -479,6 +540,7 @@ impl SchemaRegistry {
         subject
             .validators
             .retain(|version, _| stored.versions.iter().any(|v| v.version == *version));
+        subject.bytes = stored_bytes(&stored);
         subject.stored = stored;
         Ok(())
     }
@@ -491,8 +553,16 @@ impl Subject {
             .iter()
             .map(|v| Ok((v.version, Arc::new(compile(&v.schema)?))))
             .collect::<Result<_, SchemaError>>()?;
-        Ok(Self { stored, validators })
+        Ok(Self {
+            bytes: stored_bytes(&stored),
+            stored,
+            validators,
+        })
     }
+}
+
+fn stored_bytes(stored: &StoredSubject) -> usize {
+    stored.versions.iter().map(|v| size_of(&v.schema)).sum()
 }
 
 fn not_found(name: &SubjectName, version: SchemaVersionRef) -> SchemaError {
@@ -509,6 +579,11 @@ mod tests {
     use super::*;
     use crate::state::MemoryStore;
 
+    const LIMITS: SchemaLimits = SchemaLimits {
+        max_subjects_per_tenant: 10,
+        max_bytes_per_tenant: 1024 * 1024,
+    };
+
     fn name(subject: &str) -> SubjectName {
         SubjectName::parse("ns", "t1", subject).unwrap()
     }
@@ -524,7 +599,9 @@ mod tests {
     #[tokio::test]
     async fn versions_grow_identical_schemas_reuse_theirs_and_survive_a_restart() {
         let state: Arc<dyn StateStore> = Arc::new(MemoryStore::default());
-        let registry = SchemaRegistry::load(Arc::clone(&state)).await.unwrap();
+        let registry = SchemaRegistry::load(Arc::clone(&state), LIMITS)
+            .await
+            .unwrap();
         let people = name("people");
         let (first, created) = registry.register(&people, person(&["name"])).await.unwrap();
         assert_eq!((first.version, created), (1, true));
@@ -553,7 +630,7 @@ mod tests {
             "{in_use:?}"
         );
 
-        let reloaded = SchemaRegistry::load(state).await.unwrap();
+        let reloaded = SchemaRegistry::load(state, LIMITS).await.unwrap();
         assert_eq!(reloaded.versions(&people).unwrap(), [1, 3]);
         let bound = reloaded.bound(&people, SchemaVersionRef::Latest).unwrap();
         assert_eq!(bound.version, 3);
@@ -563,7 +640,7 @@ mod tests {
 
     #[tokio::test]
     async fn each_mode_compares_with_the_versions_it_names() {
-        let registry = SchemaRegistry::load(Arc::new(MemoryStore::default()))
+        let registry = SchemaRegistry::load(Arc::new(MemoryStore::default()), LIMITS)
             .await
             .unwrap();
         let subject = name("modes");
@@ -607,6 +684,43 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[tokio::test]
+    async fn a_tenant_keeps_its_subjects_and_bytes_within_its_limits() {
+        let limits = SchemaLimits {
+            max_subjects_per_tenant: 2,
+            max_bytes_per_tenant: 100,
+        };
+        let registry = SchemaRegistry::load(Arc::new(MemoryStore::default()), limits)
+            .await
+            .unwrap();
+        let small = |n: u64| json!({ "maximum": n });
+        registry.register(&name("a"), small(1)).await.unwrap();
+        registry.register(&name("b"), small(1)).await.unwrap();
+        let third = registry.register(&name("c"), small(1)).await;
+        assert!(
+            matches!(third, Err(SchemaError::LimitReached(_))),
+            "{third:?}"
+        );
+        let other = SubjectName::parse("ns", "t2", "c").unwrap();
+        registry.register(&other, small(1)).await.unwrap();
+
+        let big = json!({ "description": "x".repeat(69) });
+        let over = registry.register(&name("a"), big.clone()).await;
+        assert!(
+            matches!(over, Err(SchemaError::LimitReached(_))),
+            "{over:?}"
+        );
+        registry
+            .set_compatibility(&name("a"), Compatibility::None)
+            .await
+            .unwrap();
+        registry
+            .delete_version(&name("b"), 1, |_, _, _| false)
+            .await
+            .unwrap();
+        registry.register(&name("a"), big).await.unwrap();
     }
 
     #[test]
