@@ -204,6 +204,9 @@ impl TopicRegistry {
         };
         let _schemas = self.hold_schema(name, schema.as_ref()).await?;
         let _changing = self.changing.lock().await;
+        // Only a topic that takes publishes; a row a failed create left
+        // behind is not one.
+        self.require_registered(name)?;
         let row = self
             .state
             .get(KeyKind::BusTopic, &kafka_name)

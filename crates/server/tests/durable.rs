@@ -398,9 +398,32 @@ async fn the_last_failed_attempt_goes_to_the_dead_letter_topic(backend: Backend)
     );
 }
 
+/// Also with both topics bound to schemas: the dead-letter topic's, which
+/// refuses everything, does not keep a record from it, and the copy says
+/// which schema the record was checked against on its own topic.
 async fn reject_dead_letters_at_once(backend: Backend) {
     let fixture = Fixture::start(&backend, 1).await;
     let named = fixture.create(fixture.spec("picky")).await;
+    let registry = format!("/v1/schemas/test/{}", fixture.tenant);
+    for (subject, schema, topic) in [
+        (
+            "jobs",
+            json!({ "required": ["seq"] }),
+            fixture.topic.clone(),
+        ),
+        ("nothing", json!(false), format!("{}-dlq", fixture.topic)),
+    ] {
+        let path = format!("{registry}/{subject}/versions");
+        let (status, body) = fixture
+            .server
+            .post(&path, &json!({ "schema": schema }))
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let binding = json!({ "subject": subject, "version": 1 });
+        let path = format!("/v1/bus/topics/{topic}/schema");
+        let (status, body) = fixture.server.put(&path, &binding).await;
+        assert_eq!(status, 200, "{body}");
+    }
     let mut deliveries = fixture.client.consume(&named).await.unwrap();
     fixture.publish(0..2).await;
     let mut taken = take(&mut deliveries, 2).await;
@@ -410,6 +433,12 @@ async fn reject_dead_letters_at_once(backend: Backend) {
     let dead = read_dead_letters(&fixture, 1).await;
     assert_eq!(dead[0]["headers"]["acteon.dlq.reason"], "cannot parse it");
     assert_eq!(dead[0]["headers"]["acteon.dlq.attempts"], "1");
+    assert_eq!(dead[0]["headers"]["acteon.dlq.schema"], "jobs:1");
+    assert!(
+        dead[0]["headers"].get("acteon.schema").is_none(),
+        "{}",
+        dead[0]
+    );
     let view = wait_for(&fixture, &named, |view| view.dead_lettered == 1).await;
     assert_eq!(view.partitions[0].committed, 2);
 }

@@ -28,11 +28,7 @@ pub(super) async fn run(context: &Context, command: TopicsCommand) -> anyhow::Re
             let record = client.create_bus_topic(&spec).await.with_context(|| {
                 format!("create {}.{}.{}", spec.namespace, spec.tenant, spec.name)
             })?;
-            if context.json() {
-                output::json(&record)
-            } else {
-                print_table(std::slice::from_ref(&record))
-            }
+            print_record(context, &record)
         }
         TopicsCommand::Bind {
             topic,
@@ -44,22 +40,14 @@ pub(super) async fn run(context: &Context, command: TopicsCommand) -> anyhow::Re
                 .bind_topic_schema(&topic, &binding)
                 .await
                 .with_context(|| format!("bind {topic} to {binding}"))?;
-            if context.json() {
-                output::json(&record)
-            } else {
-                print_table(std::slice::from_ref(&record))
-            }
+            print_record(context, &record)
         }
         TopicsCommand::Unbind { topic } => {
             let record = client
                 .unbind_topic_schema(&topic)
                 .await
                 .with_context(|| format!("unbind {topic}"))?;
-            if context.json() {
-                output::json(&record)
-            } else {
-                print_table(std::slice::from_ref(&record))
-            }
+            print_record(context, &record)
         }
         TopicsCommand::Rm { topic } => {
             client
@@ -86,6 +74,15 @@ fn spec(args: &CreateTopicArgs) -> anyhow::Result<TopicSpec> {
         retention_ms: args.retention_ms,
         schema: args.schema.clone(),
     })
+}
+
+/// One topic, as JSON or as a table of one row.
+fn print_record(context: &Context, record: &TopicRecord) -> anyhow::Result<()> {
+    if context.json() {
+        output::json(record)
+    } else {
+        print_table(std::slice::from_ref(record))
+    }
 }
 
 fn print_table(topics: &[TopicRecord]) -> anyhow::Result<()> {

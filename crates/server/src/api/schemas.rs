@@ -268,7 +268,7 @@ async fn check(
     Json(request): Json<SchemaRequest>,
 ) -> Result<axum::Json<CompatibilityAnswer>, ApiError> {
     let name = subject_for(&caller, &path.namespace, &path.tenant, &path.subject)?;
-    let messages = app.schemas.check(&name, &request.schema)?;
+    let messages = app.schemas.check(&name, request.schema).await?;
     Ok(axum::Json(CompatibilityAnswer {
         compatible: messages.is_empty(),
         messages,

@@ -30,7 +30,7 @@ use super::delivery_id::DeliveryId;
 use super::ledger::{
     Admission, DeadLetter, HeldRecord, Ledger, PartitionFigures, Settlement, Slot, Totals,
 };
-use crate::pipeline::{AuditLog, AuditRecord, Outcome};
+use crate::pipeline::{AuditLog, AuditRecord, Outcome, SCHEMA_HEADER};
 use crate::state::{KeyKind, StateError, StateStore};
 
 /// Longest a lease's raised attempt count waits to be stored.
@@ -667,6 +667,12 @@ fn dead_letter_message(
     original: &BusMessage,
 ) -> OutgoingMessage {
     let mut headers = original.headers.clone();
+    // The copy is not checked against the dead-letter topic's schema; the
+    // one the record was checked against on its own topic goes along as
+    // the origin's, like its topic and offset.
+    if let Some(schema) = headers.remove(SCHEMA_HEADER) {
+        headers.insert("acteon.dlq.schema".to_owned(), schema);
+    }
     let stamps = [
         ("acteon.dlq.topic", original.topic.clone()),
         ("acteon.dlq.partition", job.slot.partition.to_string()),

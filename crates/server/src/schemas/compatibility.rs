@@ -266,6 +266,24 @@ fn covers_bound(
     }
 }
 
+/// A count keyword (`minLength`, `maxItems`, ...) as the validator reads
+/// it: a whole number, also when written as a float (`3.0`), saturating
+/// past `u64::MAX` (`1e20`). `Err` for anything else, which is then not
+/// compared.
+fn count(schema: &Map<String, Value>, keyword: &str) -> Result<Option<u64>, ()> {
+    let Some(value) = schema.get(keyword) else {
+        return Ok(None);
+    };
+    if let Some(whole) = value.as_u64() {
+        return Ok(Some(whole));
+    }
+    match value.as_f64() {
+        // `as` saturates, as the validator does.
+        Some(float) if float >= 0.0 && float.fract() == 0.0 => Ok(Some(float as u64)),
+        _ => Err(()),
+    }
+}
+
 /// A count bound (`minLength`, `maxItems`, ...) as loose in `wide`.
 fn covers_count(
     wide: &Map<String, Value>,
@@ -274,12 +292,24 @@ fn covers_count(
     at: &str,
     reasons: &mut Vec<String>,
 ) {
-    let count = |schema: &Map<String, Value>, keyword| schema.get(keyword).and_then(Value::as_u64);
-    if count(wide, minimum).unwrap_or(0) > count(narrow, minimum).unwrap_or(0) {
+    let read = |keyword| match (count(wide, keyword), count(narrow, keyword)) {
+        (Ok(wide), Ok(narrow)) => Some((wide, narrow)),
+        _ => None,
+    };
+    let (Some(minimums), Some(maximums)) = (read(minimum), read(maximum)) else {
+        if wide.get(minimum) != narrow.get(minimum) || wide.get(maximum) != narrow.get(maximum) {
+            reasons.push(format!(
+                "{}: {minimum} or {maximum} is not a whole number and changed",
+                pointer(at)
+            ));
+        }
+        return;
+    };
+    if minimums.0.unwrap_or(0) > minimums.1.unwrap_or(0) {
         reasons.push(format!("{}: {minimum} is higher now", pointer(at)));
     }
-    if let Some(most) = count(wide, maximum)
-        && count(narrow, maximum).is_none_or(|before| before > most)
+    if let (Some(most), before) = maximums
+        && before.is_none_or(|before| before > most)
     {
         reasons.push(format!("{}: {maximum} is lower now", pointer(at)));
     }
@@ -301,12 +331,46 @@ fn covers_strings(
     }
 }
 
+/// Keywords that bound numbers.
+const NUMERIC: [&str; 5] = [
+    "minimum",
+    "exclusiveMinimum",
+    "maximum",
+    "exclusiveMaximum",
+    "multipleOf",
+];
+
+/// Integers past 2^53 lose precision as `f64`, which the bounds are
+/// compared in; the validator compares them exactly.
+fn imprecise(value: Option<&Value>) -> bool {
+    const EXACT: u64 = 1 << 53;
+    value.is_some_and(|value| {
+        value.as_u64().is_some_and(|n| n > EXACT)
+            || value.as_i64().is_some_and(|n| n.unsigned_abs() > EXACT)
+    })
+}
+
 fn covers_numbers(
     wide: &Map<String, Value>,
     narrow: &Map<String, Value>,
     at: &str,
     reasons: &mut Vec<String>,
 ) {
+    if NUMERIC
+        .iter()
+        .any(|keyword| imprecise(wide.get(*keyword)) || imprecise(narrow.get(*keyword)))
+    {
+        if NUMERIC
+            .iter()
+            .any(|keyword| wide.get(*keyword) != narrow.get(*keyword))
+        {
+            reasons.push(format!(
+                "{}: a numeric bound past 2^53 changed, which is not compared",
+                pointer(at)
+            ));
+        }
+        return;
+    }
     if !covers_bound(wide, narrow, ["minimum", "exclusiveMinimum"], |a, b| a < b) {
         reasons.push(format!("{}: the lower bound is higher now", pointer(at)));
     }
@@ -436,6 +500,41 @@ mod tests {
 
     fn object(properties: Value, required: &[&str]) -> Value {
         json!({ "type": "object", "properties": properties, "required": required })
+    }
+
+    #[test]
+    fn counts_written_as_floats_or_past_u64_are_read_as_the_validator_reads_them() {
+        let string = json!({ "type": "string" });
+        assert!(!accepted(
+            json!({ "type": "string", "maxLength": 3.0 }),
+            string.clone()
+        ));
+        assert!(!accepted(
+            json!({ "type": "string", "minLength": 1e20 }),
+            string.clone()
+        ));
+        assert!(accepted(
+            json!({ "type": "string", "maxLength": 4.0 }),
+            json!({ "type": "string", "maxLength": 3 })
+        ));
+        assert!(!accepted(
+            json!({ "type": "array", "maxItems": 2.0 }),
+            json!({ "type": "array", "maxItems": 3 })
+        ));
+    }
+
+    #[test]
+    fn bounds_past_2_to_the_53_must_be_unchanged() {
+        let big = |n: u64| json!({ "type": "integer", "maximum": n });
+        let limit = 1_u64 << 53;
+        assert!(!accepted(big(limit), big(limit + 1)));
+        assert!(!accepted(big(limit + 2), big(limit + 1)));
+        assert!(accepted(big(limit + 1), big(limit + 1)));
+        assert!(accepted(big(limit), big(limit - 1)));
+        let step = |n: u64| json!({ "type": "integer", "multipleOf": n });
+        // 2^53 + 1 is odd, but rounds to an even f64.
+        assert!(!accepted(step(2), step(limit + 1)));
+        assert!(accepted(step(limit + 1), step(limit + 1)));
     }
 
     #[test]

@@ -168,6 +168,9 @@ pub struct Bound {
 
 /// The most issues a refused payload's answer lists.
 pub const MAX_ISSUES: usize = 10;
+/// The longest issue message, in bytes: a message quotes the offending
+/// value, and sometimes the schema's, which may be large.
+const MAX_ISSUE_BYTES: usize = 256;
 
 /// One reason a payload does not match its schema.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
@@ -187,6 +190,19 @@ pub struct Violation {
     pub subject: String,
     pub version: u32,
     pub issues: Vec<Issue>,
+}
+
+/// `text` cut to [`MAX_ISSUE_BYTES`], marked where it was cut.
+fn shortened(mut text: String) -> String {
+    if text.len() > MAX_ISSUE_BYTES {
+        let mut end = MAX_ISSUE_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 fn describe(issues: &[Issue]) -> String {
@@ -211,8 +227,8 @@ impl Bound {
             .iter_errors(payload)
             .take(MAX_ISSUES)
             .map(|error| Issue {
-                path: error.instance_path().to_string(),
-                message: error.to_string(),
+                path: shortened(error.instance_path().to_string()),
+                message: shortened(error.to_string()),
             })
             .collect();
         Err(Box::new(Violation {
@@ -250,9 +266,77 @@ pub fn compile(schema: &Value) -> Result<jsonschema::Validator, SchemaError> {
             "$schema {dialect:?}: only draft 2020-12 is accepted"
         )));
     }
+    if let Some(at) = nested_dialect(schema, "") {
+        return Err(SchemaError::Invalid(format!(
+            "$schema at {at}: only the root may name the dialect"
+        )));
+    }
     jsonschema::meta::validate(schema)
         .map_err(|error| SchemaError::Invalid(format!("{} at {}", error, error.instance_path())))?;
     jsonschema::draft202012::new(schema).map_err(|error| SchemaError::Invalid(error.to_string()))
+}
+
+/// Where a subschema below the root names a dialect of its own, which
+/// would compile that part under another draft than the compatibility
+/// check assumes. Values (`const`, `enum`, `default`, `examples`) and
+/// the names in keyword maps (`properties`, ...) are not schemas and are
+/// not looked at.
+fn nested_dialect(schema: &Value, at: &str) -> Option<String> {
+    const VALUES: [&str; 4] = ["const", "enum", "default", "examples"];
+    const MAPS: [&str; 5] = [
+        "properties",
+        "patternProperties",
+        "$defs",
+        "definitions",
+        "dependentSchemas",
+    ];
+    let Value::Object(keywords) = schema else {
+        return None;
+    };
+    if !at.is_empty() && keywords.contains_key("$schema") {
+        return Some(at.to_owned());
+    }
+    keywords.iter().find_map(|(keyword, value)| {
+        let here = format!("{at}/{keyword}");
+        match value {
+            _ if VALUES.contains(&keyword.as_str()) => None,
+            Value::Object(map) if MAPS.contains(&keyword.as_str()) => map
+                .iter()
+                .find_map(|(name, subschema)| nested_dialect(subschema, &format!("{here}/{name}"))),
+            Value::Object(_) => nested_dialect(value, &here),
+            Value::Array(items) => items
+                .iter()
+                .enumerate()
+                .find_map(|(index, item)| nested_dialect(item, &format!("{here}/{index}"))),
+            _ => None,
+        }
+    })
+}
+
+/// A schema compiled, and why its subject's mode refuses it.
+struct Judged {
+    schema: Value,
+    validator: Arc<jsonschema::Validator>,
+    reasons: Vec<String>,
+}
+
+/// Compiles `schema` and compares it with the versions of `subject` in
+/// its mode, on the blocking pool: both take time that grows with the
+/// schemas, which must not hold up a runtime thread.
+async fn judge(schema: Value, subject: Option<StoredSubject>) -> Result<Judged, SchemaError> {
+    let judging = tokio::task::spawn_blocking(move || {
+        let validator = Arc::new(compile(&schema)?);
+        let reasons = subject.map_or_else(Vec::new, |subject| {
+            let earlier: Vec<&Value> = subject.versions.iter().map(|v| &v.schema).collect();
+            refusals(subject.compatibility, &schema, &earlier)
+        });
+        Ok(Judged {
+            schema,
+            validator,
+            reasons,
+        })
+    });
+    judging.await.expect("the schema check panicked")
 }
 
 /// The registry: every subject, stored and in memory.
@@ -309,7 +393,6 @@ impl SchemaRegistry {
         name: &SubjectName,
         schema: Value,
     ) -> Result<(SchemaVersion, bool), SchemaError> {
-        let validator = Arc::new(compile(&schema)?);
         let _changing = self.changing.lock().await;
         let mut stored = match self.stored(name) {
             Some(stored) => stored,
@@ -331,8 +414,11 @@ impl SchemaRegistry {
             });
         }
         self.check_room(name, size_of(&schema))?;
-        let earlier: Vec<&Value> = stored.versions.iter().map(|v| &v.schema).collect();
-        let reasons = refusals(stored.compatibility, &schema, &earlier);
+        let Judged {
+            schema,
+            validator,
+            reasons,
+        } = judge(schema, Some(stored.clone())).await?;
         if !reasons.is_empty() {
             return Err(SchemaError::Incompatible {
                 subject: name.subject.to_string(),
@@ -354,13 +440,12 @@ impl SchemaRegistry {
     }
 
     /// Whether `schema` could be registered under `name` now, and why not.
-    pub fn check(&self, name: &SubjectName, schema: &Value) -> Result<Vec<String>, SchemaError> {
-        compile(schema)?;
-        let Some(stored) = self.stored(name) else {
-            return Ok(Vec::new());
-        };
-        let earlier: Vec<&Value> = stored.versions.iter().map(|v| &v.schema).collect();
-        Ok(refusals(stored.compatibility, schema, &earlier))
+    pub async fn check(
+        &self,
+        name: &SubjectName,
+        schema: Value,
+    ) -> Result<Vec<String>, SchemaError> {
+        Ok(judge(schema, self.stored(name)).await?.reasons)
     }
 
     /// The subjects of a namespace and tenant, by name.
@@ -652,7 +737,13 @@ mod tests {
             .set_compatibility(&subject, Compatibility::Forward)
             .await
             .unwrap();
-        assert!(!registry.check(&subject, &wide).unwrap().is_empty());
+        assert!(
+            !registry
+                .check(&subject, wide.clone())
+                .await
+                .unwrap()
+                .is_empty()
+        );
         registry
             .set_compatibility(&subject, Compatibility::Backward)
             .await
@@ -665,7 +756,8 @@ mod tests {
         let back_to_narrow = json!({ "type": "integer", "maximum": 5, "minimum": 0 });
         assert!(
             registry
-                .check(&subject, &back_to_narrow)
+                .check(&subject, back_to_narrow)
+                .await
                 .unwrap()
                 .is_empty()
         );
@@ -673,14 +765,15 @@ mod tests {
             .set_compatibility(&subject, Compatibility::Full)
             .await
             .unwrap();
-        assert!(!registry.check(&subject, &wider).unwrap().is_empty());
+        assert!(!registry.check(&subject, wider).await.unwrap().is_empty());
         registry
             .set_compatibility(&subject, Compatibility::None)
             .await
             .unwrap();
         assert!(
             registry
-                .check(&subject, &json!({ "type": "string" }))
+                .check(&subject, json!({ "type": "string" }))
+                .await
                 .unwrap()
                 .is_empty()
         );
@@ -724,10 +817,37 @@ mod tests {
     }
 
     #[test]
+    fn issues_are_at_most_ten_and_short() {
+        let schema = json!({ "type": "array", "items": { "const": "y".repeat(1000) } });
+        let bound = Bound {
+            subject: "s".to_owned(),
+            version: 1,
+            validator: Arc::new(compile(&schema).unwrap()),
+        };
+        let violation = bound.check(&json!(vec!["x".repeat(1000); 30])).unwrap_err();
+        assert_eq!(violation.issues.len(), MAX_ISSUES);
+        for issue in &violation.issues {
+            assert!(
+                issue.message.len() <= MAX_ISSUE_BYTES + '…'.len_utf8(),
+                "{issue:?}"
+            );
+        }
+        assert!(bound.check(&json!(["y".repeat(1000)])).is_ok());
+    }
+
+    #[test]
     fn only_valid_2020_12_schemas_compile() {
         assert!(compile(&json!({ "type": "object" })).is_ok());
         assert!(compile(&json!(true)).is_ok());
+        assert!(compile(&json!({ "properties": { "$schema": { "type": "string" } } })).is_ok());
+        assert!(compile(&json!({ "const": { "$schema": "anything" } })).is_ok());
         for bad in [
+            json!({ "properties": { "p": {
+                "$id": "urn:p",
+                "$schema": "http://json-schema.org/draft-07/schema#",
+                "type": "string",
+            } } }),
+            json!({ "items": { "$schema": "https://json-schema.org/draft/2020-12/schema" } }),
             json!({ "type": "no-such-type" }),
             json!({ "minLength": -1 }),
             json!(3),
