@@ -38,7 +38,15 @@ fn type_names() -> impl Strategy<Value = Value> {
 /// A schema with optional `type`, bounds, lengths and listed values.
 fn leaf_schemas() -> impl Strategy<Value = Value> {
     let bound = prop::option::of(-3i64..4);
-    let length = prop::option::of(0u64..4);
+    // Lengths are also written as floats (`2.0`), which the validator
+    // reads as whole numbers.
+    let length = prop::option::of(
+        (0u64..4, any::<bool>()).prop_map(
+            |(n, float)| {
+                if float { json!(n as f64) } else { json!(n) }
+            },
+        ),
+    );
     prop_oneof![
         any::<bool>().prop_map(Value::Bool),
         (
@@ -61,8 +69,8 @@ fn leaf_schemas() -> impl Strategy<Value = Value> {
                 put("minimum", min.map(|n| json!(n)));
                 put("maximum", max.map(|n| json!(n)));
                 put("exclusiveMinimum", exclusive.map(|n| json!(n)));
-                put("minLength", min_len.map(|n| json!(n)));
-                put("maxLength", max_len.map(|n| json!(n)));
+                put("minLength", min_len);
+                put("maxLength", max_len);
                 put("multipleOf", step.map(|n| json!(n)));
                 Value::Object(schema)
             }),
@@ -110,7 +118,8 @@ fn schemas() -> impl Strategy<Value = Value> {
     })
 }
 
-/// `schema` with the edits `choices` pick: numbers moved by one, names
+/// `schema` with the edits `choices` pick: numbers moved by one (down
+/// also as a float), names
 /// dropped from `required`, keywords removed, subschemas loosened to
 /// `true`. Most such changes are small, so the checker accepts some.
 fn edited(schema: &Value, choices: &mut dyn Iterator<Item = u8>) -> Value {
@@ -133,9 +142,10 @@ fn edited(schema: &Value, choices: &mut dyn Iterator<Item = u8>) -> Value {
                             .cloned()
                             .collect(),
                     ),
-                    (_, Value::Number(n)) => match (n.as_i64(), pick(choices) % 3) {
+                    (_, Value::Number(n)) => match (n.as_i64(), pick(choices) % 4) {
                         (Some(n), 0) => json!(n - 1),
                         (Some(n), 1) => json!(n + 1),
+                        (Some(n), 2) => json!((n - 1) as f64),
                         _ => value.clone(),
                     },
                     ("properties", Value::Object(properties)) => Value::Object(
