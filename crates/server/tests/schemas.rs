@@ -195,13 +195,22 @@ async fn each_mode_accepts_and_refuses_as_documented(backend: Backend) {
         )
         .await;
     assert_eq!(status, 400, "{body}");
-    let (status, _) = server
+    // A mode may be set before the first version, as Confluent's allows.
+    let early = format!("{base}/early");
+    let (status, body) = server
         .put(
-            &format!("{base}/missing/config"),
-            &json!({ "compatibility": "none" }),
+            &format!("{early}/config"),
+            &json!({ "compatibility": "forward" }),
         )
         .await;
-    assert_eq!(status, 404);
+    assert_eq!(status, 200, "{body}");
+    let early_versions = format!("{early}/versions");
+    assert_eq!(server.get(&early_versions).await.1, json!([]));
+    assert_eq!(server.post(&early_versions, &from_0).await.0, 201);
+    let (status, body) = server
+        .post(&early_versions, &integer(json!({ "minimum": -5 })))
+        .await;
+    assert_eq!(status, 409, "forward from the start: {body}");
 }
 
 fn call_schema() -> Value {

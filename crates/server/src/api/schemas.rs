@@ -230,7 +230,8 @@ async fn config(
     Ok(axum::Json(CompatibilityConfig { compatibility }))
 }
 
-/// Sets a subject's compatibility mode; later registrations follow it.
+/// Sets a subject's compatibility mode, also before its first version;
+/// later registrations follow it.
 #[utoipa::path(
     put,
     path = "/v1/schemas/{namespace}/{tenant}/{subject}/config",

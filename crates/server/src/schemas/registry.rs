@@ -394,17 +394,7 @@ impl SchemaRegistry {
         schema: Value,
     ) -> Result<(SchemaVersion, bool), SchemaError> {
         let _changing = self.changing.lock().await;
-        let mut stored = match self.stored(name) {
-            Some(stored) => stored,
-            None => StoredSubject {
-                namespace: name.namespace.to_string(),
-                tenant: name.tenant.to_string(),
-                subject: name.subject.to_string(),
-                compatibility: Compatibility::default(),
-                next_version: 1,
-                versions: Vec::new(),
-            },
-        };
+        let mut stored = self.stored_or_new(name);
         if let Some(existing) = stored.versions.iter().find(|v| v.schema == schema) {
             return Ok((existing.clone(), false));
         }
@@ -507,13 +497,16 @@ impl SchemaRegistry {
         Ok(self.existing(name)?.compatibility)
     }
 
+    /// Sets a subject's mode; a subject without versions yet is made, so
+    /// the mode can be chosen before the first registration.
     pub async fn set_compatibility(
         &self,
         name: &SubjectName,
         mode: Compatibility,
     ) -> Result<(), SchemaError> {
         let _changing = self.changing.lock().await;
-        let mut stored = self.existing(name)?;
+        self.check_room(name, 0)?;
+        let mut stored = self.stored_or_new(name);
         stored.compatibility = mode;
         self.save(name, stored, None).await
     }
@@ -589,6 +582,18 @@ impl SchemaRegistry {
     fn stored(&self, name: &SubjectName) -> Option<StoredSubject> {
         let subjects = self.subjects.read().unwrap_or_else(PoisonError::into_inner);
         subjects.get(name).map(|subject| subject.stored.clone())
+    }
+
+    /// The subject, or a new one without versions in the default mode.
+    fn stored_or_new(&self, name: &SubjectName) -> StoredSubject {
+        self.stored(name).unwrap_or_else(|| StoredSubject {
+            namespace: name.namespace.to_string(),
+            tenant: name.tenant.to_string(),
+            subject: name.subject.to_string(),
+            compatibility: Compatibility::default(),
+            next_version: 1,
+            versions: Vec::new(),
+        })
     }
 
     fn existing(&self, name: &SubjectName) -> Result<StoredSubject, SchemaError> {
