@@ -1,6 +1,8 @@
 //! `/v1/schemas/{namespace}/{tenant}/...`: the schema registry.
 
-use acteon_core::{Compatibility, Fragment, FragmentKind, SchemaVersion, SchemaVersionRef};
+use acteon_core::{
+    Compatibility, Fragment, SchemaVersion, SchemaVersionRef, SchemaVersionRefError,
+};
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -12,7 +14,7 @@ use super::durable::tenant_scope;
 use super::extract::{Json, Path};
 use crate::app::AppState;
 use crate::auth::{Caller, Op};
-use crate::error::{ApiError, ServiceError};
+use crate::error::ApiError;
 use crate::schemas::registry::{SchemaError, SubjectName};
 
 pub(super) fn routes() -> OpenApiRouter<AppState> {
@@ -59,6 +61,14 @@ struct VersionPath {
     version: String,
 }
 
+impl TenantPath {
+    /// Ok once the caller may use this tenant's registry.
+    fn require(&self, caller: &Caller) -> Result<(), ApiError> {
+        caller.require(Op::Schema, &tenant_scope(&self.namespace, &self.tenant)?)?;
+        Ok(())
+    }
+}
+
 /// The subject a path names, once the caller may use the registry of its
 /// tenant: another tenant's subject and a missing one answer alike.
 fn subject_for(
@@ -68,8 +78,25 @@ fn subject_for(
     subject: &str,
 ) -> Result<SubjectName, ApiError> {
     caller.require(Op::Schema, &tenant_scope(namespace, tenant)?)?;
-    Ok(SubjectName::parse(namespace, tenant, subject)
-        .map_err(|error| ServiceError::from(SchemaError::from(error)))?)
+    Ok(SubjectName::parse(namespace, tenant, subject).map_err(SchemaError::from)?)
+}
+
+impl SubjectPath {
+    fn subject(&self, caller: &Caller) -> Result<SubjectName, ApiError> {
+        subject_for(caller, &self.namespace, &self.tenant, &self.subject)
+    }
+}
+
+impl VersionPath {
+    /// The subject, and the version of it the path names.
+    fn version(&self, caller: &Caller) -> Result<(SubjectName, SchemaVersionRef), ApiError> {
+        let name = subject_for(caller, &self.namespace, &self.tenant, &self.subject)?;
+        let version = self
+            .version
+            .parse()
+            .map_err(|error: SchemaVersionRefError| ApiError::bad_request(error.to_string()))?;
+        Ok((name, version))
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -105,13 +132,10 @@ async fn subjects(
     caller: Caller,
     Path(path): Path<TenantPath>,
 ) -> Result<axum::Json<Vec<String>>, ApiError> {
-    caller.require(Op::Schema, &tenant_scope(&path.namespace, &path.tenant)?)?;
-    let fragment = |kind, value: &str| {
-        Fragment::parse(kind, value).map_err(|error| ServiceError::from(SchemaError::from(error)))
-    };
-    let namespace = fragment(FragmentKind::Namespace, &path.namespace)?;
-    let tenant = fragment(FragmentKind::Tenant, &path.tenant)?;
-    Ok(axum::Json(app.schemas.subjects(&namespace, &tenant)))
+    path.require(&caller)?;
+    Ok(axum::Json(
+        app.schemas.subjects(&path.namespace, &path.tenant),
+    ))
 }
 
 /// Registers a schema: 201 with a new version, or 200 with the version
@@ -134,7 +158,7 @@ async fn register(
     Path(path): Path<SubjectPath>,
     Json(request): Json<SchemaRequest>,
 ) -> Result<(StatusCode, axum::Json<SchemaVersion>), ApiError> {
-    let name = subject_for(&caller, &path.namespace, &path.tenant, &path.subject)?;
+    let name = path.subject(&caller)?;
     let (version, created) = app.schemas.register(&name, request.schema).await?;
     let status = if created {
         StatusCode::CREATED
@@ -157,15 +181,8 @@ async fn versions(
     caller: Caller,
     Path(path): Path<SubjectPath>,
 ) -> Result<axum::Json<Vec<u32>>, ApiError> {
-    let name = subject_for(&caller, &path.namespace, &path.tenant, &path.subject)?;
+    let name = path.subject(&caller)?;
     Ok(axum::Json(app.schemas.versions(&name)?))
-}
-
-fn version_ref(text: &str) -> Result<SchemaVersionRef, ApiError> {
-    text.parse()
-        .map_err(|error: acteon_core::SchemaVersionRefError| {
-            ApiError::bad_request(error.to_string())
-        })
 }
 
 /// One version, by number or `latest`.
@@ -181,8 +198,7 @@ async fn version(
     caller: Caller,
     Path(path): Path<VersionPath>,
 ) -> Result<axum::Json<SchemaVersion>, ApiError> {
-    let name = subject_for(&caller, &path.namespace, &path.tenant, &path.subject)?;
-    let version = version_ref(&path.version)?;
+    let (name, version) = path.version(&caller)?;
     Ok(axum::Json(app.schemas.version(&name, version)?))
 }
 
@@ -200,8 +216,7 @@ async fn delete_version(
     caller: Caller,
     Path(path): Path<VersionPath>,
 ) -> Result<StatusCode, ApiError> {
-    let name = subject_for(&caller, &path.namespace, &path.tenant, &path.subject)?;
-    let SchemaVersionRef::Number(version) = version_ref(&path.version)? else {
+    let (name, SchemaVersionRef::Number(version)) = path.version(&caller)? else {
         return Err(ApiError::bad_request("delete a version by its number"));
     };
     app.schemas
@@ -225,7 +240,7 @@ async fn config(
     caller: Caller,
     Path(path): Path<SubjectPath>,
 ) -> Result<axum::Json<CompatibilityConfig>, ApiError> {
-    let name = subject_for(&caller, &path.namespace, &path.tenant, &path.subject)?;
+    let name = path.subject(&caller)?;
     let compatibility = app.schemas.compatibility(&name)?;
     Ok(axum::Json(CompatibilityConfig { compatibility }))
 }
@@ -246,7 +261,7 @@ async fn set_config(
     Path(path): Path<SubjectPath>,
     Json(request): Json<CompatibilityConfig>,
 ) -> Result<axum::Json<CompatibilityConfig>, ApiError> {
-    let name = subject_for(&caller, &path.namespace, &path.tenant, &path.subject)?;
+    let name = path.subject(&caller)?;
     app.schemas
         .set_compatibility(&name, request.compatibility)
         .await?;
@@ -268,7 +283,7 @@ async fn check(
     Path(path): Path<SubjectPath>,
     Json(request): Json<SchemaRequest>,
 ) -> Result<axum::Json<CompatibilityAnswer>, ApiError> {
-    let name = subject_for(&caller, &path.namespace, &path.tenant, &path.subject)?;
+    let name = path.subject(&caller)?;
     let messages = app.schemas.check(&name, request.schema).await?;
     Ok(axum::Json(CompatibilityAnswer {
         compatible: messages.is_empty(),

@@ -439,11 +439,11 @@ impl SchemaRegistry {
     }
 
     /// The subjects of a namespace and tenant, by name.
-    pub fn subjects(&self, namespace: &Fragment, tenant: &Fragment) -> Vec<String> {
+    pub fn subjects(&self, namespace: &str, tenant: &str) -> Vec<String> {
         let subjects = self.subjects.read().unwrap_or_else(PoisonError::into_inner);
         let mut names: Vec<String> = subjects
             .keys()
-            .filter(|name| &name.namespace == namespace && &name.tenant == tenant)
+            .filter(|name| name.namespace.as_str() == namespace && name.tenant.as_str() == tenant)
             .map(|name| name.subject.to_string())
             .collect();
         names.sort();
