@@ -37,31 +37,20 @@ burst = 2
 flush_interval_ms = 20
 "#;
 
-async fn publish(server: &TestServer, topic: &str, payload: Value) -> (u16, Value) {
-    server
-        .post(
-            "/v1/bus/publish",
-            &json!({ "topic": topic, "payload": payload }),
-        )
-        .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rules_decide_in_priority_order_and_are_listed() {
     let dir = tempfile::tempdir().unwrap();
     let server = TestServer::start_with_config(&Backend::Memory, dir.path(), CONFIG);
     let topic = server.create_topic("shop", "refunds", 1).await;
 
-    let (status, body) = publish(&server, &topic, json!({ "amount": 5000 })).await;
+    let (status, body) = server.publish(&topic, json!({ "amount": 5000 })).await;
     assert_eq!(status, 403, "{body}");
     assert_eq!(body["rule"], "no-big-refunds");
     assert_eq!(body["reason"], "refunds over 1000 need approval");
+    assert_eq!(server.publish(&topic, json!({ "amount": 10 })).await.0, 200);
     assert_eq!(
-        publish(&server, &topic, json!({ "amount": 10 })).await.0,
-        200
-    );
-    assert_eq!(
-        publish(&server, &topic, json!({ "note": "no amount" }))
+        server
+            .publish(&topic, json!({ "note": "no amount" }))
             .await
             .0,
         200
@@ -74,7 +63,7 @@ async fn rules_decide_in_priority_order_and_are_listed() {
         .await;
     assert_eq!(vip.0, 200, "an earlier allow rule wins: {}", vip.1);
 
-    let (status, body) = publish(&server, &topic, json!({ "kind": "heartbeat" })).await;
+    let (status, body) = server.publish(&topic, json!({ "kind": "heartbeat" })).await;
     assert_eq!(
         (status, body),
         (
@@ -115,10 +104,10 @@ async fn a_quota_answers_429_then_lets_traffic_through_after_the_wait() {
     let topic = server.create_topic("busy", "events", 1).await;
     let other = server.create_topic("calm", "events", 1).await;
 
-    let heartbeat = publish(&server, &topic, json!({ "kind": "heartbeat" })).await;
+    let heartbeat = server.publish(&topic, json!({ "kind": "heartbeat" })).await;
     assert_eq!(heartbeat.0, 202, "suppressed messages use no quota");
-    assert_eq!(publish(&server, &topic, json!(1)).await.0, 200);
-    assert_eq!(publish(&server, &topic, json!(2)).await.0, 200);
+    assert_eq!(server.publish(&topic, json!(1)).await.0, 200);
+    assert_eq!(server.publish(&topic, json!(2)).await.0, 200);
     let response = server
         .http
         .post(server.url("/v1/bus/publish"))
@@ -138,14 +127,14 @@ async fn a_quota_answers_429_then_lets_traffic_through_after_the_wait() {
     let wait_ms = body["retry_after_ms"].as_u64().unwrap();
     assert!(wait_ms > 0 && wait_ms <= 1000, "{body}");
     assert_eq!(
-        publish(&server, &other, json!(1)).await.0,
+        server.publish(&other, json!(1)).await.0,
         200,
         "other tenants are not limited"
     );
 
     tokio::time::sleep(Duration::from_millis(wait_ms + 50)).await;
     assert_eq!(
-        publish(&server, &topic, json!(4)).await.0,
+        server.publish(&topic, json!(4)).await.0,
         200,
         "allowed again after the wait"
     );
@@ -166,15 +155,13 @@ async fn silences_suppress_until_they_end() {
         .await;
     assert_eq!(status, 201, "{silence}");
     let id = silence["id"].as_str().unwrap().to_owned();
-    let (status, body) = publish(&server, &topic, json!({ "level": "info" })).await;
+    let (status, body) = server.publish(&topic, json!({ "level": "info" })).await;
     assert_eq!(
         (status, body),
         (202, json!({ "outcome": "suppressed", "silence": id }))
     );
     assert_eq!(
-        publish(&server, &topic, json!({ "level": "error" }))
-            .await
-            .0,
+        server.publish(&topic, json!({ "level": "error" })).await.0,
         200,
         "condition"
     );
@@ -187,16 +174,12 @@ async fn silences_suppress_until_they_end() {
         .await;
     assert_eq!(status, 201, "{short}");
     assert_eq!(
-        publish(&server, &topic, json!({ "level": "error" }))
-            .await
-            .0,
+        server.publish(&topic, json!({ "level": "error" })).await.0,
         202
     );
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(
-        publish(&server, &topic, json!({ "level": "error" }))
-            .await
-            .0,
+        server.publish(&topic, json!({ "level": "error" })).await.0,
         200,
         "expired"
     );
@@ -210,7 +193,7 @@ async fn silences_suppress_until_they_end() {
     assert_eq!(server.delete(&format!("/v1/silences/{id}")).await.0, 404);
     assert_eq!(server.delete("/v1/silences/unknown").await.0, 404);
     assert_eq!(
-        publish(&server, &topic, json!({ "level": "info" })).await.0,
+        server.publish(&topic, json!({ "level": "info" })).await.0,
         200,
         "ended"
     );
@@ -237,11 +220,12 @@ async fn every_publish_leaves_one_audit_record_that_survives_a_restart() {
 
     let receipt = server.publish_seq(&topic, 0).await;
     assert_eq!(
-        publish(&server, &topic, json!({ "amount": 9999 })).await.0,
+        server.publish(&topic, json!({ "amount": 9999 })).await.0,
         403
     );
     assert_eq!(
-        publish(&server, &topic, json!({ "kind": "heartbeat" }))
+        server
+            .publish(&topic, json!({ "kind": "heartbeat" }))
             .await
             .0,
         202
@@ -254,7 +238,7 @@ async fn every_publish_leaves_one_audit_record_that_survives_a_restart() {
             )
             .await;
     }
-    let (status, _) = publish(&server, "test.shop.missing", json!(1)).await;
+    let (status, _) = server.publish("test.shop.missing", json!(1)).await;
     assert_eq!(
         status, 404,
         "a publish rejected before the pipeline is not audited"

@@ -225,15 +225,6 @@ fn call_schema() -> Value {
     }})
 }
 
-async fn publish(server: &TestServer, topic: &str, payload: Value) -> (u16, Value) {
-    server
-        .post(
-            "/v1/bus/publish",
-            &json!({ "topic": topic, "payload": payload }),
-        )
-        .await
-}
-
 /// A topic bound at create and one bound later to `latest`: single and
 /// batch publishes are checked, refusals name the schema and the issues
 /// and are audited, produced records carry `acteon.schema`, and a bound
@@ -278,9 +269,11 @@ async fn bound_topics_check_every_publish_path(backend: Backend) {
     let pinned = pinned["kafka_name"].as_str().unwrap().to_owned();
     let mut reader = server.subscribe("readers", &pinned, "earliest").await;
 
-    let (status, receipt) = publish(&server, &pinned, json!({ "tool": "search" })).await;
+    let (status, receipt) = server.publish(&pinned, json!({ "tool": "search" })).await;
     assert_eq!(status, 200, "{receipt}");
-    let (status, refused) = publish(&server, &pinned, json!({ "tool": 5, "extra": 1 })).await;
+    let (status, refused) = server
+        .publish(&pinned, json!({ "tool": 5, "extra": 1 }))
+        .await;
     assert_eq!(status, 400, "{refused}");
     assert_eq!(
         refused["schema"],
@@ -296,7 +289,7 @@ async fn bound_topics_check_every_publish_path(backend: Backend) {
         "{refused}"
     );
     let many = json!({ "tool": "t", "tags": (0..15).collect::<Vec<_>>() });
-    let (status, refused) = publish(&server, &pinned, many).await;
+    let (status, refused) = server.publish(&pinned, many).await;
     assert_eq!(status, 400, "{refused}");
     assert_eq!(refused["issues"].as_array().unwrap().len(), 10, "{refused}");
 
@@ -352,18 +345,15 @@ async fn bound_topics_check_every_publish_path(backend: Backend) {
     assert_eq!(server.put(&missing, &latest).await.0, 404);
     let (status, bound) = server.put(&bind, &latest).await;
     assert_eq!((status, &bound["schema"]), (200, &latest), "{bound}");
-    assert_eq!(publish(&server, &open, json!({ "tags": [] })).await.0, 400);
+    assert_eq!(server.publish(&open, json!({ "tags": [] })).await.0, 400);
     // Version 2 no longer requires `tool`, which is backward compatible.
     let mut loose = call_schema();
     loose["schema"]["required"] = json!([]);
     let (status, second) = server.post(&versions, &loose).await;
     assert_eq!((status, &second["version"]), (201, &json!(2)), "{second}");
-    let (status, receipt) = publish(&server, &open, json!({ "tags": [] })).await;
+    let (status, receipt) = server.publish(&open, json!({ "tags": [] })).await;
     assert_eq!(status, 200, "the latest version applies at once: {receipt}");
-    assert_eq!(
-        publish(&server, &pinned, json!({ "tags": [] })).await.0,
-        400
-    );
+    assert_eq!(server.publish(&pinned, json!({ "tags": [] })).await.0, 400);
     let mut open_reader = server.subscribe("readers", &open, "earliest").await;
     let message = open_reader.next_message(DEADLINE).await.expect("a record");
     assert_eq!(message.headers["acteon.schema"], "calls:2");
@@ -376,7 +366,7 @@ async fn bound_topics_check_every_publish_path(backend: Backend) {
     let (status, unbound) = server.delete(&bind).await;
     assert_eq!(status, 200, "{unbound}");
     assert!(unbound.get("schema").is_none(), "{unbound}");
-    assert_eq!(publish(&server, &open, json!("anything")).await.0, 200);
+    assert_eq!(server.publish(&open, json!("anything")).await.0, 200);
     assert_eq!(server.delete(&format!("{versions}/2")).await.0, 204);
     assert_eq!(
         server.delete(&format!("/v1/bus/topics/{pinned}")).await.0,
@@ -468,69 +458,72 @@ async fn another_tenants_subjects_are_never_visible_or_usable(backend: Backend) 
         json!({ "namespace": "test", "tenant": tenant, "name": "calls", "partitions": 1,
                 "replication_factor": 1, "schema": { "subject": "calls", "version": 1 } })
     };
-    let (status, body) = as_key(
-        "globex-admin",
-        M::POST,
-        "/v1/bus/topics".into(),
-        Some(topic("globex")),
-    )
-    .await;
-    assert_eq!(status, 404, "acme's subject is not globex's: {body}");
-    let (status, body) = as_key(
-        "globex-admin",
-        M::POST,
-        "/v1/bus/topics".into(),
-        Some(topic("acme")),
-    )
-    .await;
-    assert_eq!(status, 403, "{body}");
-    let (status, body) = as_key(
-        "acme-admin",
-        M::POST,
-        "/v1/bus/topics".into(),
-        Some(topic("acme")),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-
-    // globex's own `calls` accepts anything; acme's topic still checks
-    // against acme's.
-    let globex_calls = "/v1/schemas/test/globex/calls/versions".to_owned();
-    let anything = json!({ "schema": true });
-    let (status, body) = as_key("globex-admin", M::POST, globex_calls, Some(anything)).await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = as_key(
-        "globex-admin",
-        M::POST,
-        "/v1/bus/topics".into(),
-        Some(topic("globex")),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
     let record = |topic: &str| json!({ "topic": topic, "payload": { "no": "tool" } });
-    let (status, body) = as_key(
-        "acme-agent",
-        M::POST,
-        "/v1/bus/publish".into(),
-        Some(record("test.acme.calls")),
-    )
-    .await;
-    assert_eq!(status, 400, "{body}");
-    let (status, body) = as_key(
-        "globex-admin",
-        M::POST,
-        "/v1/bus/publish".into(),
-        Some(record("test.globex.calls")),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    let rebind = json!({ "subject": "calls", "version": 1 });
-    let (status, _) = as_key(
-        "globex-admin",
-        M::PUT,
-        "/v1/bus/topics/test.acme.calls/schema".into(),
-        Some(rebind),
-    )
-    .await;
-    assert_eq!(status, 403);
+    let topics = "/v1/bus/topics";
+    let publish = "/v1/bus/publish";
+    // In order: globex's own `calls`, registered halfway, accepts
+    // anything; acme's topic still checks against acme's.
+    let steps = [
+        (
+            "globex-admin",
+            M::POST,
+            topics,
+            topic("globex"),
+            404,
+            "acme's subject is not globex's",
+        ),
+        (
+            "globex-admin",
+            M::POST,
+            topics,
+            topic("acme"),
+            403,
+            "another tenant's topic",
+        ),
+        ("acme-admin", M::POST, topics, topic("acme"), 201, "its own"),
+        (
+            "globex-admin",
+            M::POST,
+            "/v1/schemas/test/globex/calls/versions",
+            json!({ "schema": true }),
+            201,
+            "globex's own subject",
+        ),
+        (
+            "globex-admin",
+            M::POST,
+            topics,
+            topic("globex"),
+            201,
+            "bound to globex's",
+        ),
+        (
+            "acme-agent",
+            M::POST,
+            publish,
+            record("test.acme.calls"),
+            400,
+            "acme's schema",
+        ),
+        (
+            "globex-admin",
+            M::POST,
+            publish,
+            record("test.globex.calls"),
+            200,
+            "globex's schema",
+        ),
+        (
+            "globex-admin",
+            M::PUT,
+            "/v1/bus/topics/test.acme.calls/schema",
+            json!({ "subject": "calls", "version": 1 }),
+            403,
+            "rebinding another tenant's topic",
+        ),
+    ];
+    for (key, method, path, body, expected, what) in steps {
+        let (status, answer) = as_key(key, method, path.into(), Some(body)).await;
+        assert_eq!(status, expected, "{what}: {answer}");
+    }
 }

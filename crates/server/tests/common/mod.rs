@@ -316,6 +316,15 @@ impl TestServer {
         body["kafka_name"].as_str().expect("kafka_name").to_owned()
     }
 
+    /// Publishes `payload` to `topic`; returns the status and the answer.
+    pub async fn publish(&self, topic: &str, payload: Value) -> (u16, Value) {
+        self.post(
+            "/v1/bus/publish",
+            &json!({ "topic": topic, "payload": payload }),
+        )
+        .await
+    }
+
     /// Publishes `{"seq": seq}` keyed `key-{seq}`; returns the receipt.
     pub async fn publish_seq(&self, topic: &str, seq: usize) -> Value {
         let (status, body) = self
