@@ -6,6 +6,7 @@
 
 mod memory;
 mod sqlite;
+mod sqlite_audit;
 mod timed;
 
 use std::fmt;
@@ -109,7 +110,9 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     /// Whether the store answers.
     async fn check_ready(&self) -> Result<(), StateError>;
 
-    /// Appends audit records, assigning their ids (ascending, in order).
+    /// Appends audit records, assigning their ids: ascending, in the order
+    /// given within each tenant (the SQLite store numbers one tenant's
+    /// records of a call after another's).
     async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StateError>;
 
     /// Audit records matching `filter`, newest first, at most its limit.
@@ -292,6 +295,52 @@ mod conformance {
         let kept = all().await;
         let count = |tenant: &str| kept.iter().filter(|r| r.tenant == tenant).count();
         assert_eq!((count("quiet"), count("flood")), (2, 4), "{kept:?}");
+
+        // One write's records on both sides of the age limit: only the
+        // older go.
+        let ages = [2, 0, 3, 0].map(|hours| {
+            record(
+                "aging",
+                "t",
+                Outcome::Produced,
+                now - chrono::TimeDelta::hours(hours),
+            )
+        });
+        store.append_audit(&ages).await.unwrap();
+        store
+            .prune_audit(&retention(100, 100, hour_ago))
+            .await
+            .unwrap();
+        let aging = AuditFilter {
+            scope: acteon_core::Scope::new(None, Some("aging"), None).unwrap(),
+            ..AuditFilter::default()
+        };
+        let kept = store.query_audit(&aging).await.unwrap();
+        assert_eq!(kept.len(), 2, "{kept:?}");
+        assert!(kept.iter().all(|r| r.at == now), "{kept:?}");
+        assert_eq!(all().await.len(), 8, "the other tenants' records stay");
+
+        // Two tenants' records interleaved in one write: read back in the
+        // order written, and the total cap cuts through them by id.
+        let interleaved = ["x", "y", "x", "y"].map(|t| record(t, "t", Outcome::Produced, now));
+        store.append_audit(&interleaved).await.unwrap();
+        let newest: Vec<(u64, String)> = all().await[..4]
+            .iter()
+            .map(|r| (r.id, r.tenant.clone()))
+            .collect();
+        let tenants: Vec<&str> = newest.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(tenants, ["y", "x", "y", "x"]);
+        assert!(newest.windows(2).all(|w| w[0].0 > w[1].0), "{newest:?}");
+        store
+            .prune_audit(&retention(3, 100, hour_ago))
+            .await
+            .unwrap();
+        let kept: Vec<(u64, String)> = all()
+            .await
+            .iter()
+            .map(|r| (r.id, r.tenant.clone()))
+            .collect();
+        assert_eq!(kept, newest[..3], "the oldest go first, whoever's they are");
     }
 
     #[tokio::test]

@@ -6,21 +6,15 @@
 //! silences and readiness probes behind the same lock. SQLite serialises
 //! the two connections' writes (WAL mode lets reads go on meanwhile).
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, params};
 
+use super::sqlite_audit::AuditTable;
 use super::{KeyKind, StateError, StateStore};
-use crate::pipeline::{AuditFilter, AuditRecord, Outcome, Retention};
-
-/// Timestamps are stored as fixed-width RFC 3339 text, so they sort as text.
-fn timestamp(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
+use crate::pipeline::{AuditFilter, AuditRecord, Retention};
 
 /// Settings of each connection: `synchronous` is a connection's own, so the
 /// audit connection needs it as much as the first (in WAL mode, NORMAL syncs
@@ -37,87 +31,12 @@ const SCHEMA: &str = "
         value TEXT NOT NULL,
         PRIMARY KEY (kind, id)
     ) WITHOUT ROWID;
-    CREATE TABLE IF NOT EXISTS audit (
-        id        INTEGER PRIMARY KEY AUTOINCREMENT,
-        at        TEXT NOT NULL,
-        tenant    TEXT NOT NULL,
-        namespace TEXT NOT NULL,
-        topic     TEXT NOT NULL,
-        outcome   TEXT NOT NULL,
-        record    TEXT NOT NULL
-    );
-    CREATE INDEX IF NOT EXISTS audit_by_tenant ON audit (tenant, id);
-    CREATE INDEX IF NOT EXISTS audit_by_at ON audit (at);
 ";
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     connection: Arc<Mutex<Connection>>,
     audit: Arc<Mutex<AuditTable>>,
-}
-
-/// The audit connection and how many rows the table holds, in all and per
-/// tenant. Counted once at open and kept by every append and prune, so a
-/// prune knows how many of the oldest rows to drop without counting (a
-/// count, like an OFFSET, walks the whole index).
-#[derive(Debug)]
-struct AuditTable {
-    connection: Connection,
-    rows: u64,
-    rows_by_tenant: HashMap<String, u64>,
-}
-
-impl AuditTable {
-    fn open(connection: Connection) -> rusqlite::Result<Self> {
-        let rows_by_tenant: HashMap<String, u64> = connection
-            .prepare("SELECT tenant, COUNT(*) FROM audit GROUP BY tenant")?
-            .query_map([], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? as u64)))?
-            .collect::<rusqlite::Result<_>>()?;
-        Ok(Self {
-            rows: rows_by_tenant.values().sum(),
-            rows_by_tenant,
-            connection,
-        })
-    }
-
-    /// Deletes with `sql` (which returns each deleted row's tenant) and
-    /// takes the deleted rows off the counts.
-    fn delete(&mut self, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<()> {
-        let tenants = self
-            .connection
-            .prepare_cached(sql)?
-            .query_map(params, |row| row.get::<_, String>(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        for tenant in tenants {
-            self.forget(&tenant, 1);
-        }
-        Ok(())
-    }
-
-    /// Deletes the `excess` oldest rows of `tenant`. The tenant is known,
-    /// so no row comes back to say whose it was.
-    fn delete_oldest_of(&mut self, tenant: &str, excess: u64) -> rusqlite::Result<()> {
-        let deleted = self
-            .connection
-            .prepare_cached(
-                "DELETE FROM audit WHERE id IN (
-                     SELECT id FROM audit WHERE tenant = ?1 ORDER BY id LIMIT ?2)",
-            )?
-            .execute(params![tenant, i64::try_from(excess).unwrap_or(i64::MAX)])?;
-        self.forget(tenant, deleted as u64);
-        Ok(())
-    }
-
-    /// Takes `deleted` rows of `tenant` off the counts.
-    fn forget(&mut self, tenant: &str, deleted: u64) {
-        self.rows -= deleted;
-        if let Some(count) = self.rows_by_tenant.get_mut(tenant) {
-            *count -= deleted;
-            if *count == 0 {
-                self.rows_by_tenant.remove(tenant);
-            }
-        }
-    }
 }
 
 impl SqliteStore {
@@ -287,122 +206,20 @@ impl StateStore for SqliteStore {
     }
 
     async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StateError> {
-        let rows: Vec<_> = records
-            .iter()
-            .map(|record| {
-                let text = serde_json::to_string(record).expect("audit records serialise");
-                let r = record;
-                (
-                    timestamp(r.at),
-                    r.tenant.clone(),
-                    r.namespace.clone(),
-                    r.topic.clone(),
-                    r.outcome.as_str(),
-                    text,
-                )
-            })
-            .collect();
-        self.with_audit("append", move |table| {
-            // One transaction per batch: one fsync for many records. It
-            // takes the write lock at once, so waiting for the other
-            // connection's write goes through the busy timeout.
-            let transaction = table
-                .connection
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            {
-                let mut insert = transaction.prepare_cached(
-                    "INSERT INTO audit (at, tenant, namespace, topic, outcome, record)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?;
-                for (at, tenant, namespace, topic, outcome, text) in &rows {
-                    insert.execute(params![at, tenant, namespace, topic, outcome, text])?;
-                }
-            }
-            transaction.commit()?;
-            table.rows += rows.len() as u64;
-            for (_, tenant, ..) in rows {
-                *table.rows_by_tenant.entry(tenant).or_default() += 1;
-            }
-            Ok(())
-        })
-        .await
+        let records = records.to_vec();
+        self.with_audit("append", move |table| table.append(records))
+            .await
     }
 
     async fn query_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>, StateError> {
-        let mut sql = String::from("SELECT id, record FROM audit WHERE 1 = 1");
-        let mut values: Vec<String> = Vec::new();
-        // `topic` holds Kafka names, whose last part is the short name.
-        let mut equal = |expression: &str, value: Option<&str>| {
-            if let Some(value) = value {
-                values.push(value.to_owned());
-                sql.push_str(&format!(" AND {expression} = ?{}", values.len()));
-            }
-        };
-        let scope = &filter.scope;
-        equal("tenant", scope.tenant.exact());
-        equal("namespace", scope.namespace.exact());
-        equal(
-            "substr(topic, length(namespace) + length(tenant) + 3)",
-            scope.name.exact(),
-        );
-        equal("outcome", filter.outcome.map(Outcome::as_str));
-        if let Some(before) = filter.before {
-            values.push(before.to_string());
-            sql.push_str(&format!(" AND id < CAST(?{} AS INTEGER)", values.len()));
-        }
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT {}", filter.limit));
-        let rows = self
-            .with_audit("query", move |table| {
-                let mut statement = table.connection.prepare_cached(&sql)?;
-                statement
-                    .query_map(params_from_iter(values.iter()), |row| {
-                        Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
-                    })?
-                    .collect::<rusqlite::Result<Vec<_>>>()
-            })
-            .await?;
-        rows.into_iter()
-            .map(|(id, text)| {
-                let mut record: AuditRecord =
-                    serde_json::from_str(&text).map_err(|source| StateError::Audit {
-                        operation: "decode",
-                        source: Box::new(source),
-                    })?;
-                record.id = id as u64;
-                Ok(record)
-            })
-            .collect()
+        let filter = filter.clone();
+        self.with_audit("query", move |table| table.query(&filter))
+            .await
     }
 
     async fn prune_audit(&self, retention: &Retention) -> Result<(), StateError> {
-        let cutoff = timestamp(retention.cutoff);
-        let (keep, keep_per_tenant) = (retention.keep as u64, retention.keep_per_tenant as u64);
-        self.with_audit("prune", move |table| {
-            // The oldest rows go first, found from the start of an index:
-            // each delete walks only the rows it drops.
-            table.delete(
-                "DELETE FROM audit WHERE at < ?1 RETURNING tenant",
-                params![cutoff],
-            )?;
-            let over: Vec<(String, u64)> = table
-                .rows_by_tenant
-                .iter()
-                .filter(|(_, rows)| **rows > keep_per_tenant)
-                .map(|(tenant, rows)| (tenant.clone(), rows - keep_per_tenant))
-                .collect();
-            for (tenant, excess) in over {
-                table.delete_oldest_of(&tenant, excess)?;
-            }
-            if table.rows > keep {
-                let excess = table.rows - keep;
-                table.delete(
-                    "DELETE FROM audit WHERE id IN (SELECT id FROM audit ORDER BY id LIMIT ?1)
-                     RETURNING tenant",
-                    params![i64::try_from(excess).unwrap_or(i64::MAX)],
-                )?;
-            }
-            Ok(())
-        })
-        .await
+        let retention = retention.clone();
+        self.with_audit("prune", move |table| table.prune(&retention))
+            .await
     }
 }
