@@ -270,7 +270,12 @@ impl IdempotencyWindow {
         let Some(stored) = state.get(KeyKind::IdempotencyWindow, SNAPSHOT_ID).await? else {
             return Ok(());
         };
-        let kept: Vec<Kept> = serde_json::from_value(stored).unwrap_or_else(|error| {
+        let kept: Result<Vec<Kept>, _> = match stored {
+            serde_json::Value::String(text) => serde_json::from_str(&text),
+            // As servers before the text form stored it.
+            tree => serde_json::from_value(tree),
+        };
+        let kept = kept.unwrap_or_else(|error| {
             tracing::warn!(%error, "the stored idempotency window is unreadable; starting empty");
             Vec::new()
         });
@@ -307,7 +312,9 @@ impl IdempotencyWindow {
 
     /// Stores the window if it changed since the last time.
     async fn store(&self, state: &dyn StateStore) {
-        let kept: Vec<Kept> = {
+        // Copied under the lock, encoded after it: publishes with keys
+        // wait for the lock meanwhile.
+        let copied: Vec<(Slot, [u8; 32], DateTime<Utc>, Published)> = {
             let mut window = self.lock();
             if !window.changed {
                 return;
@@ -317,17 +324,28 @@ impl IdempotencyWindow {
                 .entries
                 .iter()
                 .filter_map(|(slot, entry)| match &entry.state {
-                    State::Done(published) => Some(Kept {
-                        slot: hex::encode(slot),
-                        fingerprint: hex::encode(entry.fingerprint),
-                        at: entry.at,
-                        published: published.clone(),
-                    }),
+                    State::Done(published) => {
+                        Some((*slot, entry.fingerprint, entry.at, published.clone()))
+                    }
                     State::InFlight => None,
                 })
                 .collect()
         };
-        let value = serde_json::to_value(&kept).expect("kept answers serialise");
+        let kept: Vec<Kept> = copied
+            .into_iter()
+            .map(|(slot, fingerprint, at, published)| Kept {
+                slot: hex::encode(slot),
+                fingerprint: hex::encode(fingerprint),
+                at,
+                published,
+            })
+            .collect();
+        // One JSON text in a JSON string: building a tree of as many JSON
+        // objects as there are keys cost more than the rest of the
+        // snapshot, and is redone every interval.
+        let value = serde_json::Value::String(
+            serde_json::to_string(&kept).expect("kept answers serialise"),
+        );
         if let Err(error) = state
             .put(KeyKind::IdempotencyWindow, SNAPSHOT_ID, &value)
             .await
@@ -443,6 +461,37 @@ mod tests {
         match window.claim(&topic(), key, &message(n)).unwrap() {
             Claim::New(ticket) => ticket,
             Claim::Replay(published) => panic!("replayed {published:?}"),
+        }
+    }
+
+    /// The window comes back from the text it is stored as, and from the
+    /// tree of objects servers before stored.
+    #[tokio::test]
+    async fn a_stored_window_is_restored_from_either_form() {
+        let state = crate::state::MemoryStore::default();
+        let window = IdempotencyWindow::new(IdempotencyConfig::default());
+        new_ticket(&window, "k", 1).settle(&produced(7));
+        window.store(&state).await;
+        let stored = state
+            .get(KeyKind::IdempotencyWindow, SNAPSHOT_ID)
+            .await
+            .unwrap()
+            .unwrap();
+        let serde_json::Value::String(text) = &stored else {
+            panic!("stored as text: {stored}");
+        };
+        let tree: serde_json::Value = serde_json::from_str(text).unwrap();
+        for form in [stored.clone(), tree] {
+            state
+                .put(KeyKind::IdempotencyWindow, SNAPSHOT_ID, &form)
+                .await
+                .unwrap();
+            let restored = IdempotencyWindow::new(IdempotencyConfig::default());
+            restored.restore(&state).await.unwrap();
+            match restored.claim(&topic(), "k", &message(1)).unwrap() {
+                Claim::Replay(Published::Produced(receipt)) => assert_eq!(receipt.offset, 7),
+                other => panic!("{form}: {other:?}"),
+            }
         }
     }
 
