@@ -108,11 +108,14 @@ impl StateStore for MemoryStore {
             .iter()
             .rev()
             .map(|record| {
+                if record.at < retention.cutoff {
+                    return false;
+                }
+                // Only records within the age limit take a place in their
+                // tenant's share.
                 let of_tenant = per_tenant.entry(record.tenant.as_str()).or_default();
                 *of_tenant += 1;
-                let keep = record.at >= retention.cutoff
-                    && *of_tenant <= retention.keep_per_tenant
-                    && kept < retention.keep;
+                let keep = *of_tenant <= retention.keep_per_tenant && kept < retention.keep;
                 kept += usize::from(keep);
                 keep
             })

@@ -110,9 +110,7 @@ pub trait StateStore: Send + Sync + fmt::Debug {
     /// Whether the store answers.
     async fn check_ready(&self) -> Result<(), StateError>;
 
-    /// Appends audit records, assigning their ids: ascending, in the order
-    /// given within each tenant (the SQLite store numbers one tenant's
-    /// records of a call after another's).
+    /// Appends audit records, assigning their ids (ascending, in order).
     async fn append_audit(&self, records: &[AuditRecord]) -> Result<(), StateError>;
 
     /// Audit records matching `filter`, newest first, at most its limit.
@@ -319,6 +317,27 @@ mod conformance {
         assert_eq!(kept.len(), 2, "{kept:?}");
         assert!(kept.iter().all(|r| r.at == now), "{kept:?}");
         assert_eq!(all().await.len(), 8, "the other tenants' records stay");
+
+        // Age first, then each tenant's share: records past the age limit
+        // do not count against the share.
+        let shares = [0, 2, 0].map(|hours| {
+            record(
+                "share",
+                "t",
+                Outcome::Produced,
+                now - chrono::TimeDelta::hours(hours),
+            )
+        });
+        store.append_audit(&shares).await.unwrap();
+        store
+            .prune_audit(&retention(100, 2, hour_ago))
+            .await
+            .unwrap();
+        let share = AuditFilter {
+            scope: acteon_core::Scope::new(None, Some("share"), None).unwrap(),
+            ..AuditFilter::default()
+        };
+        assert_eq!(store.query_audit(&share).await.unwrap().len(), 2);
 
         // Two tenants' records interleaved in one write: read back in the
         // order written, and the total cap cuts through them by id.

@@ -118,7 +118,7 @@ impl AuditTable {
                 1
             }
         };
-        let next_id = next_id.max(migrate_rows(&transaction)?);
+        let next_id = migrate_rows(&transaction, next_id)?;
         transaction.execute("UPDATE audit_sequence SET next_id = ?1", [next_id])?;
         transaction.commit()?;
         let rows_by_tenant: HashMap<String, u64> = connection
@@ -440,15 +440,17 @@ fn drop_oldest(
 
 /// Moves the records of the table of one row per record, which files
 /// written before pages have, into pages, and drops it; returns the next
-/// id after its records (1 without the table).
-fn migrate_rows(transaction: &Transaction<'_>) -> rusqlite::Result<i64> {
+/// id, `next_id` without the table. Records keep their ids unless pages
+/// already hold records (an older server, run again on the file, made the
+/// table anew): then they are numbered from `next_id`, after the pages.
+fn migrate_rows(transaction: &Transaction<'_>, next_id: i64) -> rusqlite::Result<i64> {
     let exists: bool = transaction.query_row(
         "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit')",
         [],
         |row| row.get(0),
     )?;
     if !exists {
-        return Ok(1);
+        return Ok(next_id);
     }
     // AUTOINCREMENT kept the highest id ever given, pruned or not.
     let highest: i64 = transaction
@@ -459,7 +461,7 @@ fn migrate_rows(transaction: &Transaction<'_>) -> rusqlite::Result<i64> {
         )
         .optional()?
         .unwrap_or(0);
-    let records = transaction
+    let mut records = transaction
         .prepare("SELECT id, record FROM audit ORDER BY id")?
         .query_map([], |row| {
             Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
@@ -477,6 +479,15 @@ fn migrate_rows(transaction: &Transaction<'_>) -> rusqlite::Result<i64> {
             Ok(record)
         })
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    let paged: bool =
+        transaction.query_row("SELECT EXISTS (SELECT 1 FROM audit_pages)", [], |row| {
+            row.get(0)
+        })?;
+    if paged {
+        for (record, id) in records.iter_mut().zip(next_id..) {
+            record.id = id as u64;
+        }
+    }
     // A run of one tenant's records makes a page and a write of its own,
     // so that writes do not overlap in ids.
     for run in records.chunk_by(|a, b| a.tenant == b.tenant) {
@@ -486,7 +497,7 @@ fn migrate_rows(transaction: &Transaction<'_>) -> rusqlite::Result<i64> {
     }
     transaction.execute_batch("DROP TABLE audit")?;
     let last = records.last().map_or(0, |record| record.id as i64);
-    Ok(highest.max(last) + 1)
+    Ok(next_id.max(highest + 1).max(last + 1))
 }
 
 /// Records per page when moving a table of one row per record.
@@ -497,21 +508,17 @@ mod tests {
     use super::*;
     use crate::state::{SqliteStore, StateStore};
 
-    /// A file from before pages keeps its records, their ids, and the ids
-    /// of records already pruned.
-    #[tokio::test]
-    async fn rows_of_the_table_before_pages_are_moved_into_pages() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.db");
-        let old = Connection::open(&path).unwrap();
+    /// Writes `tenants`' records into the table of one row per record, as
+    /// servers before pages did, creating it if need be.
+    fn write_rows_as_before_pages(path: &std::path::Path, tenants: &[&str]) {
+        let old = Connection::open(path).unwrap();
         old.execute_batch(
-            "CREATE TABLE audit (
+            "CREATE TABLE IF NOT EXISTS audit (
                  id INTEGER PRIMARY KEY AUTOINCREMENT, at TEXT NOT NULL, tenant TEXT NOT NULL,
                  namespace TEXT NOT NULL, topic TEXT NOT NULL, outcome TEXT NOT NULL,
                  record TEXT NOT NULL);",
         )
         .unwrap();
-        let tenants = ["a", "a", "b", "a", "gone"];
         for tenant in tenants {
             let record = serde_json::json!({
                 "id": 0, "at": "2026-12-01T10:00:00.000000Z", "tenant": tenant,
@@ -525,17 +532,28 @@ mod tests {
             )
             .unwrap();
         }
+    }
+
+    fn ids_and_tenants(records: Vec<AuditRecord>) -> Vec<(u64, String)> {
+        records.into_iter().map(|r| (r.id, r.tenant)).collect()
+    }
+
+    /// A file from before pages keeps its records, their ids, and the ids
+    /// of records already pruned.
+    #[tokio::test]
+    async fn rows_of_the_table_before_pages_are_moved_into_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        write_rows_as_before_pages(&path, &["a", "a", "b", "a", "gone"]);
+        let old = Connection::open(&path).unwrap();
         old.execute("DELETE FROM audit WHERE tenant = 'gone'", [])
             .unwrap();
         drop(old);
 
         let store = SqliteStore::open(&path).unwrap();
-        let ids = |records: Vec<AuditRecord>| -> Vec<(u64, String)> {
-            records.into_iter().map(|r| (r.id, r.tenant)).collect()
-        };
         let all = store.query_audit(&AuditFilter::default()).await.unwrap();
         let expected = [(4, "a"), (3, "b"), (2, "a"), (1, "a")].map(|(id, t)| (id, t.to_owned()));
-        assert_eq!(ids(all), expected);
+        assert_eq!(ids_and_tenants(all), expected);
         let record = AuditRecord {
             id: 0,
             ..store.query_audit(&AuditFilter::default()).await.unwrap()[0].clone()
@@ -552,6 +570,29 @@ mod tests {
                 .unwrap()
                 .len(),
             5
+        );
+    }
+
+    /// An older server run again on a converted file makes the table anew
+    /// and numbers from 1: its records come after the pages' when the file
+    /// is opened again.
+    #[tokio::test]
+    async fn rows_written_again_by_an_older_server_come_after_the_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        write_rows_as_before_pages(&path, &["a"]);
+        let store = SqliteStore::open(&path).unwrap();
+        let record = store.query_audit(&AuditFilter::default()).await.unwrap()[0].clone();
+        store.append_audit(&[record.clone(), record]).await.unwrap();
+        drop(store);
+        write_rows_as_before_pages(&path, &["b", "c"]);
+
+        let store = SqliteStore::open(&path).unwrap();
+        let all = store.query_audit(&AuditFilter::default()).await.unwrap();
+        let expected = [(5, "c"), (4, "b"), (3, "a"), (2, "a"), (1, "a")];
+        assert_eq!(
+            ids_and_tenants(all),
+            expected.map(|(id, t)| (id, t.to_owned()))
         );
     }
 }
