@@ -294,50 +294,38 @@ mod conformance {
         let count = |tenant: &str| kept.iter().filter(|r| r.tenant == tenant).count();
         assert_eq!((count("quiet"), count("flood")), (2, 4), "{kept:?}");
 
+        // One write of a tenant's records, each `hours` old, then a prune:
+        // what of the tenant's trail is left.
+        let write_and_prune = |tenant: &'static str, hours: &[i64], retention: Retention| {
+            let records: Vec<AuditRecord> = hours
+                .iter()
+                .map(|&hours| {
+                    let at = now - chrono::TimeDelta::hours(hours);
+                    record(tenant, "t", Outcome::Produced, at)
+                })
+                .collect();
+            async move {
+                store.append_audit(&records).await.unwrap();
+                store.prune_audit(&retention).await.unwrap();
+                let filter = AuditFilter {
+                    scope: acteon_core::Scope::new(None, Some(tenant), None).unwrap(),
+                    ..AuditFilter::default()
+                };
+                store.query_audit(&filter).await.unwrap()
+            }
+        };
+
         // One write's records on both sides of the age limit: only the
         // older go.
-        let ages = [2, 0, 3, 0].map(|hours| {
-            record(
-                "aging",
-                "t",
-                Outcome::Produced,
-                now - chrono::TimeDelta::hours(hours),
-            )
-        });
-        store.append_audit(&ages).await.unwrap();
-        store
-            .prune_audit(&retention(100, 100, hour_ago))
-            .await
-            .unwrap();
-        let aging = AuditFilter {
-            scope: acteon_core::Scope::new(None, Some("aging"), None).unwrap(),
-            ..AuditFilter::default()
-        };
-        let kept = store.query_audit(&aging).await.unwrap();
+        let kept = write_and_prune("aging", &[2, 0, 3, 0], retention(100, 100, hour_ago)).await;
         assert_eq!(kept.len(), 2, "{kept:?}");
         assert!(kept.iter().all(|r| r.at == now), "{kept:?}");
         assert_eq!(all().await.len(), 8, "the other tenants' records stay");
 
         // Age first, then each tenant's share: records past the age limit
         // do not count against the share.
-        let shares = [0, 2, 0].map(|hours| {
-            record(
-                "share",
-                "t",
-                Outcome::Produced,
-                now - chrono::TimeDelta::hours(hours),
-            )
-        });
-        store.append_audit(&shares).await.unwrap();
-        store
-            .prune_audit(&retention(100, 2, hour_ago))
-            .await
-            .unwrap();
-        let share = AuditFilter {
-            scope: acteon_core::Scope::new(None, Some("share"), None).unwrap(),
-            ..AuditFilter::default()
-        };
-        assert_eq!(store.query_audit(&share).await.unwrap().len(), 2);
+        let kept = write_and_prune("share", &[0, 2, 0], retention(100, 2, hour_ago)).await;
+        assert_eq!(kept.len(), 2, "{kept:?}");
 
         // Two tenants' records interleaved in one write: read back in the
         // order written, and the total cap cuts through them by id.

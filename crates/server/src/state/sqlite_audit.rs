@@ -88,15 +88,13 @@ impl Counts {
         }
     }
 
-    /// Takes the `dropped` records of each tenant off the counts.
-    fn forget(&mut self, dropped: &HashMap<String, u64>) {
-        for (tenant, &gone) in dropped {
-            self.rows -= gone;
-            if let Some(count) = self.rows_by_tenant.get_mut(tenant) {
-                *count -= gone;
-                if *count == 0 {
-                    self.rows_by_tenant.remove(tenant);
-                }
+    /// Takes `gone` records of `tenant` off the counts.
+    fn forget(&mut self, tenant: &str, gone: u64) {
+        self.rows -= gone;
+        if let Some(count) = self.rows_by_tenant.get_mut(tenant) {
+            *count -= gone;
+            if *count == 0 {
+                self.rows_by_tenant.remove(tenant);
             }
         }
     }
@@ -237,14 +235,12 @@ impl AuditTable {
             )?
             .query_map([cutoff], page_row)?
             .collect::<rusqlite::Result<_>>()?;
-        let mut dropped: HashMap<String, u64> = HashMap::new();
         for page in aged {
             let gone = trim(&transaction, &page, |records| {
                 records.retain(|record| micros(record.at) >= cutoff);
             })?;
-            *dropped.entry(page.tenant).or_default() += gone;
+            counts.forget(&page.tenant, gone);
         }
-        counts.forget(&dropped);
         // Then each tenant over its share, then the whole trail over its
         // limit, oldest records first.
         let keep_per_tenant = retention.keep_per_tenant as u64;
@@ -254,16 +250,13 @@ impl AuditTable {
             .filter(|(_, rows)| **rows > keep_per_tenant)
             .map(|(tenant, rows)| (tenant.clone(), rows - keep_per_tenant))
             .collect();
-        let mut dropped: HashMap<String, u64> = HashMap::new();
         for (tenant, excess) in over {
-            drop_oldest(&transaction, Some(&tenant), excess, &mut dropped)?;
+            drop_oldest(&transaction, Some(&tenant), excess, &mut counts)?;
         }
-        counts.forget(&dropped);
         let keep = retention.keep as u64;
         if counts.rows > keep {
-            let mut dropped: HashMap<String, u64> = HashMap::new();
-            drop_oldest(&transaction, None, counts.rows - keep, &mut dropped)?;
-            counts.forget(&dropped);
+            let excess = counts.rows - keep;
+            drop_oldest(&transaction, None, excess, &mut counts)?;
         }
         transaction.commit()?;
         self.counts = counts;
@@ -280,7 +273,7 @@ fn page_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PageRow> {
     })
 }
 
-fn decode(text: &str) -> rusqlite::Result<Vec<AuditRecord>> {
+fn decode<T: serde::de::DeserializeOwned>(text: &str) -> rusqlite::Result<T> {
     serde_json::from_str(text).map_err(|error| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, error.into())
     })
@@ -360,14 +353,14 @@ fn trim(
     Ok(page.rows - records.len() as u64)
 }
 
-/// Drops the `excess` oldest records, of `tenant` or of all, adding them
-/// to `dropped`: whole writes' pages while they fit, then the oldest
+/// Drops the `excess` oldest records, of `tenant` or of all, taking them
+/// off `counts`: whole writes' pages while they fit, then the oldest
 /// records of the next write's, merged by id.
 fn drop_oldest(
     transaction: &Transaction<'_>,
     tenant: Option<&str>,
     mut excess: u64,
-    dropped: &mut HashMap<String, u64>,
+    counts: &mut Counts,
 ) -> rusqlite::Result<()> {
     let (mut statement, mut pages);
     match tenant {
@@ -421,7 +414,7 @@ fn drop_oldest(
         transaction
             .prepare_cached("DELETE FROM audit_pages WHERE first_id = ?1")?
             .execute([page.first_id])?;
-        *dropped.entry(page.tenant).or_default() += page.rows;
+        counts.forget(&page.tenant, page.rows);
     }
     let Some(write_id) = cut.first().map(|page| page.write_id) else {
         return Ok(());
@@ -432,7 +425,7 @@ fn drop_oldest(
     }
     records.sort_unstable_by_key(|record| record.id);
     for record in records.drain(..excess as usize) {
-        *dropped.entry(record.tenant).or_default() += 1;
+        counts.forget(&record.tenant, 1);
     }
     insert_pages(transaction, write_id, records)?;
     Ok(())
@@ -468,13 +461,7 @@ fn migrate_rows(transaction: &Transaction<'_>, next_id: i64) -> rusqlite::Result
         })?
         .map(|row| {
             let (id, text) = row?;
-            let mut record: AuditRecord = serde_json::from_str(&text).map_err(|error| {
-                rusqlite::Error::FromSqlConversionFailure(
-                    1,
-                    rusqlite::types::Type::Text,
-                    error.into(),
-                )
-            })?;
+            let mut record: AuditRecord = decode(&text)?;
             record.id = id as u64;
             Ok(record)
         })
