@@ -13,6 +13,10 @@ source scripts/broker.sh
 source scripts/browser.sh
 
 started=$SECONDS
+if [ "${CI:-}" = "true" ]; then
+  # A clean clone builds once: incremental caches would only take disk.
+  export CARGO_INCREMENTAL=0
+fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
