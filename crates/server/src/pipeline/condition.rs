@@ -1,12 +1,13 @@
 //! CEL conditions and the variables a publish exposes to them.
 
-use std::cell::OnceCell;
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
 
 use acteon_core::{Headers, TopicName};
 use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
 use cel::common::types::{CelBool, CelString};
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
 use thiserror::Error;
 
 use crate::limits::LimitsConfig;
@@ -245,7 +246,9 @@ impl Condition {
     /// non-boolean does not hold: a rule about `payload.amount` does not
     /// apply to messages without an amount.
     pub fn holds(&self, message: &MessageFacts<'_>) -> bool {
-        match self.program.execute(message.context()) {
+        let mut context = cel::Context::with_env(Arc::clone(&STANDARD_ENV));
+        context.set_variable_resolver(message);
+        match self.program.execute(&context) {
             Ok(cel::Value::Bool(holds)) => holds,
             Ok(other) => {
                 tracing::debug!(condition = %self.source_text, value = ?other, "condition is not boolean");
@@ -265,15 +268,19 @@ impl Condition {
 ///
 /// `namespace` is a reserved word in CEL, so no CEL parser accepts it as a
 /// variable; the namespace is `ns`.
+///
+/// Variables are resolved when a condition names them: the strings are
+/// borrowed, and `headers` and `payload` are converted into CEL values
+/// once, by the first condition that reads them. Converting every variable
+/// up front cost more than the rest of a publish.
 pub struct MessageFacts<'a> {
     pub topic: &'a TopicName,
     key: Option<&'a str>,
     headers: &'a Headers,
     payload: &'a serde_json::Value,
-    /// Built when a condition first needs it: converting the message into
-    /// CEL values costs more than the rest of a publish, and a server
-    /// without rules or silences never needs it.
-    context: OnceCell<cel::Context<'static, 'static>>,
+    kafka_topic: OnceLock<String>,
+    headers_value: OnceLock<Box<dyn Val>>,
+    payload_value: OnceLock<Box<dyn Val>>,
 }
 
 impl std::fmt::Debug for MessageFacts<'_> {
@@ -296,30 +303,45 @@ impl<'a> MessageFacts<'a> {
             key,
             headers,
             payload,
-            context: OnceCell::new(),
+            kafka_topic: OnceLock::new(),
+            headers_value: OnceLock::new(),
+            payload_value: OnceLock::new(),
         }
     }
+}
 
-    fn context(&self) -> &cel::Context<'static, 'static> {
-        self.context.get_or_init(|| {
-            let topic = self.topic;
-            let mut context = cel::Context::with_env(Arc::clone(&STANDARD_ENV));
-            context.add_variable_from_value("tenant", topic.tenant().to_owned());
-            context.add_variable_from_value("ns", topic.namespace().to_owned());
-            context.add_variable_from_value("topic", topic.name().to_owned());
-            context.add_variable_from_value("kafka_topic", topic.kafka_topic_name());
-            context.add_variable_from_value("key", self.key.unwrap_or_default().to_owned());
-            context
-                .add_variable("headers", self.headers.clone())
-                .expect("headers convert to CEL");
-            context
-                .add_variable(
-                    "payload",
-                    cel::to_value(self.payload).expect("JSON converts to CEL"),
-                )
-                .expect("payload converts to CEL");
-            context
-        })
+/// `value` as a CEL value of its own.
+fn converted(value: impl serde::Serialize) -> Box<dyn Val> {
+    cel::to_value(value)
+        .expect("headers and JSON convert to CEL")
+        .try_into()
+        .expect("a CEL value is a Val")
+}
+
+impl VariableResolver for MessageFacts<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        let text = |text: &'b str| Some(CowVal::owned(CelString::from(text)));
+        match variable {
+            "tenant" => text(self.topic.tenant()),
+            "ns" => text(self.topic.namespace()),
+            "topic" => text(self.topic.name()),
+            "kafka_topic" => text(
+                self.kafka_topic
+                    .get_or_init(|| self.topic.kafka_topic_name()),
+            ),
+            "key" => text(self.key.unwrap_or_default()),
+            "headers" => Some(CowVal::Borrowed(
+                self.headers_value
+                    .get_or_init(|| converted(self.headers))
+                    .as_ref(),
+            )),
+            "payload" => Some(CowVal::Borrowed(
+                self.payload_value
+                    .get_or_init(|| converted(self.payload))
+                    .as_ref(),
+            )),
+            _ => None,
+        }
     }
 }
 
@@ -336,7 +358,10 @@ mod tests {
     #[test]
     fn conditions_see_every_variable() {
         let topic = TopicName::new("agents", "demo", "inbox").unwrap();
-        let (headers, payload) = (headers(), json!({ "amount": 1500, "kind": "refund" }));
+        let (headers, payload) = (
+            headers(),
+            json!({ "amount": 1500, "kind": "refund", "items": [1, 3] }),
+        );
         let message = MessageFacts::new(&topic, Some("k-1"), &headers, &payload);
         for condition in [
             "tenant == \"demo\" && payload.amount > 1000",
@@ -344,6 +369,9 @@ mod tests {
             "kafka_topic == \"agents.demo.inbox\"",
             "key == \"k-1\" && headers[\"x-env\"] == \"prod\"",
             "payload.kind.startsWith(\"ref\")",
+            "payload.items.exists(item, item == 3) && size(payload) == 3",
+            // A comprehension's own variable hides the publish's.
+            "[1].exists(tenant, tenant == 1)",
         ] {
             assert!(
                 Condition::compile(condition).unwrap().holds(&message),
@@ -368,6 +396,7 @@ mod tests {
                 .holds(&message)
         );
         assert!(!Condition::compile("tenant").unwrap().holds(&message));
+        assert!(!Condition::compile("unknown == 1").unwrap().holds(&message));
     }
 
     #[test]
