@@ -278,7 +278,6 @@ pub struct MessageFacts<'a> {
     key: Option<&'a str>,
     headers: &'a Headers,
     payload: &'a serde_json::Value,
-    kafka_topic: OnceLock<String>,
     headers_value: OnceLock<Box<dyn Val>>,
     payload_value: OnceLock<Box<dyn Val>>,
 }
@@ -303,19 +302,25 @@ impl<'a> MessageFacts<'a> {
             key,
             headers,
             payload,
-            kafka_topic: OnceLock::new(),
             headers_value: OnceLock::new(),
             payload_value: OnceLock::new(),
         }
     }
 }
 
-/// `value` as a CEL value of its own.
-fn converted(value: impl serde::Serialize) -> Box<dyn Val> {
-    cel::to_value(value)
-        .expect("headers and JSON convert to CEL")
-        .try_into()
-        .expect("a CEL value is a Val")
+/// `value` as a CEL value, converted into `cell` by the first caller and
+/// borrowed from it by the rest.
+fn converted_once<'b>(
+    cell: &'b OnceLock<Box<dyn Val>>,
+    value: &impl serde::Serialize,
+) -> Option<CowVal<'b, 'b>> {
+    let converted = cell.get_or_init(|| {
+        cel::to_value(value)
+            .expect("headers and JSON convert to CEL")
+            .try_into()
+            .expect("a CEL value is a Val")
+    });
+    Some(CowVal::Borrowed(converted.as_ref()))
 }
 
 impl VariableResolver for MessageFacts<'_> {
@@ -325,21 +330,10 @@ impl VariableResolver for MessageFacts<'_> {
             "tenant" => text(self.topic.tenant()),
             "ns" => text(self.topic.namespace()),
             "topic" => text(self.topic.name()),
-            "kafka_topic" => text(
-                self.kafka_topic
-                    .get_or_init(|| self.topic.kafka_topic_name()),
-            ),
+            "kafka_topic" => text(self.topic.kafka_topic_name()),
             "key" => text(self.key.unwrap_or_default()),
-            "headers" => Some(CowVal::Borrowed(
-                self.headers_value
-                    .get_or_init(|| converted(self.headers))
-                    .as_ref(),
-            )),
-            "payload" => Some(CowVal::Borrowed(
-                self.payload_value
-                    .get_or_init(|| converted(self.payload))
-                    .as_ref(),
-            )),
+            "headers" => converted_once(&self.headers_value, self.headers),
+            "payload" => converted_once(&self.payload_value, self.payload),
             _ => None,
         }
     }
