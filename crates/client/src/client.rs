@@ -329,7 +329,7 @@ impl Client {
         struct Answer {
             results: Vec<RecordResult>,
         }
-        let kafka_name = topic.kafka_topic_name();
+        let kafka_name = topic.kafka_topic_name().to_owned();
         let path = ["v1", "bus", "topics", kafka_name.as_str(), "records"];
         let request = self
             .request(reqwest::Method::POST, &path)

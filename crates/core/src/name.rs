@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -78,6 +79,12 @@ pub struct Fragment(String);
 
 impl Fragment {
     pub fn parse(kind: FragmentKind, value: &str) -> Result<Self, NameError> {
+        Self::check(kind, value)?;
+        Ok(Self(value.to_owned()))
+    }
+
+    /// Whether `value` is a valid fragment, without keeping it.
+    fn check(kind: FragmentKind, value: &str) -> Result<(), NameError> {
         if value.is_empty() {
             return Err(NameError::Empty { kind });
         }
@@ -100,7 +107,7 @@ impl Fragment {
                 }
             });
         }
-        Ok(Self(value.to_owned()))
+        Ok(())
     }
 
     pub fn as_str(&self) -> &str {
@@ -116,50 +123,81 @@ impl fmt::Display for Fragment {
 
 /// A topic's identity: namespace, tenant and short name.
 ///
-/// It serialises as its Kafka name (`namespace.tenant.name`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// It serialises as its Kafka name (`namespace.tenant.name`), which it
+/// keeps whole: every publish names its Kafka topic, and a clone is a
+/// reference count.
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct TopicName {
-    namespace: Fragment,
-    tenant: Fragment,
-    name: Fragment,
+    kafka_name: Arc<str>,
+    /// Where the tenant and the short name start in `kafka_name`.
+    tenant_at: usize,
+    name_at: usize,
 }
 
 impl TopicName {
     pub fn new(namespace: &str, tenant: &str, name: &str) -> Result<Self, NameError> {
+        Fragment::check(FragmentKind::Namespace, namespace)?;
+        Fragment::check(FragmentKind::Tenant, tenant)?;
+        Fragment::check(FragmentKind::Name, name)?;
+        let tenant_at = namespace.len() + 1;
         Ok(Self {
-            namespace: Fragment::parse(FragmentKind::Namespace, namespace)?,
-            tenant: Fragment::parse(FragmentKind::Tenant, tenant)?,
-            name: Fragment::parse(FragmentKind::Name, name)?,
+            kafka_name: format!("{namespace}.{tenant}.{name}").into(),
+            tenant_at,
+            name_at: tenant_at + tenant.len() + 1,
         })
     }
 
     /// The three fragments: namespace, tenant, name.
-    pub(crate) fn fragments(&self) -> [&Fragment; 3] {
-        [&self.namespace, &self.tenant, &self.name]
+    pub(crate) fn fragments(&self) -> [Fragment; 3] {
+        [self.namespace(), self.tenant(), self.name()].map(|part| Fragment(part.to_owned()))
     }
 
     pub fn namespace(&self) -> &str {
-        self.namespace.as_str()
+        &self.kafka_name[..self.tenant_at - 1]
     }
 
     pub fn tenant(&self) -> &str {
-        self.tenant.as_str()
+        &self.kafka_name[self.tenant_at..self.name_at - 1]
     }
 
     pub fn name(&self) -> &str {
-        self.name.as_str()
+        &self.kafka_name[self.name_at..]
     }
 
     /// The Kafka topic that holds this topic's records.
-    pub fn kafka_topic_name(&self) -> String {
-        self.to_string()
+    pub fn kafka_topic_name(&self) -> &str {
+        &self.kafka_name
+    }
+}
+
+impl fmt::Debug for TopicName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("TopicName").field(&self.kafka_name).finish()
+    }
+}
+
+/// Fragment by fragment, as the triple orders: a shorter fragment before a
+/// longer one it begins, whatever follows the dot.
+impl Ord for TopicName {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.namespace(), self.tenant(), self.name()).cmp(&(
+            other.namespace(),
+            other.tenant(),
+            other.name(),
+        ))
+    }
+}
+
+impl PartialOrd for TopicName {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
 impl fmt::Display for TopicName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}.{}", self.namespace, self.tenant, self.name)
+        f.write_str(&self.kafka_name)
     }
 }
 
@@ -188,7 +226,7 @@ impl TryFrom<String> for TopicName {
 
 impl From<TopicName> for String {
     fn from(name: TopicName) -> Self {
-        name.to_string()
+        name.kafka_name.as_ref().to_owned()
     }
 }
 
@@ -209,6 +247,17 @@ mod tests {
     fn kafka_name_parses_back_into_the_same_triple() {
         let name = TopicName::new("a", "B-2", "c_3").unwrap();
         assert_eq!(name.kafka_topic_name().parse::<TopicName>().unwrap(), name);
+    }
+
+    #[test]
+    fn names_order_by_fragment_not_by_kafka_name() {
+        // As Kafka names, "a-b.x.n" sorts before "a.x.n": '-' is below '.'.
+        let short = TopicName::new("a", "x", "n").unwrap();
+        let long = TopicName::new("a-b", "x", "n").unwrap();
+        assert!(short < long);
+        assert_eq!(long.namespace(), "a-b");
+        assert_eq!(long.tenant(), "x");
+        assert_eq!(long.name(), "n");
     }
 
     #[test]

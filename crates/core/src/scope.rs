@@ -113,7 +113,7 @@ impl Scope {
 
     /// Exactly one topic.
     pub fn topic(topic: &TopicName) -> Self {
-        let [namespace, tenant, name] = topic.fragments().map(|f| Pattern::Exact(f.clone()));
+        let [namespace, tenant, name] = topic.fragments().map(Pattern::Exact);
         Self {
             namespace,
             tenant,

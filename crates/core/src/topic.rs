@@ -103,7 +103,7 @@ impl Topic {
         &self.name
     }
 
-    pub fn kafka_topic_name(&self) -> String {
+    pub fn kafka_topic_name(&self) -> &str {
         self.name.kafka_topic_name()
     }
 
@@ -192,7 +192,7 @@ impl TryFrom<TopicRepr> for Topic {
 impl From<Topic> for TopicRepr {
     fn from(topic: Topic) -> Self {
         Self {
-            kafka_name: topic.kafka_topic_name(),
+            kafka_name: topic.kafka_topic_name().to_owned(),
             spec: TopicSpec {
                 namespace: topic.name.namespace().to_owned(),
                 tenant: topic.name.tenant().to_owned(),

@@ -117,7 +117,7 @@ impl MessageService {
             self.schemas
                 .bound(&subject, binding.version)
                 .map_err(|_| SchemaError::Dangling {
-                    topic: topic.kafka_topic_name(),
+                    topic: topic.kafka_topic_name().to_owned(),
                     binding: binding.to_string(),
                 })?;
         Ok(Some(bound))

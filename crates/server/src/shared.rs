@@ -303,7 +303,7 @@ impl Dispatch {
                 },
                 other => BusError::Broker {
                     operation: Operation::Consume,
-                    topic: self.key.0.kafka_topic_name(),
+                    topic: self.key.0.kafka_topic_name().to_owned(),
                     source: other.to_string().into(),
                 },
             };
@@ -409,7 +409,7 @@ mod tests {
         let record = |offset| {
             Ok(SubscriptionEvent::Message(Arc::new(
                 acteon_core::BusMessage {
-                    topic: topic.kafka_topic_name(),
+                    topic: topic.kafka_topic_name().to_owned(),
                     key: None,
                     payload: serde_json::json!({ "seq": offset }),
                     headers: Headers::new(),

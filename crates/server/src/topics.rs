@@ -124,11 +124,11 @@ impl TopicRegistry {
         if let Some(existing) = known.get(&collision_key(name)) {
             return Err(if &existing.name == name {
                 ServiceError::TopicExists {
-                    topic: name.kafka_topic_name(),
+                    topic: name.kafka_topic_name().to_owned(),
                 }
             } else {
                 ServiceError::TopicCollides {
-                    topic: name.kafka_topic_name(),
+                    topic: name.kafka_topic_name().to_owned(),
                 }
             });
         }
@@ -146,7 +146,7 @@ impl TopicRegistry {
     }
 
     pub async fn create(&self, topic: Topic) -> Result<TopicRecord, ServiceError> {
-        let kafka_name = topic.kafka_topic_name();
+        let kafka_name = topic.kafka_topic_name().to_owned();
         let record = TopicRecord {
             topic,
             created_at: Utc::now(),
@@ -198,7 +198,7 @@ impl TopicRegistry {
         name: &TopicName,
         schema: Option<SchemaBinding>,
     ) -> Result<TopicRecord, ServiceError> {
-        let kafka_name = name.kafka_topic_name();
+        let kafka_name = name.kafka_topic_name().to_owned();
         let not_found = || ServiceError::TopicNotFound {
             topic: kafka_name.clone(),
         };
@@ -290,7 +290,7 @@ impl TopicRegistry {
 
     /// Deletes the topic; unknown topics are [`ServiceError::TopicNotFound`].
     pub async fn delete(&self, name: &TopicName) -> Result<(), ServiceError> {
-        let kafka_name = name.kafka_topic_name();
+        let kafka_name = name.kafka_topic_name().to_owned();
         let _changing = self.changing.lock().await;
         if !self.state.delete(KeyKind::BusTopic, &kafka_name).await? {
             return Err(ServiceError::TopicNotFound { topic: kafka_name });
@@ -322,7 +322,7 @@ impl TopicRegistry {
         match self.known().get(&collision_key(name)) {
             Some(topic) if &topic.name == name => Ok(topic.schema.clone()),
             _ => Err(ServiceError::TopicNotFound {
-                topic: name.kafka_topic_name(),
+                topic: name.kafka_topic_name().to_owned(),
             }),
         }
     }
@@ -402,7 +402,7 @@ mod tests {
             .await
             .unwrap()
             .into_iter()
-            .map(|record| record.topic.kafka_topic_name())
+            .map(|record| record.topic.kafka_topic_name().to_owned())
             .collect();
         assert_eq!(names, ["ns.t.good"]);
         let good = "ns.t.good".parse().unwrap();

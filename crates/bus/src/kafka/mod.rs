@@ -156,7 +156,7 @@ impl BusBackend for KafkaBackend {
     }
 
     async fn create_topic(&self, topic: &Topic) -> Result<(), BusError> {
-        let kafka_name = topic.kafka_topic_name();
+        let kafka_name = topic.kafka_topic_name().to_owned();
         let retention = topic.retention_ms().map(|ms| ms.to_string());
         let mut new_topic = NewTopic::new(
             &kafka_name,
@@ -194,7 +194,7 @@ impl BusBackend for KafkaBackend {
     }
 
     async fn delete_topic(&self, topic: &TopicName) -> Result<(), BusError> {
-        let kafka_name = topic.kafka_topic_name();
+        let kafka_name = topic.kafka_topic_name().to_owned();
         self.subscriptions
             .close_topic(&kafka_name, self.config.admin_timeout())
             .await;
@@ -218,7 +218,7 @@ impl BusBackend for KafkaBackend {
         topic: &TopicName,
         message: OutgoingMessage,
     ) -> Result<DeliveryReceipt, BusError> {
-        let kafka_name = topic.kafka_topic_name();
+        let kafka_name = topic.kafka_topic_name().to_owned();
         let payload = message.payload.to_string();
         let record = kafka_record(&kafka_name, &message, &payload);
         let producer = self.producer.current();
@@ -249,7 +249,7 @@ impl BusBackend for KafkaBackend {
         group: &GroupId,
         start: StartPosition,
     ) -> Result<EventStream, BusError> {
-        let kafka_name = topic.kafka_topic_name();
+        let kafka_name = topic.kafka_topic_name().to_owned();
         // A consumer of a missing topic would wait forever; say so instead.
         let partitions = self.partition_count(&kafka_name).await?;
         let ring =
@@ -265,7 +265,7 @@ impl BusBackend for KafkaBackend {
         topic: &TopicName,
         start: StartPosition,
     ) -> Result<EventStream, BusError> {
-        let kafka_name = topic.kafka_topic_name();
+        let kafka_name = topic.kafka_topic_name().to_owned();
         let partitions = match self.broadcasts.partitions(&kafka_name) {
             Some(partitions) => partitions,
             None => self.partition_count(&kafka_name).await?,
@@ -285,7 +285,7 @@ impl BusBackend for KafkaBackend {
         group: &GroupId,
         start: StartPosition,
     ) -> Result<GroupMember, BusError> {
-        let kafka_name = topic.kafka_topic_name();
+        let kafka_name = topic.kafka_topic_name().to_owned();
         self.partition_count(&kafka_name).await?;
         self.subscriptions
             .join(&self.config, kafka_name, group, start)
@@ -298,7 +298,7 @@ impl BusBackend for KafkaBackend {
         group: &GroupId,
         offsets: &PartitionOffsets,
     ) -> Result<(), BusError> {
-        let kafka_name = topic.kafka_topic_name();
+        let kafka_name = topic.kafka_topic_name().to_owned();
         let mut tpl = TopicPartitionList::with_capacity(offsets.len());
         for (&partition, &offset) in offsets {
             tpl.add_partition_offset(&kafka_name, partition, Offset::Offset(offset))
@@ -319,7 +319,7 @@ impl BusBackend for KafkaBackend {
     }
 
     async fn delete_group(&self, topic: &TopicName, group: &GroupId) -> Result<(), BusError> {
-        let kafka_name = topic.kafka_topic_name();
+        let kafka_name = topic.kafka_topic_name().to_owned();
         let results = self
             .admin
             .delete_groups(&[group.as_str()], &self.admin_options())
@@ -336,7 +336,7 @@ impl BusBackend for KafkaBackend {
     }
 
     async fn watermarks(&self, topic: &TopicName) -> Result<Vec<Watermarks>, BusError> {
-        let kafka_name = topic.kafka_topic_name();
+        let kafka_name = topic.kafka_topic_name().to_owned();
         let partitions = self.partition_count(&kafka_name).await?;
         let admin = Arc::clone(&self.admin);
         let timeout = self.config.admin_timeout();

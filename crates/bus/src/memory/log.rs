@@ -89,7 +89,7 @@ pub(super) struct TopicLog {
 impl TopicLog {
     pub(super) fn new(topic: &Topic, config: MemoryConfig) -> Self {
         Self {
-            kafka_name: topic.kafka_topic_name(),
+            kafka_name: topic.kafka_topic_name().to_owned(),
             partitions: (0..topic.partitions()).map(|_| Mutex::default()).collect(),
             config,
             max_age: topic.retention_ms().map(TimeDelta::milliseconds),

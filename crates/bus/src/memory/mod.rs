@@ -64,7 +64,7 @@ impl MemoryBackend {
             .get(name)
             .cloned()
             .ok_or_else(|| BusError::UnknownTopic {
-                topic: name.kafka_topic_name(),
+                topic: name.kafka_topic_name().to_owned(),
             })
     }
 }
@@ -87,7 +87,7 @@ impl BusBackend for MemoryBackend {
                 Ok(())
             } else {
                 Err(BusError::TopicConflict {
-                    topic: topic.kafka_topic_name(),
+                    topic: topic.kafka_topic_name().to_owned(),
                     existing,
                     requested: topic.partitions(),
                 })
@@ -110,7 +110,7 @@ impl BusBackend for MemoryBackend {
                 Ok(())
             }
             None => Err(BusError::UnknownTopic {
-                topic: topic.kafka_topic_name(),
+                topic: topic.kafka_topic_name().to_owned(),
             }),
         }
     }

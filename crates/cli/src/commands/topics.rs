@@ -98,7 +98,7 @@ fn print_table(topics: &[TopicRecord]) -> anyhow::Result<()> {
         topics.iter().map(|record| {
             let topic = &record.topic;
             [
-                topic.kafka_topic_name(),
+                topic.kafka_topic_name().to_owned(),
                 topic.partitions().to_string(),
                 topic.replication_factor().to_string(),
                 output::or_dash(topic.retention_ms()),

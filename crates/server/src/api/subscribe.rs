@@ -119,7 +119,7 @@ async fn subscribe(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let topic: TopicName = query.topic.parse().map_err(ServiceError::from)?;
     let stream = TokenStream::Topic {
-        topic: topic.kafka_topic_name(),
+        topic: topic.kafka_topic_name().to_owned(),
         subscription_id: subscription_id.clone(),
     };
     caller.require_stream(&stream, &Scope::topic(&topic))?;

@@ -88,10 +88,10 @@ async fn issue(
                 Some(id) => GroupId::parse(&id).map_err(ServiceError::from)?.to_string(),
                 None => format!("page-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
             };
-            issued.topic = Some(name.kafka_topic_name());
+            issued.topic = Some(name.kafka_topic_name().to_owned());
             issued.subscription_id = Some(subscription_id.clone());
             let stream = TokenStream::Topic {
-                topic: name.kafka_topic_name(),
+                topic: name.kafka_topic_name().to_owned(),
                 subscription_id,
             };
             (stream, Scope::topic(&name))

@@ -622,7 +622,7 @@ impl Engine {
                     at: Utc::now(),
                     tenant: config.topic.tenant().to_owned(),
                     namespace: config.topic.namespace().to_owned(),
-                    topic: config.topic.kafka_topic_name(),
+                    topic: config.topic.kafka_topic_name().to_owned(),
                     key: job.message.key.clone(),
                     principal: None,
                     outcome: Outcome::DeadLettered,

@@ -421,7 +421,7 @@ impl DurableSubscriptions {
             namespace: request.namespace,
             tenant: request.tenant,
             id: request.id,
-            topic: topic.kafka_topic_name(),
+            topic: topic.kafka_topic_name().to_owned(),
             from: request.from,
             ack_deadline_ms: request.ack_deadline_ms,
             max_deliveries: request.max_deliveries,
@@ -429,7 +429,7 @@ impl DurableSubscriptions {
             max_in_flight: request.max_in_flight,
             ordering: request.ordering,
             mode: request.mode,
-            dead_letter_topic: dead_letter_topic.kafka_topic_name(),
+            dead_letter_topic: dead_letter_topic.kafka_topic_name().to_owned(),
             created_at: Utc::now(),
             generation: uuid::Uuid::new_v4().simple().to_string()[..12].to_owned(),
         };

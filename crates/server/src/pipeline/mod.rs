@@ -146,7 +146,7 @@ impl Pipeline {
             at: Utc::now(),
             tenant: topic.tenant().to_owned(),
             namespace: topic.namespace().to_owned(),
-            topic: topic.kafka_topic_name(),
+            topic: topic.kafka_topic_name().to_owned(),
             key: message.key.clone(),
             principal: principal.map(str::to_owned),
             outcome: Outcome::Produced,
