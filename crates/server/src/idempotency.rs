@@ -10,7 +10,7 @@
 //! kept in the state store every `snapshot_interval_ms` and at shutdown, so
 //! it survives a restart; a crash loses what came after the last snapshot.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque, hash_map};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -106,9 +106,11 @@ struct Kept {
 #[derive(Debug, Default)]
 struct Window {
     entries: HashMap<Slot, Entry>,
-    /// Claims in the order they were made, oldest first. A claim whose
+    /// Claims in the order they were made, oldest first, with their
+    /// entries' times, so that the oldest is found too young without a
+    /// look-up in the large map (a cache miss on every claim). A claim whose
     /// entry is gone (or was claimed again) is left for [`Window::compact`].
-    order: VecDeque<(u64, Slot)>,
+    order: VecDeque<(u64, Slot, DateTime<Utc>)>,
     next_claim: u64,
     changed: bool,
 }
@@ -127,7 +129,7 @@ impl Window {
         if self.order.len() > 2 * self.entries.len() + 64 {
             let entries = &self.entries;
             self.order
-                .retain(|(claim, slot)| entries.get(slot).is_some_and(|e| e.claim == *claim));
+                .retain(|(claim, slot, _)| entries.get(slot).is_some_and(|e| e.claim == *claim));
         }
     }
 
@@ -135,20 +137,24 @@ impl Window {
     /// `older_than`, when given); `false` when there is none to remove. An
     /// entry in flight stays until it settles.
     fn drop_oldest_settled(&mut self, older_than: Option<DateTime<Utc>>) -> bool {
-        while let Some(&(claim, slot)) = self.order.front() {
-            let Some(entry) = self.entries.get(&slot).filter(|entry| entry.claim == claim) else {
-                self.order.pop_front();
-                continue;
-            };
-            if matches!(entry.state, State::InFlight)
-                || older_than.is_some_and(|limit| entry.at >= limit)
-            {
+        while let Some(&(claim, slot, at)) = self.order.front() {
+            if older_than.is_some_and(|limit| at >= limit) {
                 return false;
             }
-            self.order.pop_front();
-            self.entries.remove(&slot);
-            self.changed = true;
-            return true;
+            match self.entries.entry(slot) {
+                hash_map::Entry::Occupied(entry) if entry.get().claim == claim => {
+                    if matches!(entry.get().state, State::InFlight) {
+                        return false;
+                    }
+                    entry.remove();
+                    self.order.pop_front();
+                    self.changed = true;
+                    return true;
+                }
+                _ => {
+                    self.order.pop_front();
+                }
+            }
         }
         false
     }
@@ -257,7 +263,7 @@ impl IdempotencyWindow {
                 state: State::InFlight,
             },
         );
-        window.order.push_back((claim, slot));
+        window.order.push_back((claim, slot, now));
         Ok(Claim::New(Ticket {
             window: Arc::clone(self),
             claim,
@@ -295,7 +301,7 @@ impl IdempotencyWindow {
             }
             let claim = window.next_claim;
             window.next_claim += 1;
-            window.order.push_back((claim, slot));
+            window.order.push_back((claim, slot, kept.at));
             window.entries.insert(
                 slot,
                 Entry {
