@@ -137,12 +137,25 @@ pub struct TopicName {
 
 impl TopicName {
     pub fn new(namespace: &str, tenant: &str, name: &str) -> Result<Self, NameError> {
+        Self::checked(namespace, tenant, name, || {
+            [namespace, ".", tenant, ".", name].concat().into()
+        })
+    }
+
+    /// Checks the fragments, then takes `kafka_name`, their join: a parsed
+    /// name keeps the text it was parsed from instead of building it again.
+    fn checked(
+        namespace: &str,
+        tenant: &str,
+        name: &str,
+        kafka_name: impl FnOnce() -> Arc<str>,
+    ) -> Result<Self, NameError> {
         Fragment::check(FragmentKind::Namespace, namespace)?;
         Fragment::check(FragmentKind::Tenant, tenant)?;
         Fragment::check(FragmentKind::Name, name)?;
         let tenant_at = namespace.len() + 1;
         Ok(Self {
-            kafka_name: format!("{namespace}.{tenant}.{name}").into(),
+            kafka_name: kafka_name(),
             tenant_at,
             name_at: tenant_at + tenant.len() + 1,
         })
@@ -208,7 +221,9 @@ impl FromStr for TopicName {
     fn from_str(value: &str) -> Result<Self, Self::Err> {
         let mut parts = value.split('.');
         match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(namespace), Some(tenant), Some(name), None) => Self::new(namespace, tenant, name),
+            (Some(namespace), Some(tenant), Some(name), None) => {
+                Self::checked(namespace, tenant, name, || value.into())
+            }
             _ => Err(NameError::NotThreeFragments {
                 value: value.to_owned(),
             }),
