@@ -18,5 +18,7 @@ pub use backend::{
     Watermarks,
 };
 pub use error::{BusError, Operation};
-pub use kafka::{KAFKA_BOOTSTRAP_ENV, KafkaBackend, KafkaConfig, ProtectedProperty, kafka_record};
+pub use kafka::{
+    KAFKA_BOOTSTRAP_ENV, KafkaBackend, KafkaConfig, ProtectedProperty, kafka_payload, kafka_record,
+};
 pub use memory::{MemoryBackend, MemoryConfig};

@@ -37,14 +37,21 @@ use crate::{
     Watermarks,
 };
 
+/// `message`'s payload as the JSON text a record carries. Written straight
+/// into bytes: through `Display` each piece of the text would pass a
+/// formatter and the string would start empty.
+pub fn kafka_payload(message: &OutgoingMessage) -> Vec<u8> {
+    serde_json::to_vec(&message.payload).expect("a JSON value's keys are strings")
+}
+
 /// The record the Kafka backend produces for `message` to `kafka_topic`:
-/// its key, its headers, and `payload`, the message's payload as JSON text,
-/// which the record borrows.
+/// its key, its headers, and `payload`, from [`kafka_payload`], which the
+/// record borrows.
 pub fn kafka_record<'a>(
     kafka_topic: &'a str,
     message: &'a OutgoingMessage,
-    payload: &'a str,
-) -> FutureRecord<'a, str, str> {
+    payload: &'a [u8],
+) -> FutureRecord<'a, str, [u8]> {
     let headers = message.headers.iter().fold(
         OwnedHeaders::new_with_capacity(message.headers.len()),
         |headers, (key, value)| {
@@ -219,7 +226,7 @@ impl BusBackend for KafkaBackend {
         message: OutgoingMessage,
     ) -> Result<DeliveryReceipt, BusError> {
         let kafka_name = topic.kafka_topic_name().to_owned();
-        let payload = message.payload.to_string();
+        let payload = kafka_payload(&message);
         let record = kafka_record(&kafka_name, &message, &payload);
         let producer = self.producer.current();
         let sent = producer.send(record, self.config.produce_timeout()).await;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use acteon_bus::{KafkaConfig, kafka_record};
+use acteon_bus::{KafkaConfig, kafka_payload, kafka_record};
 use acteon_client::SubjectRef;
 use acteon_core::{OutgoingMessage, SchemaBinding, SchemaVersionRef, TopicName};
 use anyhow::Context;
@@ -52,6 +52,9 @@ pub struct ThroughputRow {
     pub server_cores: Option<f64>,
     /// CPU the load generator used, in cores.
     pub generator_cores: f64,
+    /// CPU the broker used, in cores, when it was watched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_cores: Option<f64>,
 }
 
 impl ThroughputReport {
@@ -76,6 +79,7 @@ impl ThroughputReport {
                     failed: run.failed,
                     server_cores: run.server_cores,
                     generator_cores: run.generator_cores,
+                    broker_cores: run.broker_cores,
                 }
             })
             .collect();
@@ -115,6 +119,13 @@ impl ThroughputRow {
     /// producer inside it, the producer's cost.
     pub fn generator_cpu_us_per_record(&self) -> f64 {
         self.generator_cores * 1e6 / self.per_second.max(f64::EPSILON)
+    }
+
+    /// The broker's CPU time per record, in microseconds, when it was
+    /// watched.
+    pub fn broker_cpu_us_per_record(&self) -> Option<f64> {
+        self.broker_cores
+            .map(|cores| cores * 1e6 / self.per_second.max(f64::EPSILON))
     }
 }
 
@@ -386,7 +397,7 @@ impl DirectProducer {
             pipelined,
         };
         let first = &direct.messages[0];
-        let payload = first.payload.to_string();
+        let payload = kafka_payload(first);
         direct
             .producer
             .send(
@@ -429,7 +440,7 @@ async fn produce_directly(
         let records: Vec<_> = (0..pipelined as usize)
             .map(|offset| {
                 let message = &messages[(next * pipelined as usize + offset) % messages.len()];
-                (message, message.payload.to_string())
+                (message, kafka_payload(message))
             })
             .collect();
         let deliveries = records.iter().map(|(message, payload)| {
