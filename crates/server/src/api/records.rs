@@ -4,7 +4,6 @@ use acteon_core::{Headers, OutgoingMessage, Scope, TopicName};
 use axum::extract::{DefaultBodyLimit, State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -25,15 +24,14 @@ pub(super) fn routes(config: &Config) -> OpenApiRouter<AppState> {
         .route_layer(DefaultBodyLimit::max(config.server.max_batch_body_bytes))
 }
 
-/// Read record by record, so an error can name the record's index: each is
-/// kept as its JSON text and parsed once, into a [`BatchRecord`].
+/// Parsed in one pass. A body that fails is parsed again by the extractor,
+/// which then names the path of what failed, `records[3].key` say.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BatchRequest {
     /// From 1 to `server.max_batch_records` (1000) records, published in
     /// this order.
-    #[schema(value_type = Vec<BatchRecord>)]
-    records: Vec<Box<RawValue>>,
+    records: Vec<BatchRecord>,
 }
 
 /// One record of a batch.
@@ -157,18 +155,15 @@ async fn publish_batch(
     let messages = request
         .records
         .into_iter()
-        .enumerate()
-        .map(|(index, record)| {
-            let record: BatchRecord = serde_json::from_str(record.get())
-                .map_err(|error| ApiError::bad_request(format!("records[{index}]: {error}")))?;
+        .map(|record| {
             let message = OutgoingMessage {
                 key: record.key,
                 payload: record.payload,
                 headers: record.headers,
             };
-            Ok((message, record.idempotency_key))
+            (message, record.idempotency_key)
         })
-        .collect::<Result<Vec<_>, ApiError>>()?;
+        .collect();
     let published = app
         .messages
         .publish_batch(&topic, messages, caller.principal())
