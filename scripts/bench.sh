@@ -13,4 +13,4 @@ cargo build --release --locked -p acteon-simulation --bin bus-bench
 trap broker_stop EXIT
 broker_install
 broker_start
-target/release/bus-bench --kafka "$ACTEON_KAFKA_BOOTSTRAP" "$@"
+target/release/bus-bench --kafka "$ACTEON_KAFKA_BOOTSTRAP" --broker-pid "$BROKER_PID" "$@"

@@ -60,6 +60,9 @@ pub struct LoadRun {
     pub server_cores: Option<f64>,
     /// CPU the generator (this process) used in the measured span, in cores.
     pub generator_cores: f64,
+    /// CPU the broker used in the measured span, in cores, when it is
+    /// watched.
+    pub broker_cores: Option<f64>,
 }
 
 impl LoadRun {
@@ -71,10 +74,9 @@ impl LoadRun {
     pub fn merge(&mut self, other: Self) {
         let (mine, theirs) = (self.measured.as_secs_f64(), other.measured.as_secs_f64());
         let weighted = |a: f64, b: f64| (a * mine + b * theirs) / (mine + theirs).max(f64::EPSILON);
-        self.server_cores = self
-            .server_cores
-            .zip(other.server_cores)
-            .map(|(a, b)| weighted(a, b));
+        let both = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| weighted(a, b));
+        self.server_cores = both(self.server_cores, other.server_cores);
+        self.broker_cores = both(self.broker_cores, other.broker_cores);
         self.generator_cores = weighted(self.generator_cores, other.generator_cores);
         self.completed += other.completed;
         self.failed += other.failed;
@@ -150,6 +152,7 @@ where
         measured: shape.measure,
         server_cores: cores.server,
         generator_cores: cores.generator,
+        broker_cores: cores.broker,
     })
 }
 
@@ -295,6 +298,7 @@ mod tests {
             measured: Duration::from_secs(seconds),
             server_cores: Some(generator_cores * 2.0),
             generator_cores,
+            broker_cores: Some(generator_cores / 2.0),
         }
     }
 
@@ -307,6 +311,7 @@ mod tests {
         assert!((first.per_second() - 2_500.0).abs() < 1e-9);
         assert!((first.generator_cores - 0.8).abs() < 1e-9);
         assert!((first.server_cores.unwrap() - 1.6).abs() < 1e-9);
+        assert!((first.broker_cores.unwrap() - 0.4).abs() < 1e-9);
     }
 
     #[test]

@@ -4,10 +4,11 @@
 
 use std::net::SocketAddr;
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use acteon_server::Config;
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
@@ -20,6 +21,19 @@ pub const CONFIG_ENV: &str = "ACTEON_BENCH_CONFIG";
 const CLOCK_TICKS_PER_SECOND: u64 = 100;
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The broker's process, when the benchmark is told it: on two shared
+/// cores the broker's CPU per record is part of what a target costs, and
+/// it differs with how the records reach it.
+static BROKER_PID: OnceLock<u32> = OnceLock::new();
+
+/// Reads the CPU of process `pid`, the broker, beside every server's.
+pub fn watch_broker(pid: u32) -> anyhow::Result<()> {
+    cpu_time_of(&pid.to_string()).with_context(|| format!("the broker's process {pid}"))?;
+    BROKER_PID
+        .set(pid)
+        .map_err(|_| anyhow!("the broker is watched already"))
+}
 
 /// A server started by the benchmark; killed when dropped, and gone when
 /// the benchmark is, however it ends (see [`exit_with_parent`]).
@@ -180,12 +194,13 @@ fn parse_cpu_time(stat: &str) -> anyhow::Result<Duration> {
     Ok(Duration::from_millis(total * 1000 / CLOCK_TICKS_PER_SECOND))
 }
 
-/// CPU time of this process and a server, read at one instant.
+/// CPU time of this process, a server and the broker, read at one instant.
 #[derive(Debug, Clone, Copy)]
 pub struct CpuReading {
     at: tokio::time::Instant,
     generator: Duration,
     server: Option<Duration>,
+    broker: Option<Duration>,
 }
 
 /// CPU used between two readings, in cores (1.0 = one core busy).
@@ -193,6 +208,8 @@ pub struct CpuReading {
 pub struct CoresUsed {
     pub generator: f64,
     pub server: Option<f64>,
+    /// When the broker is watched ([`watch_broker`]).
+    pub broker: Option<f64>,
 }
 
 impl CpuReading {
@@ -201,6 +218,10 @@ impl CpuReading {
             at: tokio::time::Instant::now(),
             generator: own_cpu_time()?,
             server: server.map(ServerProcess::cpu_time).transpose()?,
+            broker: BROKER_PID
+                .get()
+                .map(|pid| cpu_time_of(&pid.to_string()))
+                .transpose()?,
         })
     }
 
@@ -214,6 +235,10 @@ impl CpuReading {
             server: self
                 .server
                 .zip(earlier.server)
+                .map(|(now, then)| cores(now, then)),
+            broker: self
+                .broker
+                .zip(earlier.broker)
                 .map(|(now, then)| cores(now, then)),
         }
     }

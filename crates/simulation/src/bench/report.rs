@@ -451,11 +451,11 @@ impl Report {
         }
         if let Some(memory) = &self.http_memory {
             out.push_str("\n### 2. HTTP publish, in-memory backend\n\n");
-            throughput_table(&mut out, memory, "requests/s");
+            throughput_table(&mut out, memory, "requests/s", OnBroker::No);
         }
         if let Some(kafka) = &self.http_kafka {
             out.push_str("\n### 3. HTTP publish, Kafka backend\n\n");
-            throughput_table(&mut out, kafka, "records/s");
+            throughput_table(&mut out, kafka, "records/s", OnBroker::Yes);
         }
 
         if !self.end_to_end.is_empty() {
@@ -473,7 +473,7 @@ impl Report {
                  Requests of {BATCH_RECORDS} records; rates and failures count records, latencies requests. \
                  The baseline sends {BATCH_RECORDS} records per task and awaits all their acknowledgements.\n\n"
             ));
-            throughput_table(&mut out, batch, "records/s");
+            throughput_table(&mut out, batch, "records/s", OnBroker::Yes);
         }
         if let Some(typed) = &self.typed_memory {
             out.push_str(
@@ -481,7 +481,7 @@ impl Report {
                  One topic, 20-property payloads, in turns unbound and bound to a schema that \
                  checks every property.\n\n",
             );
-            throughput_table(&mut out, typed, "requests/s");
+            throughput_table(&mut out, typed, "requests/s", OnBroker::No);
         }
         out
     }
@@ -656,15 +656,35 @@ fn check_latency(problems: &mut Vec<String>, name: &str, latency: &LatencySummar
     }
 }
 
-fn throughput_table(out: &mut String, report: &ThroughputReport, unit: &str) {
+/// Whether a scenario's records go to the broker, whose CPU is then worth
+/// a column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OnBroker {
+    Yes,
+    No,
+}
+
+fn throughput_table(out: &mut String, report: &ThroughputReport, unit: &str, on: OnBroker) {
+    let broker_watched =
+        on == OnBroker::Yes && report.rows.iter().any(|row| row.broker_cores.is_some());
+    let (broker_note, broker_head, broker_rule) = if broker_watched {
+        (
+            " Broker µs per record: the broker's, over the same records; the baseline's \
+             producer runs in the generator.",
+            " broker µs per record |",
+            "---:|",
+        )
+    } else {
+        ("", "", "")
+    };
     let _ = writeln!(
         out,
         "Closed loop, C keep-alive connections (or producing tasks). At each C the targets take turns, \
          {} rounds of {} ms warm-up and {} ms measured; a row sums its rounds. \
          Ratio against `{}` at the same C.\n\n\
-         Server µs per record: the server's CPU time over the records it took.\n\n\
-         | target | C | {unit} | ratio | p50 ms | p99 ms | server cores | generator cores | server µs per record |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|",
+         Server µs per record: the server's CPU time over the records it took.{broker_note}\n\n\
+         | target | C | {unit} | ratio | p50 ms | p99 ms | server cores | generator cores | server µs per record |{broker_head}\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|{broker_rule}",
         report.rounds, report.warm_up_ms, report.measure_ms, report.baseline
     );
     for row in &report.rows {
@@ -675,9 +695,14 @@ fn throughput_table(out: &mut String, report: &ThroughputReport, unit: &str) {
             ),
             None => ("–".to_owned(), "–".to_owned()),
         };
+        let broker = match row.broker_cpu_us_per_record() {
+            Some(per_record) if broker_watched => format!(" {per_record:.1} |"),
+            _ if broker_watched => " – |".to_owned(),
+            _ => String::new(),
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} | {:.2} | {} | {} | {server} | {:.2} | {per_record} |",
+            "| {} | {} | {:.0} | {:.2} | {} | {} | {server} | {:.2} | {per_record} |{broker}",
             row.target,
             row.concurrency,
             row.per_second,
@@ -716,6 +741,7 @@ mod tests {
             failed: 0,
             server_cores: Some(1.0),
             generator_cores: 0.5,
+            broker_cores: None,
         }
     }
 
@@ -905,5 +931,30 @@ mod tests {
                 .starts_with("1800 µs against 1.25 × (1000 + 500) = 1875 µs"),
             "{cpu:?}"
         );
+    }
+
+    #[test]
+    fn a_watched_brokers_cpu_per_record_is_a_column_of_the_kafka_tables_only() {
+        let mut report = report();
+        let batch = ThroughputReport {
+            baseline: DIRECT_RDKAFKA.to_owned(),
+            rounds: 1,
+            warm_up_ms: 1,
+            measure_ms: 1,
+            rows: vec![ThroughputRow {
+                broker_cores: Some(0.4),
+                ..kafka_row(Pipeline::Defaults.label(), 100_000.0, Some(1.0))
+            }],
+        };
+        report.batch_kafka = Some(batch);
+        for row in &mut report.http_memory.as_mut().unwrap().rows {
+            row.broker_cores = Some(0.01);
+        }
+        let markdown = report.markdown();
+        assert!(
+            markdown.contains("| 1.00 | 0.50 | 10.0 | 4.0 |"),
+            "{markdown}"
+        );
+        assert_eq!(markdown.matches("broker µs per record |").count(), 1);
     }
 }

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use acteon_server::Config;
 use acteon_server::app::run;
 use acteon_server::logging;
-use acteon_simulation::bench::process::{CONFIG_ENV, exit_with_parent};
+use acteon_simulation::bench::process::{CONFIG_ENV, exit_with_parent, watch_broker};
 use acteon_simulation::bench::{self, Plan, Scenario, bare};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -28,6 +28,10 @@ struct Cli {
     /// A Kafka bootstrap address; adds the Kafka scenarios.
     #[arg(long, value_name = "HOST:PORT")]
     kafka: Option<String>,
+    /// The broker's process id, on this machine: the Kafka scenarios then
+    /// report its CPU per record beside the server's.
+    #[arg(long, value_name = "PID")]
+    broker_pid: Option<u32>,
     /// Only these scenarios (default: all).
     #[arg(long, value_enum, value_delimiter = ',', value_name = "SCENARIO")]
     only: Vec<Scenario>,
@@ -80,6 +84,9 @@ async fn main() -> anyhow::Result<()> {
     } else {
         cli.only
     };
+    if let Some(pid) = cli.broker_pid {
+        watch_broker(pid)?;
+    }
     let report = bench::run(&plan, &scenarios, cli.kafka.as_deref()).await?;
     if let Some(path) = &cli.out {
         let json = serde_json::to_string_pretty(&report)?;
