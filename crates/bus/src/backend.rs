@@ -105,6 +105,14 @@ impl fmt::Debug for GroupMember {
     }
 }
 
+/// Produce requests sent to the broker and the records they carried, since
+/// the backend started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProduceFigures {
+    pub requests: u64,
+    pub records: u64,
+}
+
 /// A transport for topics of JSON messages with Kafka's semantics:
 /// partitions, keys, per-partition offsets and consumer groups.
 ///
@@ -191,4 +199,10 @@ pub trait BusBackend: Send + Sync + fmt::Debug {
 
     /// Waits until every accepted message is acknowledged, for shutdown.
     async fn flush(&self, timeout: Duration) -> Result<(), BusError>;
+
+    /// What the transport's produce requests carried so far, where it sends
+    /// requests of many records (Kafka); `None` otherwise.
+    fn produce_figures(&self) -> Option<ProduceFigures> {
+        None
+    }
 }

@@ -15,10 +15,11 @@ pub mod conformance;
 pub use acteon_core::SubscriptionEvent;
 pub use backend::{
     BusBackend, CommitOffsets, EventStream, GroupId, GroupIdError, GroupMember, PartitionOffsets,
-    Watermarks,
+    ProduceFigures, Watermarks,
 };
 pub use error::{BusError, Operation};
 pub use kafka::{
-    KAFKA_BOOTSTRAP_ENV, KafkaBackend, KafkaConfig, ProtectedProperty, kafka_payload, kafka_record,
+    CountingContext, KAFKA_BOOTSTRAP_ENV, KafkaBackend, KafkaConfig, ProduceTally,
+    ProtectedProperty, kafka_payload, kafka_record,
 };
 pub use memory::{MemoryBackend, MemoryConfig};

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+use acteon_bus::ProduceFigures;
 use axum::http::Method;
 use prometheus_client::encoding::text::{encode_eof, encode_registry};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -347,6 +348,26 @@ impl LiveFigures {
         );
     }
 
+    /// The Kafka producer's requests and the records in them: their ratio
+    /// is how full the requests are, which sets much of what a record
+    /// costs the broker.
+    pub fn kafka_produce(&mut self, figures: ProduceFigures) {
+        let requests = Counter::<u64>::default();
+        requests.inc_by(figures.requests);
+        self.registry.register(
+            "kafka_produce_requests",
+            "Produce requests the Kafka producer sent",
+            requests,
+        );
+        let records = Counter::<u64>::default();
+        records.inc_by(figures.records);
+        self.registry.register(
+            "kafka_produced_records",
+            "Records the Kafka producer sent, in all its produce requests",
+            records,
+        );
+    }
+
     pub fn registry(&self) -> &Registry {
         &self.registry
     }
@@ -377,6 +398,9 @@ pub(crate) async fn gather(app: &crate::app::AppState) -> LiveFigures {
     live.audit(app.pipeline.audit.queued(), audit.dropped());
     let probed = app.readiness.answer(app).await;
     live.dependencies(probed.up());
+    if let Some(figures) = app.bus.produce_figures() {
+        live.kafka_produce(figures);
+    }
     let subscriptions = app
         .durable
         .list(&crate::durable::SubscriptionFilter::default())

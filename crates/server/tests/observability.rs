@@ -179,6 +179,57 @@ async fn wait_for(server: &TestServer, series: &str, expected: f64) {
     }
 }
 
+/// The Kafka producer's statistics give its produce requests and the
+/// records in them; the in-memory backend has neither series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kafka_producer_counts_its_requests_and_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = TestServer::start(&Backend::Memory, dir.path());
+    let text = scrape(&memory, None).await.1;
+    assert!(!text.contains("acteon_kafka_"), "{text}");
+    drop(memory);
+
+    let Some(backend) = Backend::kafka("the_kafka_producer_counts_its_requests_and_records") else {
+        return;
+    };
+    let server = TestServer::start_with(
+        &backend,
+        dir.path(),
+        &[("ACTEON_BUS__KAFKA__STATISTICS_INTERVAL_MS", "100")],
+    );
+    let topic = server.create_topic(&tenant(), "counted", 2).await;
+    for seq in 0..5 {
+        server.publish_seq(&topic, seq).await;
+    }
+    let records: Vec<Value> = (0..20).map(|n| json!({ "payload": { "n": n } })).collect();
+    let (status, answer) = server
+        .post(
+            &format!("/v1/bus/topics/{topic}/records"),
+            &json!({ "records": records }),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = scrape(&server, None).await.1;
+        let now = samples(&text);
+        let requests = value(&now, "acteon_kafka_produce_requests_total");
+        let produced = value(&now, "acteon_kafka_produced_records_total");
+        // Five publishes, each awaited, then a batch: at least 6
+        // requests, and no more than records.
+        if produced >= 25.0 {
+            assert!((6.0..=produced).contains(&requests), "{text}");
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the producer's statistics never counted 25 records: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn hash(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }

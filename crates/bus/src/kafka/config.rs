@@ -36,6 +36,7 @@ const PROTECTED_PROPERTIES: &[(&str, &str)] = &[
     ("max.in.flight.requests.per.connection", "set max_in_flight"),
     ("max.in.flight", "set max_in_flight"),
     ("message.timeout.ms", "set produce_timeout_ms"),
+    ("statistics.interval.ms", "set statistics_interval_ms"),
     ("delivery.timeout.ms", "set produce_timeout_ms"),
     ("group.id", "subscriptions name their groups"),
     ("enable.auto.commit", "subscriptions commit nothing"),
@@ -103,6 +104,13 @@ pub struct KafkaConfig {
     pub idempotence: bool,
     /// librdkafka's `batch.size`, in bytes.
     pub batch_size: u32,
+    /// The producer's `statistics.interval.ms`: how often its counts of
+    /// produce requests and records are brought up to date (the metrics
+    /// `acteon_kafka_produce_requests_total` and
+    /// `acteon_kafka_produced_records_total`). librdkafka writes its whole
+    /// statistics document each time, so a producer of many partitions
+    /// pays for a short interval; 0 turns the counts off.
+    pub statistics_interval_ms: u64,
     /// How long topic create / delete and metadata requests may take.
     pub admin_timeout_ms: u64,
     /// Consumer `session.timeout.ms`: how soon a crashed server's
@@ -160,6 +168,7 @@ impl Default for KafkaConfig {
             max_in_flight: 1,
             idempotence: true,
             batch_size: 1_000_000,
+            statistics_interval_ms: 10_000,
             admin_timeout_ms: 10_000,
             session_timeout_ms: 10_000,
             max_poll_interval_ms: 30_000,
@@ -238,6 +247,10 @@ impl KafkaConfig {
                 self.max_in_flight.to_string(),
             )
             .set("message.timeout.ms", self.produce_timeout_ms.to_string())
+            .set(
+                "statistics.interval.ms",
+                self.statistics_interval_ms.to_string(),
+            )
             // A produce to a topic the broker does not know must fail as
             // "unknown topic" before it fails as a timeout.
             .set(

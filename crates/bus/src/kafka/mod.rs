@@ -9,6 +9,7 @@ mod broadcast;
 mod config;
 mod error;
 mod producer;
+mod stats;
 mod subscription;
 
 use std::sync::Arc;
@@ -31,10 +32,11 @@ use self::broadcast::Broadcasts;
 pub use self::config::{KAFKA_BOOTSTRAP_ENV, KafkaConfig, ProtectedProperty};
 use self::error::{classify, refuses_producer_state};
 use self::producer::{KEEPS_FAILING_FOR, Producer};
+pub use self::stats::{CountingContext, ProduceTally};
 use self::subscription::Subscriptions;
 use crate::{
     BusBackend, BusError, EventStream, GroupId, GroupMember, Operation, PartitionOffsets,
-    Watermarks,
+    ProduceFigures, Watermarks,
 };
 
 /// `message`'s payload as the JSON text a record carries. Written straight
@@ -405,5 +407,9 @@ impl BusBackend for KafkaBackend {
             .await
             .expect("flush task panicked")
             .map_err(|source| classify(Operation::Flush, "*", source))
+    }
+
+    fn produce_figures(&self) -> Option<ProduceFigures> {
+        (self.config.statistics_interval_ms > 0).then(|| self.producer.figures())
     }
 }

@@ -42,7 +42,11 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer as _, PurgeConfig};
 
 use super::KafkaConfig;
-use crate::BusError;
+use super::stats::{CountingContext, ProduceTally};
+use crate::{BusError, ProduceFigures};
+
+/// A producer that counts its requests into the backend's tally.
+pub(super) type CountingProducer = FutureProducer<CountingContext>;
 
 /// How often a watch looks at a failing producer.
 const WATCH_INTERVAL: Duration = Duration::from_millis(500);
@@ -77,8 +81,9 @@ struct Health {
 struct Inner {
     config: KafkaConfig,
     admin: Arc<AdminClient<DefaultClientContext>>,
-    current: ArcSwap<FutureProducer>,
+    current: ArcSwap<CountingProducer>,
     health: Mutex<Health>,
+    tally: Arc<ProduceTally>,
 }
 
 /// The producer the backend sends with. Cheap to clone.
@@ -91,12 +96,19 @@ impl Producer {
         config: &KafkaConfig,
         admin: Arc<AdminClient<DefaultClientContext>>,
     ) -> Result<Self, KafkaError> {
+        let tally = Arc::new(ProduceTally::default());
         Ok(Self(Arc::new(Inner {
-            current: ArcSwap::from_pointee(config.producer().create()?),
+            current: ArcSwap::from_pointee(counting_producer(config, &tally)?),
             config: config.clone(),
             admin,
             health: Mutex::default(),
+            tally,
         })))
+    }
+
+    /// What every producer so far sent, as of its last statistics.
+    pub(super) fn figures(&self) -> ProduceFigures {
+        self.0.tally.figures()
     }
 
     fn health(&self) -> std::sync::MutexGuard<'_, Health> {
@@ -104,7 +116,7 @@ impl Producer {
     }
 
     /// The producer to send with now.
-    pub(super) fn current(&self) -> Arc<FutureProducer> {
+    pub(super) fn current(&self) -> Arc<CountingProducer> {
         self.0.current.load_full()
     }
 
@@ -135,7 +147,7 @@ impl Producer {
     /// state ([`super::error::refuses_producer_state`]).
     pub(super) fn failed(
         &self,
-        sent_with: &Arc<FutureProducer>,
+        sent_with: &Arc<CountingProducer>,
         error: &BusError,
         state_refused: bool,
     ) {
@@ -214,7 +226,7 @@ impl Producer {
             }
             health.replaced_at = Some(Instant::now());
         }
-        let fresh = match self.0.config.producer().create::<FutureProducer>() {
+        let fresh = match counting_producer(&self.0.config, &self.0.tally) {
             Ok(fresh) => fresh,
             Err(error) => {
                 tracing::error!(%error, "a new Kafka producer could not be built");
@@ -237,4 +249,13 @@ impl Producer {
         });
         true
     }
+}
+
+fn counting_producer(
+    config: &KafkaConfig,
+    tally: &Arc<ProduceTally>,
+) -> Result<CountingProducer, KafkaError> {
+    config
+        .producer()
+        .create_with_context(CountingContext::new(Arc::clone(tally)))
 }
