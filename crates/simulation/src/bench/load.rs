@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use acteon_bus::{ProduceFigures, ProduceTally};
 use anyhow::Context;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -63,6 +64,9 @@ pub struct LoadRun {
     /// CPU the broker used in the measured span, in cores, when it is
     /// watched.
     pub broker_cores: Option<f64>,
+    /// Produce requests sent to the broker in the measured span, and the
+    /// records in them, when the producer counts them.
+    pub produced: Option<ProduceFigures>,
 }
 
 impl LoadRun {
@@ -77,6 +81,13 @@ impl LoadRun {
         let both = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| weighted(a, b));
         self.server_cores = both(self.server_cores, other.server_cores);
         self.broker_cores = both(self.broker_cores, other.broker_cores);
+        self.produced = self
+            .produced
+            .zip(other.produced)
+            .map(|(a, b)| ProduceFigures {
+                requests: a.requests + b.requests,
+                records: a.records + b.records,
+            });
         self.generator_cores = weighted(self.generator_cores, other.generator_cores);
         self.completed += other.completed;
         self.failed += other.failed;
@@ -122,12 +133,31 @@ impl Tally {
     }
 }
 
+/// Where a run's producer counts its produce requests and their records.
+#[derive(Debug, Clone, Copy)]
+pub enum ProduceCounts<'a> {
+    /// An Acteon server, in its metrics (on Kafka).
+    Server(&'a ServerProcess),
+    /// A producer in this process.
+    Tally(&'a ProduceTally),
+}
+
+impl ProduceCounts<'_> {
+    async fn read(self) -> anyhow::Result<Option<ProduceFigures>> {
+        match self {
+            Self::Server(server) => server.produce_figures().await,
+            Self::Tally(tally) => Ok(Some(tally.figures())),
+        }
+    }
+}
+
 /// Runs `tasks` (one per unit of concurrency, each ending at the window's
 /// end) and measures the CPU that this process and `server` use while the
-/// window is open.
+/// window is open, and what the producer of `counts` sent meanwhile.
 pub async fn measure<F>(
     shape: LoadShape,
     server: Option<&ServerProcess>,
+    counts: ProduceCounts<'_>,
     task: impl Fn(usize, Window) -> F,
 ) -> anyhow::Result<LoadRun>
 where
@@ -139,8 +169,17 @@ where
         .collect();
     tokio::time::sleep_until(window.start).await;
     let at_start = CpuReading::now(server)?;
+    let produced_before = counts.read().await?;
     tokio::time::sleep_until(window.end).await;
     let cores = CpuReading::now(server)?.cores_since(&at_start);
+    let produced = counts
+        .read()
+        .await?
+        .zip(produced_before)
+        .map(|(after, before)| ProduceFigures {
+            requests: after.requests - before.requests,
+            records: after.records - before.records,
+        });
     let mut total = Tally::default();
     for task in tasks {
         total.add(task.await.context("load task panicked")??);
@@ -153,6 +192,7 @@ where
         server_cores: cores.server,
         generator_cores: cores.generator,
         broker_cores: cores.broker,
+        produced,
     })
 }
 
@@ -165,9 +205,12 @@ pub async fn drive_http(
     // Keys of their own per run: a key seen in an earlier run would be a
     // replay, which costs less than a publish.
     let run: Arc<str> = uuid::Uuid::new_v4().simple().to_string().into();
-    measure(shape, Some(server), |index, window| {
-        connection(load.clone(), Arc::clone(&run), index, window)
-    })
+    measure(
+        shape,
+        Some(server),
+        ProduceCounts::Server(server),
+        |index, window| connection(load.clone(), Arc::clone(&run), index, window),
+    )
     .await
 }
 
@@ -299,6 +342,10 @@ mod tests {
             server_cores: Some(generator_cores * 2.0),
             generator_cores,
             broker_cores: Some(generator_cores / 2.0),
+            produced: Some(ProduceFigures {
+                requests: completed / 100,
+                records: completed,
+            }),
         }
     }
 
@@ -312,6 +359,13 @@ mod tests {
         assert!((first.generator_cores - 0.8).abs() < 1e-9);
         assert!((first.server_cores.unwrap() - 1.6).abs() < 1e-9);
         assert!((first.broker_cores.unwrap() - 0.4).abs() < 1e-9);
+        assert_eq!(
+            first.produced,
+            Some(ProduceFigures {
+                requests: 100,
+                records: 10_000
+            })
+        );
     }
 
     #[test]

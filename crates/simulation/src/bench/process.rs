@@ -7,10 +7,13 @@ use std::process::Stdio;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use acteon_bus::ProduceFigures;
 use acteon_server::Config;
 use anyhow::{Context, anyhow, bail};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
+
+use super::setup::API_KEY;
 
 /// The environment variable that carries an Acteon server's configuration,
 /// as JSON, to the `serve-acteon` role.
@@ -45,6 +48,9 @@ pub struct ServerProcess {
     pid: u32,
     pub address: SocketAddr,
     pub base_url: String,
+    /// Whether it is an Acteon server on Kafka, whose metrics count its
+    /// produce requests.
+    on_kafka: bool,
     /// The state store's directory, removed with the process.
     _data_dir: Option<tempfile::TempDir>,
 }
@@ -56,12 +62,14 @@ impl ServerProcess {
         config.state.data_dir = data_dir.path().to_owned();
         config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         let json = serde_json::to_string(&config)?;
-        Self::spawn(
+        let mut server = Self::spawn(
             "serve-acteon",
             &[(CONFIG_ENV, json.as_str())],
             Some(data_dir),
         )
-        .await
+        .await?;
+        server.on_kafka = config.bus.kafka.is_some();
+        Ok(server)
     }
 
     /// The bare axum handler that Acteon's HTTP publish is compared with.
@@ -116,6 +124,7 @@ impl ServerProcess {
             pid,
             address,
             base_url: format!("http://{address}"),
+            on_kafka: false,
             _data_dir: data_dir,
         })
     }
@@ -147,6 +156,31 @@ impl ServerProcess {
             .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
             .with_context(|| format!("no {name} line in {path}"))?;
         Ok(value.trim().to_owned())
+    }
+
+    /// The produce requests its Kafka producer sent so far and the records
+    /// in them, from its metrics; `None` but for an Acteon server on Kafka.
+    /// The benchmark's key may read the metrics where auth is on.
+    pub async fn produce_figures(&self) -> anyhow::Result<Option<ProduceFigures>> {
+        if !self.on_kafka {
+            return Ok(None);
+        }
+        let text = reqwest::Client::new()
+            .get(format!("{}/metrics", self.base_url))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .context("scraping the server's metrics")?
+            .text()
+            .await?;
+        let sample = |series: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        };
+        Ok(sample("acteon_kafka_produce_requests_total")
+            .zip(sample("acteon_kafka_produced_records_total"))
+            .map(|(requests, records)| ProduceFigures { requests, records }))
     }
 
     /// CPU time the server has used so far, user and system.
@@ -230,16 +264,13 @@ impl CpuReading {
     pub fn cores_since(&self, earlier: &Self) -> CoresUsed {
         let wall = (self.at - earlier.at).as_secs_f64().max(f64::EPSILON);
         let cores = |now: Duration, then: Duration| now.saturating_sub(then).as_secs_f64() / wall;
+        let both = |now: Option<Duration>, then: Option<Duration>| {
+            now.zip(then).map(|(now, then)| cores(now, then))
+        };
         CoresUsed {
             generator: cores(self.generator, earlier.generator),
-            server: self
-                .server
-                .zip(earlier.server)
-                .map(|(now, then)| cores(now, then)),
-            broker: self
-                .broker
-                .zip(earlier.broker)
-                .map(|(now, then)| cores(now, then)),
+            server: both(self.server, earlier.server),
+            broker: both(self.broker, earlier.broker),
         }
     }
 }

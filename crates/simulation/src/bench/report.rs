@@ -664,27 +664,49 @@ enum OnBroker {
     No,
 }
 
+/// A column shown only when `shown`: its cell, `–` where a row has no
+/// figure.
+fn optional_cell(shown: bool, figure: Option<f64>) -> String {
+    match figure {
+        _ if !shown => String::new(),
+        Some(figure) => format!(" {figure:.1} |"),
+        None => " – |".to_owned(),
+    }
+}
+
 fn throughput_table(out: &mut String, report: &ThroughputReport, unit: &str, on: OnBroker) {
-    let broker_watched =
-        on == OnBroker::Yes && report.rows.iter().any(|row| row.broker_cores.is_some());
-    let (broker_note, broker_head, broker_rule) = if broker_watched {
-        (
+    let on_broker = on == OnBroker::Yes;
+    let broker_watched = on_broker && report.rows.iter().any(|row| row.broker_cores.is_some());
+    let requests_counted = on_broker
+        && report
+            .rows
+            .iter()
+            .any(|row| row.records_per_produce_request.is_some());
+    let (mut notes, mut heads, mut rules) = (String::new(), String::new(), String::new());
+    if broker_watched {
+        notes.push_str(
             " Broker µs per record: the broker's, over the same records; the baseline's \
              producer runs in the generator.",
-            " broker µs per record |",
-            "---:|",
-        )
-    } else {
-        ("", "", "")
-    };
+        );
+        heads.push_str(" broker µs per record |");
+        rules.push_str("---:|");
+    }
+    if requests_counted {
+        notes.push_str(
+            " Records per produce request: what the producer's requests to the broker \
+             carried, from librdkafka's statistics.",
+        );
+        heads.push_str(" records per produce request |");
+        rules.push_str("---:|");
+    }
     let _ = writeln!(
         out,
         "Closed loop, C keep-alive connections (or producing tasks). At each C the targets take turns, \
          {} rounds of {} ms warm-up and {} ms measured; a row sums its rounds. \
          Ratio against `{}` at the same C.\n\n\
-         Server µs per record: the server's CPU time over the records it took.{broker_note}\n\n\
-         | target | C | {unit} | ratio | p50 ms | p99 ms | server cores | generator cores | server µs per record |{broker_head}\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|{broker_rule}",
+         Server µs per record: the server's CPU time over the records it took.{notes}\n\n\
+         | target | C | {unit} | ratio | p50 ms | p99 ms | server cores | generator cores | server µs per record |{heads}\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|{rules}",
         report.rounds, report.warm_up_ms, report.measure_ms, report.baseline
     );
     for row in &report.rows {
@@ -695,14 +717,11 @@ fn throughput_table(out: &mut String, report: &ThroughputReport, unit: &str, on:
             ),
             None => ("–".to_owned(), "–".to_owned()),
         };
-        let broker = match row.broker_cpu_us_per_record() {
-            Some(per_record) if broker_watched => format!(" {per_record:.1} |"),
-            _ if broker_watched => " – |".to_owned(),
-            _ => String::new(),
-        };
+        let broker = optional_cell(broker_watched, row.broker_cpu_us_per_record());
+        let fill = optional_cell(requests_counted, row.records_per_produce_request);
         let _ = writeln!(
             out,
-            "| {} | {} | {:.0} | {:.2} | {} | {} | {server} | {:.2} | {per_record} |{broker}",
+            "| {} | {} | {:.0} | {:.2} | {} | {} | {server} | {:.2} | {per_record} |{broker}{fill}",
             row.target,
             row.concurrency,
             row.per_second,
@@ -742,6 +761,7 @@ mod tests {
             server_cores: Some(1.0),
             generator_cores: 0.5,
             broker_cores: None,
+            records_per_produce_request: None,
         }
     }
 
@@ -934,27 +954,40 @@ mod tests {
     }
 
     #[test]
-    fn a_watched_brokers_cpu_per_record_is_a_column_of_the_kafka_tables_only() {
+    fn the_brokers_cpu_and_the_requests_fill_are_columns_of_the_kafka_tables_only() {
         let mut report = report();
         let batch = ThroughputReport {
             baseline: DIRECT_RDKAFKA.to_owned(),
             rounds: 1,
             warm_up_ms: 1,
             measure_ms: 1,
-            rows: vec![ThroughputRow {
-                broker_cores: Some(0.4),
-                ..kafka_row(Pipeline::Defaults.label(), 100_000.0, Some(1.0))
-            }],
+            rows: vec![
+                ThroughputRow {
+                    broker_cores: Some(0.4),
+                    records_per_produce_request: Some(72.34),
+                    ..kafka_row(Pipeline::Defaults.label(), 100_000.0, Some(1.0))
+                },
+                ThroughputRow {
+                    broker_cores: Some(0.2),
+                    ..kafka_row(Pipeline::Full.label(), 100_000.0, Some(1.0))
+                },
+            ],
         };
         report.batch_kafka = Some(batch);
         for row in &mut report.http_memory.as_mut().unwrap().rows {
             row.broker_cores = Some(0.01);
+            row.records_per_produce_request = Some(1.0);
         }
         let markdown = report.markdown();
         assert!(
-            markdown.contains("| 1.00 | 0.50 | 10.0 | 4.0 |"),
+            markdown.contains("| 1.00 | 0.50 | 10.0 | 4.0 | 72.3 |"),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains("| 1.00 | 0.50 | 10.0 | 2.0 | – |"),
             "{markdown}"
         );
         assert_eq!(markdown.matches("broker µs per record |").count(), 1);
+        assert_eq!(markdown.matches("records per produce request |").count(), 1);
     }
 }

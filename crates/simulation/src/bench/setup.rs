@@ -171,7 +171,7 @@ impl Pipeline {
 /// the in-memory backend.
 pub fn acteon_config(pipeline: Pipeline, kafka: Option<&str>) -> Config {
     let mut config = Config::default();
-    config.bus.kafka = kafka.map(KafkaConfig::with_bootstrap);
+    config.bus.kafka = kafka.map(kafka_config);
     if pipeline == Pipeline::Full {
         config.auth.enabled = true;
         config.auth.keys = vec![ApiKeyConfig {
@@ -180,7 +180,7 @@ pub fn acteon_config(pipeline: Pipeline, kafka: Option<&str>) -> Config {
             grants: vec![Grant {
                 namespace: "*".to_owned(),
                 tenant: "*".to_owned(),
-                ops: vec![Op::Publish, Op::Subscribe, Op::Manage],
+                ops: vec![Op::Publish, Op::Subscribe, Op::Manage, Op::Metrics],
             }],
         }];
         config.rules = rules();
@@ -193,6 +193,16 @@ pub fn acteon_config(pipeline: Pipeline, kafka: Option<&str>) -> Config {
         }];
     }
     config
+}
+
+/// The Kafka settings of Acteon's producer and of the direct one alike:
+/// the defaults, with statistics often enough that the counts of produce
+/// requests at a window's edges are at most 100 ms old.
+pub fn kafka_config(bootstrap: &str) -> KafkaConfig {
+    KafkaConfig {
+        statistics_interval_ms: 100,
+        ..KafkaConfig::with_bootstrap(bootstrap)
+    }
 }
 
 /// Ten rules that all evaluate and none of which matches, so every publish

@@ -5,14 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use acteon_bus::{KafkaConfig, kafka_payload, kafka_record};
+use acteon_bus::{CountingContext, ProduceTally, kafka_payload, kafka_record};
 use acteon_client::SubjectRef;
 use acteon_core::{OutgoingMessage, SchemaBinding, SchemaVersionRef, TopicName};
 use anyhow::Context;
 use rdkafka::producer::FutureProducer;
 use serde::Serialize;
 
-use super::load::{ClosedLoop, HttpLoad, LoadRun, LoadShape, Tally, Window, drive_http, measure};
+use super::load::{
+    ClosedLoop, HttpLoad, LoadRun, LoadShape, ProduceCounts, Tally, Window, drive_http, measure,
+};
 use super::process::ServerProcess;
 use super::setup::{self, Pipeline};
 use super::stats::LatencySummary;
@@ -55,6 +57,9 @@ pub struct ThroughputRow {
     /// CPU the broker used, in cores, when it was watched.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub broker_cores: Option<f64>,
+    /// Records per produce request the producer sent, on Kafka.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub records_per_produce_request: Option<f64>,
 }
 
 impl ThroughputReport {
@@ -80,6 +85,10 @@ impl ThroughputReport {
                     server_cores: run.server_cores,
                     generator_cores: run.generator_cores,
                     broker_cores: run.broker_cores,
+                    records_per_produce_request: run
+                        .produced
+                        .filter(|produced| produced.requests > 0)
+                        .map(|produced| produced.records as f64 / produced.requests as f64),
                 }
             })
             .collect();
@@ -324,11 +333,15 @@ fn single_publish_targets(servers: &[(Pipeline, ServerProcess)], topic: &TopicNa
 }
 
 /// A producer with the properties of Acteon's own (acks, idempotence,
-/// linger), to produce straight to the broker.
-fn direct_producer(bootstrap: &str) -> anyhow::Result<FutureProducer> {
-    KafkaConfig::with_bootstrap(bootstrap)
+/// linger), to produce straight to the broker, counting its requests into
+/// `tally` as Acteon's does.
+fn direct_producer(
+    bootstrap: &str,
+    tally: &Arc<ProduceTally>,
+) -> anyhow::Result<FutureProducer<CountingContext>> {
+    setup::kafka_config(bootstrap)
         .producer()
-        .create()
+        .create_with_context(CountingContext::new(Arc::clone(tally)))
         .context("creating the direct producer")
 }
 
@@ -378,7 +391,8 @@ pub async fn batch_kafka(
 /// rdkafka producing the records Acteon's Kafka backend would produce,
 /// `pipelined` at a time per task.
 struct DirectProducer {
-    producer: FutureProducer,
+    producer: FutureProducer<CountingContext>,
+    tally: Arc<ProduceTally>,
     kafka_name: Arc<str>,
     messages: Arc<[OutgoingMessage]>,
     pipelined: u64,
@@ -390,8 +404,10 @@ impl DirectProducer {
     /// build could outlast a quick run's warm-up and leave the first
     /// measured window empty.
     async fn new(bootstrap: &str, topic: &TopicName, pipelined: u64) -> anyhow::Result<Self> {
+        let tally = Arc::default();
         let direct = Self {
-            producer: direct_producer(bootstrap)?,
+            producer: direct_producer(bootstrap, &tally)?,
+            tally,
             kafka_name: topic.kafka_topic_name().into(),
             messages: (0..64).map(setup::message).collect(),
             pipelined,
@@ -411,16 +427,21 @@ impl DirectProducer {
     }
 
     async fn drive(&self, shape: LoadShape) -> anyhow::Result<LoadRun> {
-        measure(shape, None, |index, window| {
-            produce_directly(
-                self.producer.clone(),
-                Arc::clone(&self.kafka_name),
-                Arc::clone(&self.messages),
-                self.pipelined,
-                index,
-                window,
-            )
-        })
+        measure(
+            shape,
+            None,
+            ProduceCounts::Tally(&self.tally),
+            |index, window| {
+                produce_directly(
+                    self.producer.clone(),
+                    Arc::clone(&self.kafka_name),
+                    Arc::clone(&self.messages),
+                    self.pipelined,
+                    index,
+                    window,
+                )
+            },
+        )
         .await
     }
 }
@@ -428,7 +449,7 @@ impl DirectProducer {
 /// One producing task: `pipelined` records at a time, each awaiting all
 /// their acknowledgements before the next.
 async fn produce_directly(
-    producer: FutureProducer,
+    producer: FutureProducer<CountingContext>,
     kafka_name: Arc<str>,
     messages: Arc<[OutgoingMessage]>,
     pipelined: u64,
