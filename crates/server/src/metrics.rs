@@ -272,12 +272,10 @@ impl LiveFigures {
             "Audit records waiting to be written",
             depth,
         );
-        let lost = Counter::<u64>::default();
-        lost.inc_by(dropped);
-        self.registry.register(
+        self.counter(
             "audit_dropped",
             "Audit records that could not be stored",
-            lost,
+            dropped,
         );
     }
 
@@ -352,20 +350,23 @@ impl LiveFigures {
     /// is how full the requests are, which sets much of what a record
     /// costs the broker.
     pub fn kafka_produce(&mut self, figures: ProduceFigures) {
-        let requests = Counter::<u64>::default();
-        requests.inc_by(figures.requests);
-        self.registry.register(
+        self.counter(
             "kafka_produce_requests",
             "Produce requests the Kafka producer sent",
-            requests,
+            figures.requests,
         );
-        let records = Counter::<u64>::default();
-        records.inc_by(figures.records);
-        self.registry.register(
+        self.counter(
             "kafka_produced_records",
             "Records the Kafka producer sent, in all its produce requests",
-            records,
+            figures.records,
         );
+    }
+
+    /// A counter whose total is kept elsewhere.
+    fn counter(&mut self, name: &str, help: &str, total: u64) {
+        let counter = Counter::<u64>::default();
+        counter.inc_by(total);
+        self.registry.register(name, help, counter);
     }
 
     pub fn registry(&self) -> &Registry {
