@@ -168,17 +168,21 @@ where
         .map(|index| tokio::spawn(task(index, window)))
         .collect();
     tokio::time::sleep_until(window.start).await;
-    let at_start = CpuReading::now(server)?;
+    // A scrape of the server's counts is kept out of its CPU reading at
+    // both edges.
     let produced_before = counts.read().await?;
+    let at_start = CpuReading::now(server)?;
     tokio::time::sleep_until(window.end).await;
     let cores = CpuReading::now(server)?.cores_since(&at_start);
     let produced = counts
         .read()
         .await?
         .zip(produced_before)
-        .map(|(after, before)| ProduceFigures {
-            requests: after.requests - before.requests,
-            records: after.records - before.records,
+        .and_then(|(after, before)| {
+            Some(ProduceFigures {
+                requests: after.requests.checked_sub(before.requests)?,
+                records: after.records.checked_sub(before.records)?,
+            })
         });
     let mut total = Tally::default();
     for task in tasks {

@@ -24,6 +24,8 @@ pub const CONFIG_ENV: &str = "ACTEON_BENCH_CONFIG";
 const CLOCK_TICKS_PER_SECOND: u64 = 100;
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest a scrape of a server's metrics may take.
+const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The broker's process, when the benchmark is told it: on two shared
 /// cores the broker's CPU per record is part of what a target costs, and
@@ -48,9 +50,9 @@ pub struct ServerProcess {
     pid: u32,
     pub address: SocketAddr,
     pub base_url: String,
-    /// Whether it is an Acteon server on Kafka, whose metrics count its
-    /// produce requests.
-    on_kafka: bool,
+    /// For an Acteon server on Kafka, whose metrics count its produce
+    /// requests: the client that reads them.
+    metrics: Option<reqwest::Client>,
     /// The state store's directory, removed with the process.
     _data_dir: Option<tempfile::TempDir>,
 }
@@ -68,7 +70,14 @@ impl ServerProcess {
             Some(data_dir),
         )
         .await?;
-        server.on_kafka = config.bus.kafka.is_some();
+        if config.bus.kafka.is_some() {
+            server.metrics = Some(
+                reqwest::Client::builder()
+                    .timeout(SCRAPE_TIMEOUT)
+                    .build()
+                    .context("building the metrics client")?,
+            );
+        }
         Ok(server)
     }
 
@@ -124,7 +133,7 @@ impl ServerProcess {
             pid,
             address,
             base_url: format!("http://{address}"),
-            on_kafka: false,
+            metrics: None,
             _data_dir: data_dir,
         })
     }
@@ -162,10 +171,10 @@ impl ServerProcess {
     /// in them, from its metrics; `None` but for an Acteon server on Kafka.
     /// The benchmark's key may read the metrics where auth is on.
     pub async fn produce_figures(&self) -> anyhow::Result<Option<ProduceFigures>> {
-        if !self.on_kafka {
+        let Some(client) = &self.metrics else {
             return Ok(None);
-        }
-        let text = reqwest::Client::new()
+        };
+        let text = client
             .get(format!("{}/metrics", self.base_url))
             .bearer_auth(API_KEY)
             .send()
@@ -178,9 +187,11 @@ impl ServerProcess {
             text.lines()
                 .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
         };
-        Ok(sample("acteon_kafka_produce_requests_total")
+        let figures = sample("acteon_kafka_produce_requests_total")
             .zip(sample("acteon_kafka_produced_records_total"))
-            .map(|(requests, records)| ProduceFigures { requests, records }))
+            .map(|(requests, records)| ProduceFigures { requests, records })
+            .context("the server's metrics have no counts of produce requests")?;
+        Ok(Some(figures))
     }
 
     /// CPU time the server has used so far, user and system.
