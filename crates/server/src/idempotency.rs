@@ -181,19 +181,16 @@ impl Window {
         false
     }
 
-    /// When the oldest key still in the window was claimed.
-    fn oldest_at(&self) -> Option<DateTime<Utc>> {
-        self.order
-            .iter()
-            .find(|(claim, slot, _)| self.is_current(*claim, slot))
-            .map(|&(_, _, at)| at)
-    }
-
     /// Takes off the pages none of whose keys is in the window any more:
     /// each key of a page was claimed by its newest time, so a page older
-    /// than the oldest key left holds only keys that are gone.
+    /// than every key left holds only keys that are gone. The oldest is
+    /// looked for among all the keys, not taken from the claim order, which
+    /// a step back of the clock would leave out of time order.
     fn take_stale_pages(&mut self) -> Vec<Page> {
-        let oldest = self.oldest_at();
+        if self.pages.is_empty() {
+            return Vec::new();
+        }
+        let oldest = self.entries.values().map(|entry| entry.at).min();
         let stale = self
             .pages
             .iter()
