@@ -64,6 +64,12 @@ fn page_id(number: u64) -> String {
     format!("{PAGE_PREFIX}{number:020}")
 }
 
+/// A page's number; `None` for the whole window older servers stored,
+/// which comes before every page.
+fn page_number(id: &str) -> Option<u64> {
+    id.strip_prefix(PAGE_PREFIX)?.parse().ok()
+}
+
 /// A topic and a key, as their SHA-256: fixed-size keys compare and move
 /// without following pointers into a large map, and are copied, not
 /// cloned.
@@ -131,8 +137,10 @@ struct Window {
     order: VecDeque<(u64, Slot, DateTime<Utc>)>,
     next_claim: u64,
     /// Keys settled since the last snapshot; the next page holds those
-    /// still in the window.
+    /// still in the window. Kept only once snapshots run, so that a window
+    /// that is never stored does not gather them.
     unsaved: Vec<Slot>,
+    snapshots: bool,
     /// The pages in the state store, oldest first.
     pages: VecDeque<Page>,
     next_page: u64,
@@ -360,14 +368,15 @@ impl IdempotencyWindow {
                 ),
             }
         }
+        // A key claimed again after it left the window is in two pages; the
+        // later page's claim is the one that stands (not the later time: the
+        // clock may have stepped back between them).
+        pages.sort_by_key(|(id, _)| page_number(id));
         let oldest_kept = Utc::now() - self.window_length();
         let mut window = self.lock();
-        let mut kept = Vec::new();
+        let mut latest: HashMap<String, Kept> = HashMap::new();
         for (id, page) in pages {
-            if let Some(number) = id
-                .strip_prefix(PAGE_PREFIX)
-                .and_then(|n| n.parse::<u64>().ok())
-            {
+            if let Some(number) = page_number(&id) {
                 window.next_page = window.next_page.max(number.saturating_add(1));
             }
             let newest = page.iter().map(|kept| kept.at).max();
@@ -375,14 +384,16 @@ impl IdempotencyWindow {
                 id,
                 newest: newest.unwrap_or(DateTime::<Utc>::MIN_UTC),
             });
-            kept.extend(page.into_iter().filter(|kept| kept.at >= oldest_kept));
+            latest.extend(page.into_iter().map(|kept| (kept.slot.clone(), kept)));
         }
         window
             .pages
             .make_contiguous()
             .sort_by_key(|page| page.newest);
-        // A key claimed again after it left the window is in two pages;
-        // the later claim is the one that stands.
+        let mut kept: Vec<Kept> = latest
+            .into_values()
+            .filter(|kept| kept.at >= oldest_kept)
+            .collect();
         kept.sort_by_key(|kept| kept.at);
         for kept in kept {
             let (mut print, mut slot) = ([0u8; 32], [0u8; 32]);
@@ -483,6 +494,7 @@ impl IdempotencyWindow {
     /// Stores a page every `snapshot_interval_ms` while keys settle, and
     /// once more when stopped.
     pub fn start_snapshots(self: &Arc<Self>, state: Arc<dyn StateStore>) -> IdempotencySnapshots {
+        self.lock().snapshots = true;
         let stop = CancellationToken::new();
         let interval = Duration::from_millis(self.config.snapshot_interval_ms.max(100));
         let window = Arc::clone(self);
@@ -531,7 +543,9 @@ impl Ticket {
             Ok(published) => {
                 let entry = window.entries.get_mut(&slot).expect("current");
                 entry.state = State::Done(published.clone());
-                window.unsaved.push(slot);
+                if window.snapshots {
+                    window.unsaved.push(slot);
+                }
             }
             Err(_) => {
                 window.entries.remove(&slot);
@@ -588,6 +602,14 @@ mod tests {
         }
     }
 
+    /// A window whose settled keys are kept for snapshots, as
+    /// `start_snapshots` makes it, without the timer.
+    fn snapshotted(config: IdempotencyConfig) -> Arc<IdempotencyWindow> {
+        let window = IdempotencyWindow::new(config);
+        window.lock().snapshots = true;
+        window
+    }
+
     /// The stored pages of the window.
     async fn stored_pages(state: &dyn StateStore) -> Vec<(String, Vec<Kept>)> {
         let stored = state.list(KeyKind::IdempotencyWindow).await.unwrap();
@@ -609,7 +631,7 @@ mod tests {
     #[tokio::test]
     async fn a_snapshot_stores_what_settled_since_the_last_one() {
         let state = crate::state::MemoryStore::default();
-        let window = IdempotencyWindow::new(IdempotencyConfig::default());
+        let window = snapshotted(IdempotencyConfig::default());
         new_ticket(&window, "a", 1).settle(&produced(1));
         new_ticket(&window, "b", 1).settle(&produced(2));
         window.store(&state).await;
@@ -622,7 +644,7 @@ mod tests {
         assert_eq!(sizes, [2, 1], "{pages:?}");
 
         in_flight.settle(&produced(4));
-        let restored = IdempotencyWindow::new(IdempotencyConfig::default());
+        let restored = snapshotted(IdempotencyConfig::default());
         restored.restore(&state).await.unwrap();
         for (key, offset) in [("a", 1), ("b", 2), ("c", 3)] {
             assert_eq!(replayed_offset(&restored, key), offset);
@@ -647,7 +669,7 @@ mod tests {
             max_keys: 2,
             ..IdempotencyConfig::default()
         };
-        let window = IdempotencyWindow::new(config.clone());
+        let window = snapshotted(config.clone());
         // Apart in time, as a page is gone only once it is older than the
         // oldest key left.
         for (key, offset) in [("a", 1), ("b", 2), ("c", 3)] {
@@ -660,11 +682,54 @@ mod tests {
         let keys: Vec<usize> = pages.iter().map(|(_, kept)| kept.len()).collect();
         assert_eq!(keys, [1, 1], "{pages:?}");
 
-        let restored = IdempotencyWindow::new(config);
+        let restored = snapshotted(config);
         restored.restore(&state).await.unwrap();
         assert_eq!(replayed_offset(&restored, "b"), 2);
         assert_eq!(replayed_offset(&restored, "c"), 3);
         new_ticket(&restored, "a", 1);
+
+        let one_key = IdempotencyConfig {
+            max_keys: 1,
+            ..IdempotencyConfig::default()
+        };
+        let restored = snapshotted(one_key);
+        restored.restore(&state).await.unwrap();
+        assert_eq!(replayed_offset(&restored, "c"), 3);
+        new_ticket(&restored, "b", 1);
+    }
+
+    /// A key in two pages comes back as the later page has it, even when
+    /// the clock stepped back between them.
+    #[tokio::test]
+    async fn the_later_page_wins_whatever_the_clock_said() {
+        let state = crate::state::MemoryStore::default();
+        let window = snapshotted(IdempotencyConfig::default());
+        new_ticket(&window, "k", 1).settle(&produced(1));
+        window.store(&state).await;
+        let (_, mut kept) = stored_pages(&state).await.pop().unwrap();
+        kept[0].at -= chrono::Duration::seconds(10);
+        kept[0].published = produced(3).unwrap();
+        let later = serde_json::json!({
+            "page": page_id(1),
+            "kept": serde_json::to_string(&kept).unwrap(),
+        });
+        state
+            .put(KeyKind::IdempotencyWindow, &page_id(1), &later)
+            .await
+            .unwrap();
+        let restored = snapshotted(IdempotencyConfig::default());
+        restored.restore(&state).await.unwrap();
+        assert_eq!(replayed_offset(&restored, "k"), 3);
+    }
+
+    /// A window that is never stored keeps nothing for a snapshot.
+    #[test]
+    fn without_snapshots_settled_keys_are_not_gathered() {
+        let window = IdempotencyWindow::new(IdempotencyConfig::default());
+        for n in 0..100 {
+            new_ticket(&window, &format!("k-{n}"), 1).settle(&produced(n));
+        }
+        assert!(window.lock().unsaved.is_empty());
     }
 
     /// The whole window servers before pages stored, as a JSON text or as
@@ -672,7 +737,7 @@ mod tests {
     #[tokio::test]
     async fn the_whole_window_older_servers_stored_is_read() {
         let state = crate::state::MemoryStore::default();
-        let window = IdempotencyWindow::new(IdempotencyConfig::default());
+        let window = snapshotted(IdempotencyConfig::default());
         new_ticket(&window, "k", 1).settle(&produced(7));
         window.store(&state).await;
         let (_, kept) = stored_pages(&state).await.pop().unwrap();
@@ -688,7 +753,7 @@ mod tests {
                 max_keys: 1,
                 ..IdempotencyConfig::default()
             };
-            let restored = IdempotencyWindow::new(config);
+            let restored = snapshotted(config);
             restored.restore(&state).await.unwrap();
             assert_eq!(replayed_offset(&restored, "k"), 7, "{whole}");
             tokio::time::sleep(Duration::from_millis(2)).await;
