@@ -619,6 +619,15 @@ mod tests {
             .collect()
     }
 
+    /// The page a window stores with one key, "k", produced at `offset`.
+    async fn one_stored_key(offset: i64) -> Vec<Kept> {
+        let state = crate::state::MemoryStore::default();
+        let window = snapshotted(IdempotencyConfig::default());
+        new_ticket(&window, "k", 1).settle(&produced(offset));
+        window.store(&state).await;
+        stored_pages(&state).await.pop().unwrap().1
+    }
+
     fn replayed_offset(window: &Arc<IdempotencyWindow>, key: &str) -> i64 {
         match window.claim(&topic(), key, &message(1)).unwrap() {
             Claim::Replay(Published::Produced(receipt)) => receipt.offset,
@@ -703,10 +712,15 @@ mod tests {
     #[tokio::test]
     async fn the_later_page_wins_whatever_the_clock_said() {
         let state = crate::state::MemoryStore::default();
-        let window = snapshotted(IdempotencyConfig::default());
-        new_ticket(&window, "k", 1).settle(&produced(1));
-        window.store(&state).await;
-        let (_, mut kept) = stored_pages(&state).await.pop().unwrap();
+        let first = serde_json::json!({
+            "page": page_id(0),
+            "kept": serde_json::to_string(&one_stored_key(1).await).unwrap(),
+        });
+        state
+            .put(KeyKind::IdempotencyWindow, &page_id(0), &first)
+            .await
+            .unwrap();
+        let mut kept = one_stored_key(1).await;
         kept[0].at -= chrono::Duration::seconds(10);
         kept[0].published = produced(3).unwrap();
         let later = serde_json::json!({
@@ -736,12 +750,7 @@ mod tests {
     /// a tree, is read as a page and deleted once its keys are gone.
     #[tokio::test]
     async fn the_whole_window_older_servers_stored_is_read() {
-        let state = crate::state::MemoryStore::default();
-        let window = snapshotted(IdempotencyConfig::default());
-        new_ticket(&window, "k", 1).settle(&produced(7));
-        window.store(&state).await;
-        let (_, kept) = stored_pages(&state).await.pop().unwrap();
-        let text = serde_json::to_string(&kept).unwrap();
+        let text = serde_json::to_string(&one_stored_key(7).await).unwrap();
         let tree: serde_json::Value = serde_json::from_str(&text).unwrap();
         for whole in [serde_json::Value::String(text), tree] {
             let state = crate::state::MemoryStore::default();
