@@ -127,6 +127,26 @@ struct Page {
     newest: DateTime<Utc>,
 }
 
+impl Page {
+    fn holding(id: String, kept: &[Kept]) -> Self {
+        let newest = kept.iter().map(|kept| kept.at).max();
+        Self {
+            id,
+            newest: newest.unwrap_or(DateTime::<Utc>::MIN_UTC),
+        }
+    }
+}
+
+/// A page as stored: its keys as one JSON text in a JSON string, since a
+/// tree of as many JSON objects as there are keys cost more than the rest
+/// of the snapshot. [`read_page`] reads it back.
+fn page_document(id: &str, kept: &[Kept]) -> serde_json::Value {
+    serde_json::json!({
+        "page": id,
+        "kept": serde_json::to_string(kept).expect("kept answers serialise"),
+    })
+}
+
 #[derive(Debug, Default)]
 struct Window {
     entries: HashMap<Slot, Entry>,
@@ -379,11 +399,7 @@ impl IdempotencyWindow {
             if let Some(number) = page_number(&id) {
                 window.next_page = window.next_page.max(number.saturating_add(1));
             }
-            let newest = page.iter().map(|kept| kept.at).max();
-            window.pages.push_back(Page {
-                id,
-                newest: newest.unwrap_or(DateTime::<Utc>::MIN_UTC),
-            });
+            window.pages.push_back(Page::holding(id, &page));
             latest.extend(page.into_iter().map(|kept| (kept.slot.clone(), kept)));
         }
         window
@@ -418,7 +434,6 @@ impl IdempotencyWindow {
         while window.entries.len() > self.config.max_keys.max(1) && window.drop_oldest_settled(None)
         {
         }
-        window.compact();
         tracing::info!(
             keys = window.entries.len(),
             pages = window.pages.len(),
@@ -460,7 +475,6 @@ impl IdempotencyWindow {
         id: String,
         copied: Vec<(Slot, [u8; 32], DateTime<Utc>, Published)>,
     ) {
-        let newest = copied.iter().map(|&(_, _, at, _)| at).max();
         let slots: Vec<Slot> = copied.iter().map(|&(slot, ..)| slot).collect();
         let kept: Vec<Kept> = copied
             .into_iter()
@@ -471,18 +485,9 @@ impl IdempotencyWindow {
                 published,
             })
             .collect();
-        // The keys as one JSON text in a JSON string: a tree of as many
-        // JSON objects as there are keys cost more than the rest of the
-        // snapshot.
-        let value = serde_json::json!({
-            "page": id,
-            "kept": serde_json::to_string(&kept).expect("kept answers serialise"),
-        });
-        match state.put(KeyKind::IdempotencyWindow, &id, &value).await {
-            Ok(()) => self.lock().pages.push_back(Page {
-                id,
-                newest: newest.unwrap_or(DateTime::<Utc>::MIN_UTC),
-            }),
+        let document = page_document(&id, &kept);
+        match state.put(KeyKind::IdempotencyWindow, &id, &document).await {
+            Ok(()) => self.lock().pages.push_back(Page::holding(id, &kept)),
             Err(error) => {
                 // Kept for the next try.
                 self.lock().unsaved.extend(slots);
@@ -712,10 +717,7 @@ mod tests {
     #[tokio::test]
     async fn the_later_page_wins_whatever_the_clock_said() {
         let state = crate::state::MemoryStore::default();
-        let first = serde_json::json!({
-            "page": page_id(0),
-            "kept": serde_json::to_string(&one_stored_key(1).await).unwrap(),
-        });
+        let first = page_document(&page_id(0), &one_stored_key(1).await);
         state
             .put(KeyKind::IdempotencyWindow, &page_id(0), &first)
             .await
@@ -723,10 +725,7 @@ mod tests {
         let mut kept = one_stored_key(1).await;
         kept[0].at -= chrono::Duration::seconds(10);
         kept[0].published = produced(3).unwrap();
-        let later = serde_json::json!({
-            "page": page_id(1),
-            "kept": serde_json::to_string(&kept).unwrap(),
-        });
+        let later = page_document(&page_id(1), &kept);
         state
             .put(KeyKind::IdempotencyWindow, &page_id(1), &later)
             .await
